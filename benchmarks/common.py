@@ -1,0 +1,35 @@
+"""Shared measuring helpers: wall time and peak memory of a call run in a fresh process."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def _child(fn: Callable[..., Any], args: tuple, queue: mp.Queue) -> None:
+    began = time.perf_counter()
+    result = fn(*args)
+    seconds = time.perf_counter() - began
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put((seconds, peak_mb, result))
+
+
+def isolated(fn: Callable[..., Any], *args: Any) -> tuple[float, float, Any]:
+    """Run `fn(*args)` (a module-level function) in a spawned process: (seconds, peak RSS MB, result).
+
+    The peak includes the interpreter and its imports, the same for ours and the baseline."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(fn, args, queue))
+    proc.start()
+    seconds, peak_mb, result = queue.get()
+    proc.join()
+    return seconds, peak_mb, result
+
+
+def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
+    began = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - began, result

@@ -1,0 +1,47 @@
+"""The `sftflow` command. Each sub-command lives in its own module with a `register(subparsers)`."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from pathlib import Path
+
+from flows.settings import configure_environment
+
+
+def command_modules() -> list[str]:
+    """Every module in this package with a `register(subparsers)` is a sub-command."""
+    here = Path(__file__).resolve().parent
+    return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if m.name != "output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sftflow", description="From raw instruction data to a LoRA-tuned model.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in command_modules():
+        importlib.import_module(f"flows.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_environment()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from tasks.errors import BadInputError
+
+    try:
+        return int(args.handler(args) or 0)
+    except BadInputError as exc:
+        print(f"sftflow {args.command}: bad input: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"sftflow {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""`sftflow run [CONFIG.yaml] [--set key=value]... [--from STAGE] [--json]`: the pipeline flow."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from flows.cli.output import emit, format_table
+
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "demo" / "pipeline.yaml"
+COLUMNS = ["stage", "status", "rows_in", "rows_out", "seconds", "key"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("run", help="run the pipeline flow (the demo configuration when no CONFIG is given)")
+    parser.add_argument("config", nargs="?", help="pipeline YAML (see demo/pipeline.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set select.n1=500 (repeatable)")
+    parser.add_argument("--from", dest="from_stage", metavar="STAGE",
+                        help="force this stage and every later one to run again")
+    parser.add_argument("--task-runner", choices=["thread", "dask", "ray"], help="overrides runner.task_runner")
+    parser.add_argument("--address", help="address of an existing Dask or Ray cluster (overrides runner.address)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from flows.config import load_config
+    from flows.pipeline import run_pipeline
+    from flows.tracker import PipelineFailed
+
+    overrides = list(args.overrides)
+    if args.task_runner:
+        overrides.append(f"runner.task_runner={args.task_runner}")
+    if args.address:
+        overrides.append(f"runner.address={args.address}")
+    config = load_config(args.config or DEMO_CONFIG, overrides)
+    try:
+        report = run_pipeline(config, from_stage=args.from_stage)
+        code = 0
+    except PipelineFailed as exc:
+        report, code = exc.report, 1
+    failures = "".join(f"\n{row['stage']} failed: {row['error']}" for row in report["stages"] if row["error"])
+    emit(report, args.json, format_table(report["stages"], COLUMNS) + failures)
+    if code:
+        print("pipeline failed; fix the cause and run again: finished stages come back from the cache",
+              file=sys.stderr)
+    return code

@@ -1,0 +1,71 @@
+"""The `sft-pipeline` flow: ingest → iqs → embed → cluster → select → format → train.
+
+Thin on purpose: it only wires stage tasks (flows/stages.py) together; every stage is cached by its store key.
+"""
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from flows import stages
+from flows.config import PipelineConfig, RunnerConfig
+from flows.tracker import PipelineFailed, StageTracker
+from storage.store import Store
+from tasks.errors import BadInputError
+
+ORDER = ("ingest", "iqs", "embed", "cluster", "select", "format", "train")
+
+
+def _run_name() -> str:
+    config = flow_run.parameters.get("config")
+    name = config.name if isinstance(config, PipelineConfig) else (config or {}).get("name", "sftflow")
+    return f"{name}-{date.today().isoformat()}"
+
+
+@flow(name="sft-pipeline", flow_run_name=_run_name, persist_result=True)
+def sft_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[str, Any]:
+    store = Store(config.store).url
+    tracker = StageTracker(store, ORDER, from_stage)
+    sources = tracker.run_many("ingest", stages.ingest_source, [(src, {}) for src in config.ingest.sources])
+    conversations = tracker.run("ingest", stages.ingest, config.ingest,
+                                {f"source_{i:03d}": ref for i, ref in enumerate(sources)})
+    return tracker.finish(f"sft-pipeline: {config.name}")
+
+
+def task_runner(runner: RunnerConfig, store_url: str) -> Any:
+    """The Prefect task runner for `runner`. A remote cluster needs a store every worker can reach."""
+    if runner.task_runner == "thread":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=runner.workers)
+    if runner.address and Store(store_url).is_local:
+        raise BadInputError(f"the store {store_url} is a local path, which the workers of the {runner.task_runner} "
+                            f"cluster at {runner.address} cannot read: set store to an s3://, gs:// or shared "
+                            "file system URL", field="store")
+    if runner.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if runner.address:
+            return DaskTaskRunner(address=runner.address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": runner.workers, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})
+    from prefect_ray import RayTaskRunner  # the `ray` extra
+
+    return RayTaskRunner(address=runner.address) if runner.address else RayTaskRunner()
+
+
+def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[str, Any]:
+    """Run the flow and return its stage table; raises PipelineFailed (with the table) when a stage failed."""
+    store_url = Store(config.store).url
+    config = config.model_copy(update={"store": store_url})
+    flow_fn = sft_pipeline.with_options(task_runner=task_runner(config.runner, store_url))
+    state = flow_fn(config=config, from_stage=from_stage, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, PipelineFailed):
+        raise result
+    if isinstance(result, BaseException):
+        raise result
+    return result

@@ -1,0 +1,35 @@
+"""Embedded defaults for Prefect: no server needed, state under .sftflow/, quiet and offline.
+
+Must run before `prefect` is imported. Values already in the environment win, so `PREFECT_API_URL`
+pointing at a real server makes every command use that server.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def sftflow_home() -> Path:
+    return Path(os.environ.get("SFTFLOW_HOME", ".sftflow")).absolute()
+
+
+def configure_environment() -> None:
+    home = sftflow_home()
+    defaults = {
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_LOCAL_STORAGE_PATH": str(home / "prefect" / "results"),
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    if os.environ.get("SFTFLOW_ONLINE") == "1":  # users with network access may reach the Hugging Face hub
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+            defaults.pop(name)
+    for name, value in defaults.items():
+        os.environ.setdefault(name, value)

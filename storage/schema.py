@@ -1,0 +1,71 @@
+"""The canonical conversation record shared by every stage (see README, "The canonical record")."""
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from storage.keys import digest
+
+ROLES = ("user", "assistant")
+
+SOURCE_TYPE = pa.struct(
+    [
+        pa.field("uri", pa.string()),  # file path, URL or hf:NAME[:CONFIG][@REVISION]
+        pa.field("format", pa.string()),  # alpaca, sharegpt, guanaco, medicationqa, ...
+        pa.field("split", pa.string()),  # xlsx sheet name or dataset split; null for plain files
+        pa.field("row", pa.int64()),  # 0-based row / line / record number inside the source
+    ]
+)
+MESSAGE_TYPE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])
+
+CONVERSATION_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", SOURCE_TYPE),
+        pa.field("system", pa.string()),
+        pa.field("messages", pa.list_(MESSAGE_TYPE)),
+        pa.field("meta", pa.string()),  # JSON object: the source's other columns
+    ]
+)
+
+
+def normalize_text(text: str) -> str:
+    """The normalization ids are computed on: NFC, unix newlines, no surrounding whitespace."""
+    return unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n")).strip()
+
+
+def record_id(system: str | None, messages: Sequence[Mapping[str, str]]) -> str:
+    """Stable content hash: the same normalized conversation always gets the same id, whatever its source."""
+    payload = [normalize_text(system or ""), [[m["role"], normalize_text(m["content"])] for m in messages]]
+    return digest(payload, chars=32)
+
+
+def make_record(
+    *,
+    messages: Sequence[Mapping[str, str]],
+    system: str | None,
+    uri: str,
+    fmt: str,
+    row: int,
+    split: str | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build one canonical row (normalized text, id computed) ready for `records_to_table`."""
+    clean = [{"role": m["role"], "content": normalize_text(m["content"])} for m in messages]
+    sys_text = normalize_text(system) if system and system.strip() else None
+    return {
+        "id": record_id(sys_text, clean),
+        "source": {"uri": uri, "format": fmt, "split": split, "row": row},
+        "system": sys_text,
+        "messages": clean,
+        "meta": json.dumps(dict(meta or {}), ensure_ascii=False, sort_keys=True, default=str),
+    }
+
+
+def records_to_table(records: Iterable[Mapping[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(list(records), schema=CONVERSATION_SCHEMA)
+

@@ -1,0 +1,50 @@
+"""Test settings: an isolated SFTFLOW_HOME per session, a real Prefect API when a test asks for one."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+os.environ["SFTFLOW_HOME"] = tempfile.mkdtemp(prefix="sftflow-test-")
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("SFTFLOW_FAIL_STAGE", None)
+
+from flows.settings import configure_environment  # noqa: E402
+
+configure_environment()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (the project's ../shared/data)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real, temporary Prefect server for the whole session (about 15-20 s once)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory) -> Path:
+    """A tiny Llama-architecture causal LM with a BPE tokenizer trained on the fly (ChatML template)."""
+    from tests.tiny_models import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+@pytest.fixture
+def store(tmp_path):
+    from storage.store import Store
+
+    return Store(str(tmp_path / "store"))

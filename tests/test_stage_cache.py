@@ -1,0 +1,110 @@
+"""The stage wrapper against a real Prefect API: cache hits are checked against the store."""
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+from prefect import flow
+
+from flows.stage import stage_task
+from flows.tracker import PipelineFailed, StageTracker
+from storage.stage import FAIL_STAGE_ENV, StageDef, StageOutput, run_stage
+from tasks.errors import BadInputError
+
+CALLS = {"numbers": 0, "squares": 0}
+
+
+def build_numbers(ctx, **inputs):
+    CALLS["numbers"] += 1
+    if ctx.params["n"] < 0:
+        raise BadInputError("n must be >= 0", field="n")
+    return StageOutput(table=pa.table({"x": list(range(ctx.params["n"]))}), stats={"n": ctx.params["n"]})
+
+
+def build_squares(ctx, numbers):
+    CALLS["squares"] += 1
+    xs = ctx.store.read_table(numbers.key).column("x").to_pylist()
+    return StageOutput(table=pa.table({"x": xs, "sq": [x * x for x in xs]}),
+                       companions={"odd": pa.table({"x": [x for x in xs if x % 2]})})
+
+
+NUMBERS = StageDef("numbers", "1", build_numbers)
+SQUARES = StageDef("squares", "1", build_squares)
+numbers_task = stage_task(NUMBERS, retries=1)
+squares_task = stage_task(SQUARES, retries=0)
+
+
+@flow(persist_result=True)
+def toy_flow(store: str, n: int, from_stage: str | None = None) -> dict:
+    tracker = StageTracker(store, ("numbers", "squares"), from_stage)
+    numbers = tracker.run("numbers", numbers_task, {"n": n}, {})
+    tracker.run("squares", squares_task, {}, {"numbers": numbers})
+    return tracker.finish("toy")
+
+
+def statuses(report):
+    return {row["stage"]: row["status"] for row in report["stages"]}
+
+
+def run_toy(store, n, from_stage=None):
+    state = toy_flow(store=store.url, n=n, from_stage=from_stage, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, PipelineFailed):
+        return result.report
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def test_run_stage_without_prefect(store):
+    first = run_stage(NUMBERS, {"n": 5}, {}, store)
+    again = run_stage(NUMBERS, {"n": 5}, {}, store)
+    assert (first.status, again.status) == ("ran", "cached") and first.ref.key == again.ref.key
+    sq = run_stage(SQUARES, {}, {"numbers": first.ref}, store)
+    manifest = store.manifest(sq.ref.key)
+    assert manifest["inputs"] == {"numbers": first.ref.key}
+    assert store.read_table(manifest["companions"]["odd"]).column("x").to_pylist() == [1, 3]
+
+
+def test_cached_rebuilt_and_injected_failure(prefect_api, store):
+    report = run_toy(store, 4)
+    assert statuses(report) == {"numbers": "ran", "squares": "ran"}
+    key = report["stages"][1]["key"]
+    created = store.manifest(key)["created"]
+
+    report = run_toy(store, 4)
+    assert statuses(report) == {"numbers": "cached", "squares": "cached"}
+    assert store.manifest(key)["created"] == created  # not rewritten
+
+    # a deleted dataset is rebuilt, never returned from Prefect's cache
+    shutil.rmtree(Path(store.root, key))
+    before = CALLS["squares"]
+    report = run_toy(store, 4)
+    assert statuses(report) == {"numbers": "cached", "squares": "ran"} and CALLS["squares"] == before + 1
+    assert store.verify(key)
+
+    # a changed parameter re-runs that stage and what follows
+    report = run_toy(store, 6)
+    assert statuses(report) == {"numbers": "ran", "squares": "ran"}
+
+    # an injected failure fails the flow, later stages are skipped
+    os.environ[FAIL_STAGE_ENV] = "squares"
+    try:
+        report = run_toy(store, 7)
+    finally:
+        del os.environ[FAIL_STAGE_ENV]
+    assert statuses(report) == {"numbers": "ran", "squares": "failed"}
+    report = run_toy(store, 7)
+    assert statuses(report) == {"numbers": "cached", "squares": "ran"}
+
+    # --from forces the stage and everything after it
+    report = run_toy(store, 7, from_stage="numbers")
+    assert statuses(report) == {"numbers": "ran", "squares": "ran"}
+
+
+def test_bad_input_is_not_retried(prefect_api, store):
+    before = CALLS["numbers"]
+    report = run_toy(store, -1)
+    assert statuses(report) == {"numbers": "failed", "squares": "skipped"}
+    assert "n must be >= 0" in report["stages"][0]["error"]
+    assert CALLS["numbers"] == before + 1  # retries=1, but bad input is not retried

@@ -105,11 +105,8 @@ def open_source(config: Any) -> tuple[Iterator[tuple[int, Any]], str | None, str
         return hf.iter_rows(dataset), fmt, split, list(dataset.column_names), extra
     kind = file_kind(uri)
     if kind == "xlsx":
-        if fmt == "medicationqa":
-            required = list((config.mapping or MEDICATIONQA_MAPPING).values())
-        else:
-            required = list(config.mapping.values()) if config.mapping else None
-        sheet = xlsx.open_sheet(uri, config.sheet, required,
+        mapping = (config.mapping or MEDICATIONQA_MAPPING) if fmt == "medicationqa" else config.mapping
+        sheet = xlsx.open_sheet(uri, config.sheet, mapping,
                                 default_sheet=MEDICATIONQA_SHEET if fmt in (None, "medicationqa") else None)
         extra["header_row"] = sheet.header_row
         extra["blank_rows"] = sheet.blank_rows

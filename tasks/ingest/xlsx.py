@@ -7,7 +7,7 @@ by a merge get the column letter as name. Error cells (#DIV/0!, #N/A, …) come 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,10 +67,11 @@ def _names(values: Sequence[Any]) -> list[str]:
     return names
 
 
-def open_sheet(uri: str, sheet: str | None, required: Sequence[str] | None, default_sheet: str | None = None
+def open_sheet(uri: str, sheet: str | None, mapping: Mapping[str, str] | None, default_sheet: str | None = None
                ) -> Sheet:
-    """`required`: column names the header row must contain (the mapping); `default_sheet` is used when no
-    sheet is asked for and the workbook has it (medicationqa's DrugQA), else the first sheet."""
+    """`mapping` (system/input/output → column): the header row must hold its columns; `default_sheet` is used
+    when no sheet is asked for and the workbook has it (medicationqa's DrugQA), else the first sheet."""
+    required = set((mapping or {}).values())
     workbook = _load(uri)
     names = workbook.sheetnames
     wanted = sheet or (default_sheet if default_sheet in names else None) or names[0]
@@ -85,7 +86,7 @@ def open_sheet(uri: str, sheet: str | None, required: Sequence[str] | None, defa
         scanned.append(values)
         present = {str(v).strip() for v in values if v is not None}
         if required:
-            if set(required) <= present:
+            if required <= present:
                 header_index = index
                 break
         elif sum(isinstance(v, str) and bool(v) for v in values) >= 2:
@@ -97,9 +98,10 @@ def open_sheet(uri: str, sheet: str | None, required: Sequence[str] | None, defa
         found = next((v for v in scanned if not _blank(v)), [])
         headers = [v for v in found if v is not None]
         if required:
-            raise BadInputError(f"sheet {wanted!r}: no header row holds the mapped columns; the headers found are "
-                                f"{headers}, the mapping asked for {list(required)} (fix the mapping or --sheet)",
-                                file=uri)
+            missing = sorted(required - {str(h).strip() for h in headers})
+            raise BadInputError(f"sheet {wanted!r}: missing column(s) {missing}: the headers found are {headers}, "
+                                f"the mapping asked for {dict(mapping or {})} (fix the mapping, or pick the sheet "
+                                "with --sheet)", file=uri)
         raise BadInputError(f"sheet {wanted!r}: no header row (a row of at least two text cells) in the first "
                             f"{HEADER_SCAN_ROWS} rows", file=uri)
     headers = _names(scanned[header_index])

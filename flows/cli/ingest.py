@@ -34,8 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def source_path(text: str) -> str:
-    """Local paths become absolute so the same file gives the same key from any directory."""
-    if text.startswith("hf:") or "://" in text:
+    """Local paths (hf: folders too) become absolute so the same data gives the same key from any directory."""
+    if text.startswith("hf:"):
+        from tasks.ingest import hf
+
+        source = hf.parse_uri(text)
+        if source.local is None:
+            return text
+        return (f"hf:{source.local.resolve()}" + (f":{source.config}" if source.config else "") +
+                (f"@{source.revision}" if source.revision else ""))
+    if "://" in text:
         return text
     return str(Path(text).expanduser().resolve())
 

@@ -56,8 +56,20 @@ class SelectConfig(Section):
 
 
 class FormatConfig(Section):
-    template: str = "chatml"
-    max_length: int = 1024
+    template: str = Field("chatml", description="prompt template (`sftflow templates list`); `tokenizer` uses the "
+                                                "base model's own chat_template")
+    max_length: int = Field(1024, ge=8, description="tokens kept per sample; samples whose answer starts later "
+                                                    "are quarantined")
+    train_on: Literal["all_assistant", "last_assistant", "prompt"] = Field(
+        "all_assistant", description="loss on every assistant turn, on the last one only, or on every token")
+    system: str | None = Field(None, description="system prompt for every sample (replaces the records' own and "
+                                                 "the template default); empty string: no system prompt")
+    exports: list[Literal["text", "xtuner", "llamafactory"]] = Field(
+        default_factory=lambda: ["text", "xtuner", "llamafactory"],
+        description="files written next to the tokenized table: formatted text JSONL, xtuner conversation "
+                    "JSONL, LLaMA-Factory dataset folder")
+    dataset_name: str = Field("sftflow", description="dataset name in the LLaMA-Factory dataset_info.json")
+    batch_size: int = Field(2000, ge=1, exclude=True, description="rows tokenized per batch")
 
 
 class TrainConfig(Section):

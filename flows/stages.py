@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from flows.stage import stage_task
+from tasks import format as format_stage
 from tasks import ingest as ingest_stage
 
 ingest_source = stage_task(ingest_stage.SOURCE_STAGE)  # one task per source file / dataset
 ingest = stage_task(ingest_stage.MERGE_STAGE)  # concatenate sources, drop duplicates across them
+format = stage_task(format_stage.STAGE)  # template + tokenize + loss masks + exports (needs base_model's tokenizer)

@@ -71,7 +71,9 @@ class RunnerConfig(Section):
 
 class SelfInstructConfig(Section):
     """Self-instruct generation (`sftflow generate-instructions`, the `self-instruct` flow); not a pipeline stage:
-    its output is a dataset in the store that the pipeline ingests like any other source."""
+    its output is a dataset in the store that the pipeline ingests like any other source. No field is
+    `exclude=True`: Prefect serializes flow parameters with model_dump, so a deployment run would silently lose
+    the key's variable name, the Secret block and the timeouts."""
 
     seed_tasks: str = Field(description="seed tasks JSONL (Alpaca's seed_tasks.jsonl layout)")
     prompt_file: str | None = Field(None, description="the requirements text the tasks follow (Alpaca's "
@@ -80,8 +82,8 @@ class SelfInstructConfig(Section):
                                                                       "local transformers model folder")
     base_url: str = Field("https://api.openai.com/v1", description="chat-completions endpoint base URL (openai)")
     model: str = Field("gpt-4o-mini", description="model name (openai) or a local Hugging Face model folder (local)")
-    api_key_env: str = Field("OPENAI_API_KEY", exclude=True, description="environment variable holding the API key")
-    api_key_secret: str | None = Field(None, exclude=True, description="Prefect Secret block holding the API key "
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    api_key_secret: str | None = Field(None, description="Prefect Secret block holding the API key "
                                                                        "(the flow puts it into api_key_env)")
     num_instructions: int = Field(100, ge=1, description="stop once this many new instructions are kept")
     num_prompt_instructions: int = Field(3, ge=1, description="seed tasks shown in each prompt")
@@ -99,11 +101,11 @@ class SelfInstructConfig(Section):
     tokens_budget: int | None = Field(None, description="stop starting requests once prompt + completion tokens "
                                                         "reach this (none: no limit)")
     seed: int = Field(42, description="seed for sampling prompt tasks (and local sampling)")
-    timeout_s: float = Field(120.0, exclude=True, description="HTTP timeout per request")
-    max_retries: int = Field(5, exclude=True, description="retries on 429, 5xx and connection errors")
-    backoff_s: float = Field(1.0, exclude=True, description="first retry wait, doubled each time, unless the "
+    timeout_s: float = Field(120.0, description="HTTP timeout per request")
+    max_retries: int = Field(5, description="retries on 429, 5xx and connection errors")
+    backoff_s: float = Field(1.0, description="first retry wait, doubled each time, unless the "
                                                             "server sends Retry-After")
-    device: str = Field("auto", exclude=True, description="local backend: cpu, cuda or auto")
+    device: str = Field("auto", description="local backend: cpu, cuda or auto")
 
 
 class PipelineConfig(BaseModel):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import nullcontext
 
 from flows.cli.output import emit
 
@@ -62,14 +61,14 @@ def human(result: dict) -> str:
 
 def handle(args: argparse.Namespace) -> int:
     from flows.config import SelfInstructConfig
-    from flows.self_instruct import api_key_from_secret, summary
+    from flows.secrets import secret_in_env
     from storage.stage import run_stage
     from storage.store import Store
-    from tasks.self_instruct.stage import SELF_INSTRUCT_STAGE
+    from tasks.self_instruct.stage import SELF_INSTRUCT_STAGE, summary
 
     config = SelfInstructConfig(**{f: getattr(args, f) for f in FIELDS if getattr(args, f) is not None})
     store = Store(args.store)
-    with api_key_from_secret(config) if config.api_key_secret else nullcontext():
+    with secret_in_env(config.api_key_secret, config.api_key_env):
         result = run_stage(SELF_INSTRUCT_STAGE, config, {}, store, force=args.force)
     out = summary(store, result.ref.key, result.status, args.output)
     emit(out, args.json, human(out))

@@ -5,10 +5,11 @@ import hashlib
 from typing import Any
 
 from storage.stage import StageContext, StageDef, StageOutput
+from storage.store import Store
 from tasks.self_instruct.backends import make_backend
 from tasks.self_instruct.generate import GenerationResult, Settings, generate_instructions
 from tasks.self_instruct.prompt import default_prompt_file, load_seed_tasks, read_text
-from tasks.self_instruct.records import generated_records, quarantine_table
+from tasks.self_instruct.records import generated_records, quarantine_table, write_alpaca_jsonl
 
 
 def prompt_file(params: Any) -> str:
@@ -56,3 +57,14 @@ def build(ctx: StageContext) -> StageOutput:
 
 
 SELF_INSTRUCT_STAGE = StageDef(name="self_instruct", version="1", build=build, fingerprint=fingerprint)
+
+
+def summary(store: Store, key: str, status: str, output: str | None = None) -> dict[str, Any]:
+    """The counts of a stored self_instruct dataset, and its Alpaca JSONL export when `output` is set."""
+    manifest = store.manifest(key)
+    result = {"key": key, "status": status, "rows": manifest["rows"], **manifest.get("stats", {}),
+              "quarantine": manifest.get("companions", {}).get("quarantine"), "store": store.url}
+    if output:
+        write_alpaca_jsonl(store.read_table(key), output)
+        result["output"] = output
+    return result

@@ -9,6 +9,7 @@ equals the reference loop. Candidates are decided in order: a kept candidate joi
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,10 +26,13 @@ class Verdict:
     most_similar: str | None  # the instruction that scored it
 
 
-def rouge_tokenizer():
-    from rouge_score.tokenizers import DefaultTokenizer
+TOKEN_RE = re.compile(r"[a-z0-9]+")
 
-    return DefaultTokenizer(use_stemmer=False)  # what RougeScorer(["rougeL"], use_stemmer=False) uses
+
+def rouge_tokens(text: str) -> list[str]:
+    """rouge_score's DefaultTokenizer(use_stemmer=False) in one regex pass: it lowercases, turns every run of
+    other characters into a space, splits, and keeps the [a-z0-9]+ tokens (tested equal on odd Unicode)."""
+    return TOKEN_RE.findall(text.lower())
 
 
 def rouge_l_f1(lcs: np.ndarray, target_len: np.ndarray, prediction_len: np.ndarray) -> np.ndarray:
@@ -46,7 +50,6 @@ class RougeDeduplicator:
     def __init__(self, existing: Sequence[str] = (), threshold: float = DEFAULT_THRESHOLD, workers: int = -1,
                  block: int = 256):
         self.threshold, self.workers, self.block = threshold, workers, block
-        self._tokenizer = rouge_tokenizer()
         self._vocab: dict[str, str] = {}
         self.texts: list[str] = []
         self._codes: list[str] = []
@@ -60,7 +63,7 @@ class RougeDeduplicator:
     def encode(self, text: str) -> str:
         """The text's rouge tokens, one character per distinct token (so LCS over tokens = LCS over chars)."""
         chars = []
-        for token in self._tokenizer.tokenize(text):
+        for token in rouge_tokens(text):
             char = self._vocab.get(token)
             if char is None:
                 index = len(self._vocab)
@@ -73,14 +76,35 @@ class RougeDeduplicator:
         self._codes.append(code)
         self._lengths.append(len(code))
 
-    def _scores(self, targets: list[str], predictions: list[str]) -> np.ndarray:
+    @staticmethod
+    def _lcs(targets: list[str], predictions: list[str], workers: int) -> np.ndarray:
         from rapidfuzz.distance import LCSseq
         from rapidfuzz.process import cdist
 
-        lcs = cdist(targets, predictions, scorer=LCSseq.similarity, dtype=np.int32, workers=self.workers)
-        target_len = np.array([len(t) for t in targets], dtype=np.int64)[:, None]
-        prediction_len = np.array([len(p) for p in predictions], dtype=np.int64)[None, :]
-        return rouge_l_f1(lcs.astype(np.int64), target_len, prediction_len)
+        return cdist(targets, predictions, scorer=LCSseq.similarity, dtype=np.int32, workers=workers)
+
+    def _scores(self, targets: list[str], predictions: list[str]) -> np.ndarray:
+        """Every target's ROUGE-L F1 against every prediction."""
+        lcs = self._lcs(targets, predictions, self.workers)
+        target_len = np.array([len(t) for t in targets], dtype=np.float64)[:, None]
+        prediction_len = np.array([len(p) for p in predictions], dtype=np.float64)[None, :]
+        return rouge_l_f1(lcs.astype(np.float64), target_len, prediction_len)
+
+    def _best_in_pool(self, codes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Each code's best F1 in the pool and where. The argmax is taken on 2*lcs/(m+n), one pass; the exact
+        rouge_score float is then computed only where that ratio is within rounding of the row's best."""
+        lcs = self._lcs(codes, self._codes, self.workers)
+        target_len = np.array([len(c) for c in codes], dtype=np.float64)
+        pool_len = np.asarray(self._lengths, dtype=np.float64)
+        ratio = lcs / np.maximum(target_len[:, None] + pool_len[None, :], 1.0)  # 0 when either is empty
+        top = ratio.max(axis=1)
+        best, where = np.zeros(len(codes)), np.zeros(len(codes), dtype=np.int64)
+        for row in np.flatnonzero(top > 0):
+            near = np.flatnonzero(ratio[row] >= top[row] * (1 - 1e-9))
+            exact = rouge_l_f1(lcs[row, near].astype(np.float64), target_len[row], pool_len[near])
+            k = int(exact.argmax())
+            best[row], where[row] = exact[k], near[k]
+        return best, where
 
     def add(self, candidates: Sequence[str]) -> list[Verdict]:
         verdicts: list[Verdict] = []
@@ -92,14 +116,13 @@ class RougeDeduplicator:
         codes = [self.encode(t) for t in texts]
         pool_size = len(self.texts)
         if pool_size:
-            against_pool = self._scores(codes, self._codes)
-            pool_best = against_pool.argmax(axis=1)
-            pool_max = against_pool[np.arange(len(codes)), pool_best]
+            pool_max, pool_best = self._best_in_pool(codes)
         within = self._scores(codes, codes)  # row j = candidate j as target, as Alpaca scores a new one
         kept_rows: list[int] = []
         verdicts = []
         for j in range(len(texts)):
             best, similar = (float(pool_max[j]), self.texts[pool_best[j]]) if pool_size else (0.0, None)
+            similar = similar if best > 0 else None
             if kept_rows:
                 row = within[j, kept_rows]
                 k = int(row.argmax())

@@ -196,3 +196,14 @@ def test_dedup_within_one_block_and_names_the_similar_instruction():
     assert verdicts[1].most_similar == "Write a haiku about autumn leaves falling."
     assert verdicts[2].most_similar == "Give three tips for staying healthy."
     assert len(dedup) == 2
+
+
+@pytest.mark.parametrize("text", [
+    "Rewrite the sentence: \"It's 5pm—time to go!\"", "Ünïcödé İstanbul ﬁle KELVIN K straße ½ ２０２４",
+    "e-mail, C++ & naïve café; x_y z\t\nnew", "", "   ", "日本語のテキスト and English", "ΣΊΣΥΦΟΣ σίσυφος"])
+def test_tokens_equal_rouge_score_default_tokenizer(text):
+    from rouge_score.tokenizers import DefaultTokenizer
+
+    from tasks.self_instruct.rouge import rouge_tokens
+
+    assert rouge_tokens(text) == DefaultTokenizer(use_stemmer=False).tokenize(text)

@@ -1,7 +1,7 @@
 """The `self-instruct` flow: generate instruction data from seed tasks into the store (one stage task).
 
 Not part of `sft-pipeline`: its output is a dataset like any ingested source; export it with `output`
-(Alpaca JSONL) and list that file as an ingest source of the pipeline.
+(Alpaca JSONL, or canonical parquet with lineage) and list that file as an ingest source of the pipeline.
 """
 from __future__ import annotations
 

@@ -199,8 +199,13 @@ def test_cli_end_to_end(shared_data, tmp_path):
     assert duplicate["instruction"] == "Rewrite the following sentence in the passive voice please."
     assert duplicate["most_similar"] == "Rewrite the following sentence in the passive voice."
 
-    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    canonical = tmp_path / "generated.parquet"
+    again = subprocess.run(command[:-3] + ["--output", str(canonical), "--json"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
     assert json.loads(again.stdout)["status"] == "cached" and json.loads(again.stdout)["kept"] == 6
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(canonical).equals(table)  # lineage and ids travel with the canonical export
 
 
 def test_flow_parameters_keep_the_connection_settings():

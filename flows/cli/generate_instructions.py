@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="local backend: cpu, cuda or auto")
     p.add_argument("--store", help="store URL ($SFTFLOW_HOME/store by default)")
     p.add_argument("--force", action="store_true", help="generate again even if the store has this dataset")
-    p.add_argument("--output", metavar="PATH", help="also write the kept tasks as Alpaca JSONL")
+    p.add_argument("--output", metavar="PATH", help="also write the kept tasks: Alpaca JSONL, or canonical "
+                                                    "records (with lineage) for a .parquet path")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=handle)
 
@@ -55,7 +56,7 @@ def human(result: dict) -> str:
              f"retries {result.get('retries')}",
              f"quarantine: {result.get('quarantine')}"]
     if result.get("output"):
-        lines.append(f"wrote {result['output']}")
+        lines.append(f"wrote {result['output']} ({result['output_layout']})")
     return "\n".join(lines)
 
 

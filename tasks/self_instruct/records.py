@@ -57,9 +57,16 @@ def alpaca_rows(table: pa.Table) -> list[dict[str, str]]:
     return rows
 
 
-def write_alpaca_jsonl(table: pa.Table, path: str | Path) -> int:
+def export(table: pa.Table, path: str | Path) -> str:
+    """`.parquet`: the canonical records, lineage included (ingest format `canonical`); anything else: Alpaca
+    JSONL (instruction, input, output), which every Alpaca reader takes. Returns the layout written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, path)
+        return "canonical"
     rows = alpaca_rows(table)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return len(rows)
+    return "alpaca"

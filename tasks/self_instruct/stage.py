@@ -9,7 +9,7 @@ from storage.store import Store
 from tasks.self_instruct.backends import make_backend
 from tasks.self_instruct.generate import GenerationResult, Settings, generate_instructions
 from tasks.self_instruct.prompt import default_prompt_file, load_seed_tasks, read_text
-from tasks.self_instruct.records import generated_records, quarantine_table, write_alpaca_jsonl
+from tasks.self_instruct.records import export, generated_records, quarantine_table
 
 
 def prompt_file(params: Any) -> str:
@@ -60,11 +60,11 @@ SELF_INSTRUCT_STAGE = StageDef(name="self_instruct", version="1", build=build, f
 
 
 def summary(store: Store, key: str, status: str, output: str | None = None) -> dict[str, Any]:
-    """The counts of a stored self_instruct dataset, and its Alpaca JSONL export when `output` is set."""
+    """The counts of a stored self_instruct dataset, exported to `output` when set (see records.export)."""
     manifest = store.manifest(key)
     result = {"key": key, "status": status, "rows": manifest["rows"], **manifest.get("stats", {}),
               "quarantine": manifest.get("companions", {}).get("quarantine"), "store": store.url}
     if output:
-        write_alpaca_jsonl(store.read_table(key), output)
         result["output"] = output
+        result["output_layout"] = export(store.read_table(key), output)
     return result

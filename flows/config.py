@@ -84,6 +84,45 @@ class RunnerConfig(Section):
     workers: int = 2
 
 
+class SelfInstructConfig(Section):
+    """Self-instruct generation (`sftflow generate-instructions`, the `self-instruct` flow); not a pipeline stage:
+    its output is a dataset in the store that the pipeline ingests like any other source. No field is
+    `exclude=True`: Prefect serializes flow parameters with model_dump, so a deployment run would silently lose
+    the key's variable name, the Secret block and the timeouts."""
+
+    seed_tasks: str = Field(description="seed tasks JSONL (Alpaca's seed_tasks.jsonl layout)")
+    prompt_file: str | None = Field(None, description="the requirements text the tasks follow (Alpaca's "
+                                                      "prompt.txt); prompt.txt next to seed_tasks when empty")
+    backend: Literal["openai", "local"] = Field("openai", description="an OpenAI-compatible HTTP endpoint, or a "
+                                                                      "local transformers model folder")
+    base_url: str = Field("https://api.openai.com/v1", description="chat-completions endpoint base URL (openai)")
+    model: str = Field("gpt-4o-mini", description="model name (openai) or a local Hugging Face model folder (local)")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    api_key_secret: str | None = Field(None, description="Prefect Secret block holding the API key "
+                                                                       "(the flow puts it into api_key_env)")
+    num_instructions: int = Field(100, ge=1, description="stop once this many new instructions are kept")
+    num_prompt_instructions: int = Field(3, ge=1, description="seed tasks shown in each prompt")
+    request_batch_size: int = Field(5, ge=1, description="prompts per batch (concurrent HTTP requests, or one "
+                                                         "generate call)")
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = Field(3072, ge=1, description="completion tokens per request")
+    stop: list[str] = Field(default_factory=lambda: ["\n20", "20."], description="stop sequences (Alpaca's)")
+    similarity_threshold: float = Field(0.7, description="drop an instruction whose ROUGE-L F1 to any earlier "
+                                                         "one is above this")
+    min_words: int = Field(4, description="drop instructions with fewer words")
+    max_words: int = Field(150, description="drop instructions with more words")
+    requests_budget: int | None = Field(200, description="at most this many requests (none: no limit)")
+    tokens_budget: int | None = Field(None, description="stop starting requests once prompt + completion tokens "
+                                                        "reach this (none: no limit)")
+    seed: int = Field(42, description="seed for sampling prompt tasks (and local sampling)")
+    timeout_s: float = Field(120.0, description="HTTP timeout per request")
+    max_retries: int = Field(5, description="retries on 429, 5xx and connection errors")
+    backoff_s: float = Field(1.0, description="first retry wait, doubled each time, unless the "
+                                                            "server sends Retry-After")
+    device: str = Field("auto", description="local backend: cpu, cuda or auto")
+
+
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -123,12 +123,18 @@ def load_model(name: str | None, device: str = "auto") -> Any:
     return SentenceTransformer(str(resolve_model(name)), device=pick_device(device))
 
 
+def embedding_dimension(model: Any) -> int:
+    # sentence-transformers 5.x renamed get_sentence_embedding_dimension (and warns on the old name)
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
+
+
 # -- encoding ----------------------------------------------------------------------------------------------
 def encode(model: Any, texts: Sequence[str], batch_size: int = 64,
            advance: Callable[[int], None] | None = None) -> np.ndarray:
     """(n, dim) float32, L2-normalized. Texts go longest first in batches of similar length, so padding is
     small and a batch too large for memory fails at once; the result comes back in the input order."""
-    dim = model.get_sentence_embedding_dimension()
+    dim = embedding_dimension(model)
     out = np.empty((len(texts), dim), dtype=np.float32)
     order = np.argsort([-len(t) for t in texts], kind="stable")
     step = batch_size * 8  # progress granularity
@@ -176,7 +182,7 @@ def build(ctx: StageContext, conversations: DatasetRef) -> StageOutput:
     model = load_model(params.model, params.device)
     stats: dict[str, Any] = {"model": params.model or BUNDLED_MODEL, "model_path": str(folder),
                              "weights_sha256": model_checksum(folder), "text": params.text, "device": device,
-                             "dim": model.get_sentence_embedding_dimension(), "batch_size": params.batch_size,
+                             "dim": embedding_dimension(model), "batch_size": params.batch_size,
                              "max_seq_length": model.max_seq_length}
     advance = ctx.progress(conversations.rows, f"embed ({device})")
 

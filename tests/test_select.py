@@ -139,3 +139,29 @@ def test_bad_input(shared_data):
         select(conv, clus.slice(1), scored, n1=5)
     with pytest.raises(BadInputError, match="no conversations"):
         select(conv.slice(0, 0), clus, scored, n1=5)
+
+
+def test_cli_runs_and_reports(store, shared_data):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    rows, records = car_rows(shared_data)
+    conv, clus, scored = tables(records, [int(r["label"]) for r in rows], [r["score"] for r in rows])
+    for name, table in (("conversations", conv), ("clusters", clus), ("scored", scored)):
+        store.publish_table(name, name, table)
+
+    def cli(*args):
+        done = subprocess.run([sys.executable, "-m", "flows", "select", "--store", store.url, *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    ran = json.loads(cli("--conversations", "conversations", "--clusters", "clusters", "--scored", "scored",
+                         "--set", "budget=300", "--json"))
+    assert ran["selected"] == 300 and ran["clusters_covered"] == 161 and len(ran["cluster_table"]) == 161
+    report = json.loads(cli("--report", "--json"))  # the newest selection
+    assert report["key"] == ran["key"] and report["files"]["cluster_map.png"].endswith("cluster_map.png")
+    text = cli("--report", ran["key"])
+    assert "rows added by the cluster step" in text and "largest 20 of 161 clusters" in text

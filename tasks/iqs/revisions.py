@@ -26,6 +26,7 @@ from tasks.text import alpaca_user_content, car_text
 RECORD_FIELDS = ("Instruction", "Input", "Response")
 DEFAULT_MIN_DISTANCE = 200  # CaR dropped revisions closer than this to the raw text
 _WHITESPACE = re.compile(r"\s+")
+_RESPONSE = re.compile(r"\sResponse:")
 
 
 @dataclass(frozen=True)
@@ -188,11 +189,11 @@ def regression_rows(pairs: Iterable[RevisionPair], normalize: bool = True) -> pa
 
 
 def split_response(text: str) -> tuple[str, str]:
-    """("Instruction: … [Input: …]", "Response: …") at the first " Response: "."""
-    head, sep, tail = text.partition(" Response: ")
-    if not sep:
-        raise BadInputError(f"no ' Response: ' in {text[:80]!r}", field="src")
-    return head, "Response: " + tail
+    """("Instruction: … [Input: …]", "Response: …") at the first " Response:"."""
+    found = _RESPONSE.search(text)
+    if found is None:
+        raise BadInputError(f"no ' Response:' in {text[:80]!r}", field="src")
+    return text[:found.start()], "Response: " + text[found.end():].lstrip()
 
 
 def ranking_triples(pairs: Iterable[RevisionPair], normalize: bool = True) -> pa.Table:

@@ -16,7 +16,8 @@ from flows.tracker import PipelineFailed, StageTracker
 from storage.store import Store
 from tasks.errors import BadInputError
 
-ORDER = ("ingest", "iqs", "embed", "cluster", "select", "format", "train")
+# "iqs.train" (only when iqs.model is empty) sits before "iqs": `--from iqs` rescores without retraining.
+ORDER = ("ingest", "iqs.train", "iqs", "embed", "cluster", "select", "format", "train")
 
 
 def _run_name() -> str:
@@ -32,7 +33,26 @@ def sft_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
     sources = tracker.run_many("ingest", stages.ingest_source, [(src, {}) for src in config.ingest.sources])
     conversations = tracker.run("ingest", stages.ingest, config.ingest,
                                 {f"source_{i:03d}": ref for i, ref in enumerate(sources)})
+    run_iqs(tracker, config, store, conversations)  # its scores feed the select stage
     return tracker.finish(f"sft-pipeline: {config.name}")
+
+
+def run_iqs(tracker: StageTracker, config: PipelineConfig, store: str, conversations: Any,
+            embeddings: Any = None) -> Any:
+    """Train the IQS model unless `iqs.model` names one, then score the conversations (None: scorer none).
+
+    The probe scorer reuses the embed stage's vectors when given them and embeds the texts itself otherwise.
+    """
+    if config.iqs.scorer == "none":
+        return None
+    if config.iqs.model:
+        model = Store(store).ref(config.iqs.model)
+    else:
+        model = tracker.run("iqs.train", stages.iqs_train, config.iqs, {})
+    inputs = {"conversations": conversations, "model": model}
+    if embeddings is not None:
+        inputs["embeddings"] = embeddings
+    return tracker.run("iqs", stages.iqs, config.iqs, inputs)
 
 
 def task_runner(runner: RunnerConfig, store_url: str) -> Any:

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from flows.stage import stage_task
 from tasks import ingest as ingest_stage
+from tasks import iqs as iqs_stage
 
 ingest_source = stage_task(ingest_stage.SOURCE_STAGE)  # one task per source file / dataset
 ingest = stage_task(ingest_stage.MERGE_STAGE)  # concatenate sources, drop duplicates across them
+iqs_train = stage_task(iqs_stage.TRAIN_STAGE, tags=("gpu",))  # revision files -> IQS model artifact
+iqs = stage_task(iqs_stage.SCORE_STAGE, tags=("gpu",))  # conversations + IQS model -> iqs_score, iqs_rank

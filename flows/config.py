@@ -35,9 +35,52 @@ class IngestConfig(Section):
 
 
 class IQSConfig(Section):
-    scorer: Literal["comet", "probe", "none"] = "comet"
+    """Instruction Quality Scorer (CaR's ranking half). Training defaults follow CaR's instruction_score.yaml
+    except the encoder (the bundled MiniLM, offline) and its learning rate (3e-5: better on MiniLM)."""
+
+    scorer: Literal["comet", "probe", "none"] = Field(
+        "comet", description="comet: CaR's COMET regression model; probe: logistic regression on the embed "
+                             "stage's MiniLM embeddings (almost free); none: no IQS scores")
     model: str | None = Field(None, description="store key of a trained IQS model; trained from `revisions` if empty")
-    revisions: list[str] = Field(default_factory=list, description="revision files to train an IQS model on")
+    revisions: list[str] = Field(default_factory=list, description="revision files to train an IQS model on: "
+                                 "expert revision JSON/JSONL records or CaR src,score CSV pairs")
+    validation_revisions: list[str] = Field(default_factory=list, description="validation pairs; when empty, "
+                                            "valid_fraction of the revision pairs, split by a hash of their text")
+    valid_fraction: float = Field(0.1, gt=0, lt=1, description="share of pairs held out when no validation files")
+    min_distance: int = Field(200, ge=0, description="drop revisions closer than this edit distance (CaR: 200)")
+    filter_prepared_pairs: bool = Field(False, description="apply min_distance to src,score CSVs too (CaR's "
+                                        "published CSVs are prepared training data, half under 200 apart)")
+    normalize_whitespace: bool = Field(True, description="collapse whitespace runs in training and scoring "
+                                       "(raw CaR responses never contain a newline; revisions mostly do)")
+    encoder: str | None = Field(None, description="local path or hub name of the encoder; bundled MiniLM if empty")
+    encoder_model: str = Field("BERT", description="COMET encoder class: BERT (MiniLM), XLM-RoBERTa (CaR), ...")
+    epochs: int = Field(3, ge=1, description="maximum epochs (early stopping on validation pairwise accuracy)")
+    patience: int = Field(1, ge=0, description="epochs without improvement before stopping")
+    limit_train_batches: float = Field(1.0, gt=0, description="share of training batches per epoch (<1: quick runs)")
+    train_batch_size: int = Field(8, ge=1)
+    accumulate_grad_batches: int = Field(2, ge=1)
+    encoder_learning_rate: float = Field(3e-5, gt=0, description="CaR: 1e-6 (xlm-roberta-large)")
+    learning_rate: float = Field(1.5e-5, gt=0)
+    layerwise_decay: float = 0.95
+    nr_frozen_epochs: float = Field(0.3, ge=0, description="epochs (or share of the first) with a frozen encoder")
+    hidden_sizes: list[int] = Field(default_factory=lambda: [2048, 1024])
+    dropout: float = 0.1
+    pool: Literal["avg", "max", "cls", "default"] = "avg"
+    layer_transformation: Literal["sparsemax", "softmax"] = "sparsemax"
+    pair_loss_weight: float = Field(0.0, ge=0, description="weight of a pairwise margin ranking loss added to MSE")
+    pair_margin: float = Field(0.5, ge=0)
+    seed: int = 42
+    probe_c: float = Field(1.0, gt=0, description="inverse regularization of the probe's logistic regression")
+    batch_size: int = Field(32, ge=1, exclude=True, description="scoring batch size")
+
+    def comet_hparams(self) -> dict[str, Any]:
+        """InstructionMetric arguments (pretrained_model None = the bundled MiniLM)."""
+        return {"encoder_model": self.encoder_model, "pretrained_model": self.encoder,
+                "encoder_learning_rate": self.encoder_learning_rate, "learning_rate": self.learning_rate,
+                "layerwise_decay": self.layerwise_decay, "nr_frozen_epochs": self.nr_frozen_epochs,
+                "hidden_sizes": list(self.hidden_sizes), "dropout": self.dropout, "pool": self.pool,
+                "layer_transformation": self.layer_transformation, "batch_size": self.train_batch_size,
+                "pair_loss_weight": self.pair_loss_weight, "pair_margin": self.pair_margin}
 
 
 class EmbedConfig(Section):
@@ -190,7 +233,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             src = source.get("path", "")
             if src and "://" not in src and not src.startswith("hf:") and not Path(src).is_absolute():
                 source["path"] = str((path.parent / src).resolve())
-        for key in ("revisions",):
+        for key in ("revisions", "validation_revisions"):
             items = data.get("iqs", {}).get(key) or []
             data.setdefault("iqs", {})[key] = [
                 str((path.parent / p).resolve()) if "://" not in p and not Path(p).is_absolute() else p for p in items

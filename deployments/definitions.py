@@ -19,6 +19,11 @@ GPU_TAG = "gpu"  # stage tasks tagged `gpu` (IQS scoring, training) run one at a
 GPU_SLOTS = 1
 NIGHTLY_CRON = "0 2 * * *"
 IQS_DEPLOYMENT = "iqs-training"
+# A flow run whose process died without a word (worker killed, node lost) stops sending heartbeats; after
+# HEARTBEAT_GRACE_S of silence an automation marks it Crashed, so it can be retried. 30 s is Prefect's minimum.
+HEARTBEAT_S = 30
+HEARTBEAT_GRACE_S = 90
+ZOMBIE_AUTOMATION = "crash flow runs that stopped sending heartbeats"
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,31 @@ def ensure_gpu_limit(client: Any) -> None:
     client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=GPU_SLOTS)  # an upsert
 
 
-def register_all(config: Any, pool: str = WORK_POOL) -> dict[str, Any]:
+def ensure_zombie_automation(grace_s: float = HEARTBEAT_GRACE_S) -> None:
+    """Prefect's documented zombie detection: no heartbeat and no end state for `grace_s` → Crashed."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    ends = {f"prefect.flow-run.{name}" for name in ("Completed", "Failed", "Cancelled", "Crashed")}
+    trigger = EventTrigger(
+        after={"prefect.flow-run.heartbeat"}, expect={"prefect.flow-run.heartbeat", *ends},
+        match={"prefect.resource.id": ["prefect.flow-run.*"]}, for_each={"prefect.resource.id"},
+        posture=Posture.Proactive, threshold=1, within=timedelta(seconds=grace_s))
+    action = ChangeFlowRunState(state=StateType.CRASHED,
+                                message=f"no heartbeat for {grace_s:.0f}s: the worker or its machine went away")
+    try:
+        Automation.read(name=ZOMBIE_AUTOMATION).delete()
+    except ValueError:
+        pass  # not there yet
+    Automation(name=ZOMBIE_AUTOMATION, trigger=trigger, actions=[action]).create()
+
+
+def register_all(config: Any, pool: str = WORK_POOL, heartbeat_grace_s: float = HEARTBEAT_GRACE_S
+                 ) -> dict[str, Any]:
     """Create the work pool and the gpu limit, then every available deployment. `config` (a PipelineConfig)
     fills the default parameters, which the UI shows as the run form."""
     from prefect import get_client
@@ -97,6 +126,7 @@ def register_all(config: Any, pool: str = WORK_POOL) -> dict[str, Any]:
     with get_client(sync_client=True) as client:
         ensure_work_pool(client, pool)
         ensure_gpu_limit(client)
+    ensure_zombie_automation(heartbeat_grace_s)
     registered, missing = [], []
     for spec in DEPLOYMENTS:
         if not spec.available():
@@ -120,4 +150,4 @@ def register_all(config: Any, pool: str = WORK_POOL) -> dict[str, Any]:
             )
         registered.append(f"{flow.name}/{spec.name}")
     return {"work_pool": pool, "concurrency_limits": {GPU_TAG: GPU_SLOTS}, "deployments": registered,
-            "missing": missing}
+            "missing": missing, "crash_after_silent_s": heartbeat_grace_s}

@@ -114,11 +114,12 @@ def start_server(dirs: ServeDirs, host: str, port: int) -> dict[str, Any]:
     return {"api_url": url, "ui_url": url.removesuffix("/api"), "server_pid": pid}
 
 
-def start_worker(dirs: ServeDirs, url: str, pool: str) -> int:
+def start_worker(dirs: ServeDirs, url: str, pool: str, heartbeat_s: int) -> int:
     pid = running_pid(dirs, "worker")
     if pid is None:
-        pid = spawn(dirs, "worker", prefect_command("worker", "start", "--pool", pool, "--type", "process"),
-                    child_environment(url, dirs))
+        env = child_environment(url, dirs)
+        env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(heartbeat_s))  # the flow runs' heartbeats
+        pid = spawn(dirs, "worker", prefect_command("worker", "start", "--pool", pool, "--type", "process"), env)
     return pid
 
 

@@ -14,6 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4200)
     parser.add_argument("--pool", default=None, help="work pool name (default: process)")
+    parser.add_argument("--crash-after", type=float, default=None, metavar="SECONDS",
+                        help="mark a run Crashed after this long without a heartbeat (default 90; heartbeats "
+                             "every 30 s)")
     parser.add_argument("--no-worker", action="store_true", help="start the server and register, but no worker")
     parser.add_argument("--stop", action="store_true", help="stop the worker and the server started by serve")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -35,7 +38,7 @@ def handle(args: argparse.Namespace) -> int:
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from deployments.definitions import WORK_POOL, register_all
+    from deployments.definitions import HEARTBEAT_GRACE_S, HEARTBEAT_S, WORK_POOL, register_all
     from flows.cli.run import DEMO_CONFIG
     from flows.config import load_config
 
@@ -44,9 +47,9 @@ def handle(args: argparse.Namespace) -> int:
     pool = args.pool or WORK_POOL
     result = start_server(dirs, args.host, args.port)
     with temporary_settings({PREFECT_API_URL: result["api_url"]}):
-        result.update(register_all(config, pool))
+        result.update(register_all(config, pool, args.crash_after or HEARTBEAT_GRACE_S))
     if not args.no_worker:
-        result["worker_pid"] = start_worker(dirs, result["api_url"], pool)
+        result["worker_pid"] = start_worker(dirs, result["api_url"], pool, HEARTBEAT_S)
     result["logs"] = str(dirs.root)
     text = "\n".join([
         f"Prefect UI: {result['ui_url']}  (API {result['api_url']}, database {dirs.database})",

@@ -109,7 +109,9 @@ def start_server(dirs: ServeDirs, host: str, port: int) -> dict[str, Any]:
     pid = running_pid(dirs, "server")
     if pid is None:
         command = prefect_command("server", "start", "--host", host, "--port", str(port))
-        pid = spawn(dirs, "server", command, child_environment(None, dirs))
+        env = child_environment(None, dirs)
+        env["PREFECT_UI_API_URL"] = url  # the UI's default is port 4200, whatever port the server is on
+        pid = spawn(dirs, "server", command, env)
     wait_healthy(url, pid, dirs.log_file("server"))
     return {"api_url": url, "ui_url": url.removesuffix("/api"), "server_pid": pid}
 

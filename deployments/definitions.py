@@ -80,9 +80,19 @@ def completed_run_trigger(deployment_name: str) -> Any:
 
 
 def ensure_work_pool(client: Any, name: str = WORK_POOL) -> None:
+    """Create our `process` pool; any other pool (kubernetes, docker…) must have been created with its type."""
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
+    from tasks.errors import BadInputError
+
+    if name != WORK_POOL:
+        try:
+            client.read_work_pool(name)
+        except ObjectNotFound:
+            raise BadInputError(f"work pool {name!r} does not exist: create it first, e.g. `prefect work-pool "
+                                f"create {name} --type kubernetes`", field="pool") from None
+        return
     try:
         client.create_work_pool(WorkPoolCreate(name=name, type="process"))
     except ObjectAlreadyExists:
@@ -143,6 +153,7 @@ def register_all(config: Any, pool: str = WORK_POOL, heartbeat_grace_s: float = 
                 schedules=[Cron(spec.cron, timezone="UTC")] if spec.cron else None,
                 triggers=[completed_run_trigger(spec.after_deployment)] if spec.after_deployment else None,
                 tags=list(spec.tags),
+                job_variables={"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}},
                 build=False,
                 push=False,
                 print_next_steps=False,

@@ -80,6 +80,7 @@ def running_pid(dirs: ServeDirs, name: str) -> int | None:
 
 
 def spawn(dirs: ServeDirs, name: str, command: list[str], env: dict[str, str]) -> int:
+    dirs.root.mkdir(parents=True, exist_ok=True)
     log = open(dirs.log_file(name), "ab")  # noqa: SIM115 - handed to the child, which outlives this process
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                cwd=ROOT, start_new_session=True)

@@ -13,6 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                   "parameters (the UI's run form); the demo config when empty")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4200)
+    parser.add_argument("--api", metavar="URL", help="register with this existing Prefect server instead of "
+                                                     "starting one (e.g. a team server; the pool must exist there)")
     parser.add_argument("--pool", default=None, help="work pool name (default: process)")
     parser.add_argument("--crash-after", type=float, default=None, metavar="SECONDS",
                         help="mark a run Crashed after this long without a heartbeat (default 90; heartbeats "
@@ -45,7 +47,10 @@ def handle(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     config = load_config(args.config or (DEMO_CONFIG if DEMO_CONFIG.exists() else None))
     pool = args.pool or WORK_POOL
-    result = start_server(dirs, args.host, args.port)
+    if args.api:
+        result = {"api_url": args.api.rstrip("/"), "ui_url": args.api.rstrip("/").removesuffix("/api")}
+    else:
+        result = start_server(dirs, args.host, args.port)
     with temporary_settings({PREFECT_API_URL: result["api_url"]}):
         result.update(register_all(config, pool, args.crash_after or HEARTBEAT_GRACE_S))
     if not args.no_worker:
@@ -56,8 +61,7 @@ def handle(args: argparse.Namespace) -> int:
         f"work pool: {pool}   gpu concurrency limit: {result['concurrency_limits']['gpu']}",
         "deployments: " + ", ".join(result["deployments"]),
         *(f"not registered: {m}" for m in result["missing"]),
-        f"server pid {result['server_pid']}" + (f", worker pid {result['worker_pid']}" if "worker_pid" in result
-                                                else ""),
+        f"server pid {result.get('server_pid', '(not ours)')}, worker pid {result.get('worker_pid', '(none)')}",
         f"logs in {dirs.root}; stop with `sftflow serve --stop`",
         f"use it from the CLI: export PREFECT_API_URL={result['api_url']}",
     ])

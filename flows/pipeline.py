@@ -80,7 +80,11 @@ def task_runner(runner: RunnerConfig, store_url: str) -> Any:
             return DaskTaskRunner(address=runner.address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": runner.workers, "threads_per_worker": 1,
                                               "processes": True, "dashboard_address": None})
-    from prefect_ray import RayTaskRunner  # the `ray` extra
+    try:
+        from prefect_ray import RayTaskRunner
+    except ImportError:
+        raise BadInputError("the ray task runner needs prefect-ray: pip install 'sftflow[ray]'",
+                            field="runner.task_runner") from None
 
     return RayTaskRunner(address=runner.address) if runner.address else RayTaskRunner()
 

@@ -6,11 +6,6 @@ from tasks import cluster as cluster_stage
 from tasks import embed as embed_stage
 from tasks import format as format_stage
 from tasks import ingest as ingest_stage
-from flows.stage import stage_task
-from tasks import cluster as cluster_stage
-from tasks import embed as embed_stage
-from tasks import format as format_stage
-from tasks import ingest as ingest_stage
 from tasks import iqs as iqs_stage
 from tasks import select as select_stage
 from tasks.self_instruct.stage import SELF_INSTRUCT_STAGE

@@ -2,7 +2,7 @@
 
 `read_source` picks the reader, detects the format from the first readable record (unless one is given),
 parses every row, drops exact duplicates (same record id) and streams tables of `batch_rows` records, so
-memory stays flat however large a JSONL file is (only the set of ids seen grows, 16 bytes of hash per row).
+memory stays flat however large a JSONL file is (only the set of ids seen grows, 16 bytes a row: dedupe.py).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pyarrow as pa
 from storage.schema import make_record, records_to_table
 from tasks.errors import BadInputError
 from tasks.ingest import hf, xlsx
+from tasks.ingest.dedupe import IdSet
 from tasks.ingest.formats import (
     FORMATS,
     MEDICATIONQA_MAPPING,
@@ -136,33 +137,30 @@ def read_source(config: Any, advance: Callable[[int], None] | None = None, batch
     quarantine = QuarantineLog()
 
     def tables() -> Iterator[pa.Table]:
-        seen: set[int] = set()
+        seen = IdSet()
         batch: list[dict[str, Any]] = []
         produced = False
+
+        def flush() -> pa.Table:
+            first = seen.add_new([record["id"] for record in batch])
+            stats["duplicates"] += len(batch) - int(first.sum())
+            stats["kept"] += int(first.sum())
+            if advance:
+                advance(len(batch))
+            return records_to_table(record for record, keep in zip(batch, first) if keep)
+
         for row, result, raw in conversations(items, fmt, opts):
             stats["read"] += 1
             if isinstance(result, Rejected):
                 quarantine.add(uri, row, result, raw)
                 continue
-            record = make_record(messages=result.messages, system=result.system, uri=uri, fmt=fmt, row=row,
-                                 split=split, meta=result.meta)
-            digest = int(record["id"], 16)
-            if digest in seen:
-                stats["duplicates"] += 1
-                continue
-            seen.add(digest)
-            batch.append(record)
+            batch.append(make_record(messages=result.messages, system=result.system, uri=uri, fmt=fmt, row=row,
+                                     split=split, meta=result.meta))
             if len(batch) >= batch_rows:
-                yield records_to_table(batch)
-                produced = True
-                if advance:
-                    advance(len(batch))
-                batch = []
+                yield flush()
+                produced, batch = True, []
         if batch or not produced:
-            yield records_to_table(batch)
-            if advance:
-                advance(len(batch))
-        stats["kept"] = len(seen)
+            yield flush()
         stats["quarantined"] = dict(sorted(quarantine.counts.items()))
         if blank_rows is not None:
             stats["blank_rows"] = len(blank_rows)

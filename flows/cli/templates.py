@@ -81,7 +81,7 @@ def handle(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
     if tokenizer is not None:
         template = for_tokenizer(template, tokenizer)
-    elif template.name == "tokenizer":
+    elif template.from_tokenizer:
         from tasks.errors import BadInputError
 
         raise BadInputError("template 'tokenizer' needs --tokenizer PATH (a folder or a .gguf file)",

@@ -6,9 +6,9 @@ run saves, so inference sees exactly the format training used.
 Placeholders in the formats: `{system}`, `{content}`, `{instruction}`, `{input}` (Alpaca-style user turns
 with an input), `{bos}` and `{eos}` (the tokenizer's BOS/EOS tokens; `bos_token`/`eos_token` in Jinja).
 
-An assistant turn is `assistant_prefix` (the generation prompt, not supervised) + content + `assistant_end`
-(supervised: the model must learn to stop) + `assistant_suffix` (not supervised). `turn_separator` goes
-before every user turn but the first.
+An assistant turn is `assistant_prefix` (the generation prompt) + `assistant_lead` + content + `assistant_end`
+(supervised with the content: the model must learn to stop) + `assistant_suffix`. `turn_separator` goes
+before every user turn but the first. `stop` lists strings a generator should also stop on.
 """
 from __future__ import annotations
 

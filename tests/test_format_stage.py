@@ -91,3 +91,11 @@ def test_format_stage_system_override_and_last_turn(store, inputs):
 def test_unknown_template_is_bad_input(store, inputs):
     with pytest.raises(BadInputError, match="unknown template"):
         run_stage(STAGE, FormatConfig(template="nope"), inputs, store)
+
+
+def test_everything_quarantined_still_publishes(store, inputs):
+    result = run_stage(STAGE, FormatConfig(template="llama2", max_length=8), inputs, store)
+    assert store.read_table(result.ref.key).num_rows == 0
+    stats = store.manifest(result.ref.key)["stats"]
+    assert stats["rows_out"] == 0 and stats["quarantined"] == 4
+    assert store.read_table(result.ref.key + "-quarantine").num_rows == 4

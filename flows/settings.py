@@ -33,3 +33,5 @@ def configure_environment() -> None:
             defaults.pop(name)
     for name, value in defaults.items():
         os.environ.setdefault(name, value)
+    # Prefect's SQLite database cannot be created in a folder that does not exist yet
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)

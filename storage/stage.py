@@ -112,12 +112,13 @@ def run_stage(
         "inputs": {name: ref.key for name, ref in inputs.items() if ref is not None},
     }
     with store.writer(key, stage.name, replace=force, **manifest_fields) as writer:
-        for name, table in output.companions.items():
-            ckey = companion_key(key, name)
-            store.publish_table(ckey, f"{stage.name}.{name}", table, replace=force, of=key, **manifest_fields)
         if output.table is not None:
             for part in [output.table] if isinstance(output.table, pa.Table) else output.table:
                 writer.write(part)
+        # companions after the table: a streamed table may fill them (e.g. the quarantine) while it is written
+        for name, table in output.companions.items():
+            ckey = companion_key(key, name)
+            store.publish_table(ckey, f"{stage.name}.{name}", table, replace=force, of=key, **manifest_fields)
         for name, data in output.files.items():
             writer.add_file(name, data)
         if output.report:

@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "httpcore", "urllib3", "filelock"):  # one line per HTTP call to the Prefect API
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from tasks.errors import BadInputError
 
     try:

@@ -1,0 +1,81 @@
+"""`sftflow ingest SOURCE... [--format F] [--sheet S] [--split S] [--map K=COL]... [--export FORMAT:PATH]... [--json]`.
+
+Runs the ingest stages without Prefect (storage.stage.run_stage): one cached `ingest.source` per source, then
+the `ingest` merge; ends with the counts (read = kept + quarantined + duplicates) and the store keys.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from flows.cli.output import emit, format_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("ingest", help="read sources into the canonical conversation table",
+                            description="Sources: files (.json .jsonl .csv .tsv .parquet .xlsx, optionally .gz), "
+                                        "hf:NAME[:CONFIG][@REVISION] (a hub dataset, a save_to_disk folder or a "
+                                        "downloaded dataset repo folder).")
+    parser.add_argument("sources", nargs="+", metavar="SOURCE")
+    parser.add_argument("--format", help="alpaca, sharegpt, openai, guanaco, xtuner, self-instruct, oasst1, "
+                                         "canonical, medicationqa, columns (default: detected from the records)")
+    parser.add_argument("--sheet", help="xlsx sheet (default: DrugQA for medicationqa, else the first sheet)")
+    parser.add_argument("--split", help="dataset split for hf: sources (default: train, or the only one)")
+    parser.add_argument("--map", dest="mapping", action="append", default=[], metavar="KEY=COLUMN",
+                        help="table column for system, input or output, e.g. --map input=Question (repeatable)")
+    parser.add_argument("--system-prompt", help="system prompt for records that have none")
+    parser.add_argument("--export", action="append", default=[], metavar="FORMAT:PATH",
+                        help="also write the result as xtuner, alpaca, sharegpt, openai or canonical (repeatable)")
+    parser.add_argument("--store", help="store URL (default: $SFTFLOW_HOME/store)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the store has the result")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=handle)
+
+
+def source_path(text: str) -> str:
+    """Local paths become absolute so the same file gives the same key from any directory."""
+    if text.startswith("hf:") or "://" in text:
+        return text
+    return str(Path(text).expanduser().resolve())
+
+
+def handle(args: argparse.Namespace) -> int:
+    from flows.config import IngestConfig, SourceConfig
+    from storage.stage import companion_key, run_stage
+    from storage.store import Store
+    from tasks.errors import BadInputError
+    from tasks.ingest import MERGE_STAGE, SOURCE_STAGE, parse_spec, write_export
+
+    mapping = {}
+    for item in args.mapping:
+        key, sep, column = item.partition("=")
+        if not sep or not column:
+            raise BadInputError(f"--map expects KEY=COLUMN, got {item!r}", field="mapping")
+        mapping[key.strip()] = column.strip()
+    exports = [parse_spec(spec) for spec in args.export]
+    sources = [SourceConfig(path=source_path(s), format=args.format, sheet=args.sheet, split=args.split,
+                            mapping=mapping or None, system_prompt=args.system_prompt) for s in args.sources]
+    store = Store(args.store)
+    refs = {}
+    for i, source in enumerate(sources):
+        result = run_stage(SOURCE_STAGE, source, {}, store, force=args.force)
+        print(f"{source.path}: {result.status} {result.ref.key}", file=sys.stderr)
+        refs[f"source_{i:03d}"] = result.ref
+    merged = run_stage(MERGE_STAGE, IngestConfig(sources=sources), refs, store, force=args.force)
+    stats = merged.stats
+    for fmt, path in exports:
+        count = write_export(store.iter_batches(merged.ref.key), fmt, path)
+        print(f"exported {count} records as {fmt} to {path}", file=sys.stderr)
+    result = {"read": stats["read"], "kept": stats["kept"], "quarantined": stats["quarantined"],
+              "duplicates": stats["duplicates"], "key": merged.ref.key,
+              "quarantine_key": companion_key(merged.ref.key, "quarantine")}
+    rows = [{"source": s["uri"], "format": s["format"], "split": s["split"], "read": s["read"], "kept": s["kept"],
+             "quarantined": sum(s["quarantined"].values()), "duplicates": s["duplicates"]} for s in stats["sources"]]
+    reasons = "".join(f"\n  {reason}: {n}" for reason, n in stats["quarantined"].items())
+    text = (format_table(rows, ["source", "format", "split", "read", "kept", "quarantined", "duplicates"]) +
+            f"\n\nread {stats['read']} = kept {stats['kept']} + quarantined {sum(stats['quarantined'].values())} + "
+            f"duplicates {stats['duplicates']} ({stats['duplicates_across_sources']} across sources)"
+            f"{reasons}\ndataset    {result['key']} ({merged.status})\nquarantine {result['quarantine_key']}")
+    emit(result, args.json, text)
+    return 0

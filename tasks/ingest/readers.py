@@ -1,0 +1,154 @@
+"""File readers: each yields (row, record) pairs, record a dict or an `Unreadable` for the quarantine.
+
+Rows are 0-based: the line of a JSONL file, the element of a JSON array, the data row of a CSV or parquet
+file. gzip is read transparently (by the .gz suffix). JSONL and parquet are streamed; a JSON array is one
+document and is parsed whole.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import fsspec
+import orjson
+
+from tasks.errors import BadInputError
+from tasks.ingest.quarantine import Unreadable
+
+Item = tuple[int, "dict[str, Any] | Unreadable"]
+COMPRESSED = (".gz", ".gzip")
+KINDS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv",
+         ".parquet": "parquet", ".pq": "parquet", ".xlsx": "xlsx", ".xlsm": "xlsx"}
+PARQUET_BATCH = 10_000
+
+
+def file_kind(uri: str) -> str:
+    """json, jsonl, csv, parquet or xlsx, from the suffix (after .gz); JSON is sniffed when there is none."""
+    name = uri.lower()
+    for suffix in COMPRESSED:
+        name = name.removesuffix(suffix)
+    for suffix, kind in KINDS.items():
+        if name.endswith(suffix):
+            return kind
+    with open_binary(uri) as fh:
+        head = fh.read(4096).lstrip()
+    if head[:1] in (b"[", b"{"):
+        return "json"
+    raise BadInputError(f"cannot tell the file type from the name (known: {', '.join(KINDS)}, optionally .gz) "
+                        f"and the content does not start like JSON: {head[:40]!r}", file=uri)
+
+
+def open_binary(uri: str) -> Any:
+    return fsspec.open(uri, "rb", compression="infer").open()
+
+
+def _json_item(row: int, line: bytes) -> Item:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return row, Unreadable("invalid_utf8", line, f"invalid UTF-8 at byte {bad.start}")
+        return row, Unreadable("malformed_json", line, str(exc))
+    if not isinstance(obj, dict):
+        return row, Unreadable("not_an_object", line, f"expected a JSON object, found {type(obj).__name__}")
+    return row, obj
+
+
+def read_jsonl(uri: str) -> Iterator[Item]:
+    """Line by line, never the whole file. A file that is really one JSON array (as the seed's converter
+    wrote into a .jsonl file) is read as an array."""
+    with open_binary(uri) as fh:
+        first = fh.readline()
+        if first.lstrip().startswith(b"["):
+            yield from _array_items(uri, first + fh.read())
+            return
+        for row, line in enumerate(_chain_first(first, fh)):
+            if line.strip():
+                yield _json_item(row, line)
+
+
+def _chain_first(first: bytes, fh: Any) -> Iterator[bytes]:
+    yield first
+    yield from fh
+
+
+def read_json(uri: str) -> Iterator[Item]:
+    """A JSON array of records (or {"key": [records]}). JSON Lines in a .json file are read as such."""
+    with open_binary(uri) as fh:
+        data = fh.read()
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        first = data.lstrip().split(b"\n", 1)[0]
+        if first.startswith(b"{") and isinstance(_json_item(0, first)[1], dict):
+            yield from read_jsonl(uri)
+            return
+        raise BadInputError(f"not valid JSON ({exc}); a file of one JSON object per line should be .jsonl",
+                            file=uri) from None
+    yield from _records_of(uri, doc)
+
+
+def _array_items(uri: str, data: bytes) -> Iterator[Item]:
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BadInputError(f"not valid JSON: {exc}", file=uri) from None
+    yield from _records_of(uri, doc)
+
+
+def _records_of(uri: str, doc: Any) -> Iterator[Item]:
+    if isinstance(doc, Mapping):
+        lists = [v for v in doc.values() if isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v)]
+        doc = lists[0] if len(lists) == 1 and len(doc) <= 3 else [doc]
+    if not isinstance(doc, list):
+        raise BadInputError(f"expected a JSON array of records, found {type(doc).__name__}", file=uri)
+    for row, obj in enumerate(doc):
+        if isinstance(obj, dict):
+            yield row, obj
+        else:
+            yield row, Unreadable("not_an_object", obj, f"expected a JSON object, found {type(obj).__name__}")
+
+
+def read_csv(uri: str) -> Iterator[Item]:
+    """CSV (TSV for .tsv) with a header row; undecodable bytes are kept as surrogates and quarantined."""
+    csv.field_size_limit(sys.maxsize)
+    delimiter = "\t" if uri.lower().removesuffix(".gz").endswith(".tsv") else ","
+    with open_binary(uri) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        reader = csv.DictReader(text, delimiter=delimiter)
+        for row, record in enumerate(reader):
+            if None in record:
+                yield row, Unreadable("extra_cells", record, f"{len(record[None])} cell(s) beyond the header")
+            elif any(isinstance(v, str) and _has_surrogates(v) for v in record.values()):
+                raw_text = {k: v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if v else v
+                            for k, v in record.items()}
+                yield row, Unreadable("invalid_utf8", raw_text, "invalid UTF-8 bytes in the row")
+            else:
+                yield row, record
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def read_parquet(uri: str) -> Iterator[Item]:
+    import pyarrow.parquet as pq
+
+    row = 0
+    with fsspec.open(uri, "rb") as fh:
+        for batch in pq.ParquetFile(fh).iter_batches(batch_size=PARQUET_BATCH):
+            for record in batch.to_pylist():
+                yield row, record
+                row += 1
+
+
+READERS = {"json": read_json, "jsonl": read_jsonl, "csv": read_csv, "parquet": read_parquet}

@@ -1,0 +1,170 @@
+"""One source (file, sheet or dataset split) → canonical conversation tables, a quarantine and counts.
+
+`read_source` picks the reader, detects the format from the first readable record (unless one is given),
+parses every row, drops exact duplicates (same record id) and streams tables of `batch_rows` records, so
+memory stays flat however large a JSONL file is (only the set of ids seen grows, 16 bytes of hash per row).
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from storage.schema import make_record, records_to_table
+from tasks.errors import BadInputError
+from tasks.ingest import hf, xlsx
+from tasks.ingest.formats import (
+    FORMATS,
+    MEDICATIONQA_MAPPING,
+    MEDICATIONQA_SHEET,
+    PARSERS,
+    Conversation,
+    FormatOptions,
+    check_columns,
+    detect_format,
+    options_for,
+    undetected,
+)
+from tasks.ingest.oasst import parse_oasst1
+from tasks.ingest.quarantine import QuarantineLog, Rejected, Unreadable
+from tasks.ingest.readers import READERS, file_kind
+from tasks.ingest.revision import source_revision
+
+BATCH_ROWS = 20_000
+FORMAT_ALIASES = {"xlsx": None, "auto": None, "self_instruct": "self-instruct", "selfinstruct": "self-instruct",
+                  "guanaco-text": "guanaco", "messages": "openai", "oasst": "oasst1"}
+
+
+def resolve_format(name: str | None) -> str | None:
+    if name is None:
+        return None
+    key = name.strip().lower()
+    key = FORMAT_ALIASES.get(key, key)
+    if key is not None and key not in FORMATS:
+        raise BadInputError(f"unknown format {name!r}; known formats: {', '.join(FORMATS)}", field="format")
+    return key
+
+
+@dataclass
+class SourceRead:
+    """`tables` streams the records; `stats` and `quarantine` are complete once it is exhausted."""
+
+    tables: Iterator[pa.Table]
+    stats: dict[str, Any]
+    quarantine: QuarantineLog = field(default_factory=QuarantineLog)
+
+
+def _peek(items: Iterator[tuple[int, Any]]) -> tuple[Iterator[tuple[int, Any]], dict[str, Any] | None]:
+    """The first readable record, without losing anything before it."""
+    seen = []
+    for item in items:
+        seen.append(item)
+        if isinstance(item[1], dict):
+            return itertools.chain(seen, items), item[1]
+    return iter(seen), None
+
+
+def conversations(items: Iterable[tuple[int, Any]], fmt: str, opts: FormatOptions
+                  ) -> Iterator[tuple[int, Conversation | Rejected, Any]]:
+    """(row, conversation or rejection, raw row) for every candidate conversation of the source."""
+    if fmt == "oasst1":
+        readable = []
+        for row, obj in items:
+            if isinstance(obj, Unreadable):
+                yield row, obj, obj.raw
+            else:
+                readable.append((row, obj))
+        yield from parse_oasst1(readable, opts)
+        return
+    parse = PARSERS[fmt]
+    for row, obj in items:
+        if isinstance(obj, Unreadable):
+            yield row, obj, obj.raw
+            continue
+        try:
+            for result in parse(obj, opts):
+                yield row, result, obj
+        except Rejected as rejected:
+            yield row, rejected, obj
+
+
+def open_source(config: Any) -> tuple[Iterator[tuple[int, Any]], str | None, str | None, list[str] | None,
+                                      dict[str, Any]]:
+    """(items, format, split or sheet, column names if known, extra stats) for a SourceConfig."""
+    uri, fmt = config.path, resolve_format(config.format)
+    extra: dict[str, Any] = {}
+    if uri.startswith(hf.PREFIX):
+        if config.sheet:
+            raise BadInputError("--sheet applies to xlsx files, not to hf: datasets (use --split)", file=uri)
+        source = hf.parse_uri(uri)
+        extra["revision"] = source_revision(uri)
+        dataset, split = hf.load(source, config.split, extra["revision"])
+        return hf.iter_rows(dataset), fmt, split, list(dataset.column_names), extra
+    kind = file_kind(uri)
+    if kind == "xlsx":
+        mapping = (config.mapping or MEDICATIONQA_MAPPING) if fmt == "medicationqa" else config.mapping
+        sheet = xlsx.open_sheet(uri, config.sheet, mapping,
+                                default_sheet=MEDICATIONQA_SHEET if fmt in (None, "medicationqa") else None)
+        extra["header_row"] = sheet.header_row
+        extra["blank_rows"] = sheet.blank_rows
+        return sheet.rows, fmt, sheet.name, sheet.headers, extra
+    if config.sheet or config.split:
+        raise BadInputError(f"--sheet / --split apply to xlsx files and hf: datasets, not to a {kind} file", file=uri)
+    return READERS[kind](uri), fmt, None, None, extra
+
+
+def read_source(config: Any, advance: Callable[[int], None] | None = None, batch_rows: int = BATCH_ROWS
+                ) -> SourceRead:
+    """Open a source (flows.config.SourceConfig) and stream its canonical tables; raises BadInputError for
+    what cannot be read at all (missing sheet or columns, unknown format)."""
+    uri = config.path
+    items, fmt, split, columns, extra = open_source(config)
+    items, sample = _peek(items)
+    if fmt is None:
+        fmt = detect_format(sample, config.mapping) if sample is not None else ("columns" if config.mapping else None)
+    if fmt is None:
+        raise undetected(uri, sample)
+    opts = options_for(fmt, config.mapping, config.system_prompt)
+    if opts.mapping and (columns is not None or sample is not None):
+        check_columns(columns if columns is not None else sample, opts, uri)
+    blank_rows = extra.pop("blank_rows", None)
+    stats: dict[str, Any] = {"uri": uri, "format": fmt, "split": split, "read": 0, "kept": 0, "quarantined": {},
+                             "duplicates": 0, **extra}
+    quarantine = QuarantineLog()
+
+    def tables() -> Iterator[pa.Table]:
+        seen: set[int] = set()
+        batch: list[dict[str, Any]] = []
+        produced = False
+        for row, result, raw in conversations(items, fmt, opts):
+            stats["read"] += 1
+            if isinstance(result, Rejected):
+                quarantine.add(uri, row, result, raw)
+                continue
+            record = make_record(messages=result.messages, system=result.system, uri=uri, fmt=fmt, row=row,
+                                 split=split, meta=result.meta)
+            digest = int(record["id"], 16)
+            if digest in seen:
+                stats["duplicates"] += 1
+                continue
+            seen.add(digest)
+            batch.append(record)
+            if len(batch) >= batch_rows:
+                yield records_to_table(batch)
+                produced = True
+                if advance:
+                    advance(len(batch))
+                batch = []
+        if batch or not produced:
+            yield records_to_table(batch)
+            if advance:
+                advance(len(batch))
+        stats["kept"] = len(seen)
+        stats["quarantined"] = dict(sorted(quarantine.counts.items()))
+        if blank_rows is not None:
+            stats["blank_rows"] = len(blank_rows)
+
+    return SourceRead(tables(), stats, quarantine)

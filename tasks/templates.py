@@ -1,0 +1,376 @@
+"""Prompt templates as data: each names its system, user and assistant formats, separators, default system
+prompt and stop strings. One renderer turns any template into text (with the character spans of every
+assistant turn, for loss masking) and into an equivalent Jinja `chat_template` for the tokenizer a training
+run saves, so inference sees exactly the format training used.
+
+Placeholders in the formats: `{system}`, `{content}`, `{instruction}`, `{input}` (Alpaca-style user turns
+with an input), `{bos}` and `{eos}` (the tokenizer's BOS/EOS tokens; `bos_token`/`eos_token` in Jinja).
+
+An assistant turn is `assistant_prefix` (the generation prompt, not supervised) + content + `assistant_end`
+(supervised: the model must learn to stop) + `assistant_suffix` (not supervised). `turn_separator` goes
+before every user turn but the first.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.errors import BadInputError
+from tasks.text import alpaca_user_content
+
+PLACEHOLDER = re.compile(r"\{(system|content|instruction|input|bos|eos)\}")
+LLAMA2_SYSTEM = (
+    "You are a helpful, respectful and honest assistant. Always answer as helpfully as possible, while being safe. "
+    "Your answers should not include any harmful, unethical, racist, sexist, toxic, dangerous, or illegal content. "
+    "Please ensure that your responses are socially unbiased and positive in nature.\n\n"
+    "If a question does not make any sense, or is not factually coherent, explain why instead of answering "
+    "something not correct. If you don't know the answer to a question, please don't share false information."
+)
+# Kinds of rendered pieces; which of them carry loss is decided by tokenize.py (`train_on`).
+MARKUP, SYSTEM, USER, ASSISTANT, END = "markup", "system", "user", "assistant", "end"
+
+
+class Template(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    description: str
+    source: str = Field("", description="where the format comes from")
+    prefix: str = Field("", description="text at the very start, e.g. '{bos}'")
+    system_format: str = "{system}"
+    system_position: Literal["prefix", "first_user"] = Field(
+        "prefix", description="prefix: before the first turn; first_user: prepended to the first user content")
+    default_system: str | None = None
+    user_format: str = "{content}"
+    input_user_format: str | None = Field(
+        None, description="user format when the turn has an Alpaca input ({instruction}, {input})")
+    input_default_system: str | None = Field(None, description="default system when the first turn has an input")
+    turn_separator: str = ""
+    assistant_prefix: str = ""
+    assistant_lead: str = Field("", description="markup between the generation prompt and the answer, e.g. ' '")
+    assistant_end: str = "{eos}"
+    assistant_suffix: str = ""
+    stop: tuple[str, ...] = Field((), description="stop strings for generation besides the EOS token")
+    default_bos: str = "<s>"
+    default_eos: str = "</s>"
+    jinja: str | None = Field(None, description="a Jinja chat_template rendered instead of the formats (`tokenizer`)")
+
+    # -- rendering ------------------------------------------------------------------------------------
+    def render(self, system: str | None, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = False,
+               *, bos_token: str | None = None, eos_token: str | None = None) -> str:
+        """The exact text a model sees. `system=None` uses the default system prompt, `""` none at all."""
+        pieces = self.render_pieces(system, messages, add_generation_prompt, bos_token=bos_token, eos_token=eos_token)
+        return "".join(p.text for p in pieces)
+
+    def render_pieces(self, system: str | None, messages: Sequence[Mapping[str, Any]],
+                      add_generation_prompt: bool = False, *, bos_token: str | None = None,
+                      eos_token: str | None = None) -> list[Piece]:
+        bos = self.default_bos if bos_token is None else bos_token
+        eos = self.default_eos if eos_token is None else eos_token
+        if self.jinja is not None:
+            return _jinja_pieces(self.jinja, system, messages, add_generation_prompt, bos, eos)
+        values = {"bos": bos, "eos": eos}
+        fill = _filler(values)
+        pieces: list[Piece] = []
+        first_input = bool(messages and messages[0].get("role") == "user" and messages[0].get("input"))
+        if system is None:
+            system = self.input_default_system if first_input and self.input_default_system else self.default_system
+        system_text = fill(self.system_format, system=system) if system else ""
+        if self.prefix:
+            pieces.append(Piece(fill(self.prefix), MARKUP))
+        if system_text and self.system_position == "prefix":
+            pieces.append(Piece(system_text, SYSTEM))
+        seen_user = False
+        for turn, message in enumerate(messages):
+            role, content = message.get("role"), message.get("content")
+            if not isinstance(content, str):
+                raise BadInputError("message content must be a string", row=turn, field="content")
+            if role == "user":
+                if seen_user and self.turn_separator:
+                    pieces.append(Piece(fill(self.turn_separator), MARKUP))
+                lead = system_text if self.system_position == "first_user" and not seen_user else ""
+                if message.get("input") and self.input_user_format is not None:
+                    text = fill(self.input_user_format, instruction=lead + content, input=message["input"])
+                else:
+                    text = fill(self.user_format, content=lead + alpaca_user_content(content, message.get("input")))
+                pieces.append(Piece(text, USER, turn))
+                seen_user = True
+            elif role == "assistant":
+                pieces.append(Piece(fill(self.assistant_prefix + self.assistant_lead), MARKUP, turn))
+                pieces.append(Piece(content, ASSISTANT, turn))
+                pieces.append(Piece(fill(self.assistant_end), END, turn))
+                pieces.append(Piece(fill(self.assistant_suffix), MARKUP, turn))
+            else:
+                raise BadInputError(f"role {role!r} is not user or assistant (the system prompt is separate)",
+                                    row=turn, field="role")
+        if add_generation_prompt:
+            pieces.append(Piece(fill(self.assistant_prefix), MARKUP))
+        return [p for p in pieces if p.text]
+
+    # -- Jinja ----------------------------------------------------------------------------------------
+    def chat_template(self) -> str:
+        """An equivalent Jinja chat_template (HF conventions: system as messages[0], bos_token, eos_token)."""
+        if self.jinja is not None:
+            return self.jinja
+        s = _jinja_string
+
+        def out(fmt: str, **exprs: str) -> str:
+            return "{{ " + _jinja_concat(fmt, exprs) + " }}" if fmt else ""
+
+        has_input = "(loop_messages[0]['input'] is defined and loop_messages[0]['input'])"
+        default = s(self.default_system) if self.default_system else "''"
+        if self.input_default_system:
+            default = f"({s(self.input_default_system)} if {has_input} else {default})"
+        system_text = _jinja_concat(self.system_format, {"system": "system"})
+        folded = "(message['content'] + '\\n\\n' + message['input'] if (message['input'] is defined and " \
+                 "message['input']) else message['content'])"
+        lead = "(ns.system_text if not ns.seen_user else '')" if self.system_position == "first_user" else "''"
+        parts = [
+            "{%- if messages and messages[0]['role'] == 'system' -%}",
+            "{%- set system = messages[0]['content'] -%}{%- set loop_messages = messages[1:] -%}",
+            "{%- else -%}{%- set loop_messages = messages -%}",
+            f"{{%- set system = {default} if loop_messages else {s(self.default_system or '')} -%}}",
+            "{%- endif -%}",
+            f"{{%- set ns = namespace(seen_user=false, system_text=({system_text} if system else '')) -%}}",
+            out(self.prefix),
+            f"{{%- if system and {s(self.system_position)} == 'prefix' -%}}{{{{ ns.system_text }}}}{{%- endif -%}}",
+            "{%- for message in loop_messages -%}",
+            "{%- if message['role'] == 'user' -%}",
+            f"{{%- if ns.seen_user -%}}{out(self.turn_separator)}{{%- endif -%}}",
+        ]
+        if self.input_user_format is not None:
+            parts += [
+                "{%- if message['input'] is defined and message['input'] -%}",
+                out(self.input_user_format, instruction=f"{lead} + message['content']", input="message['input']"),
+                "{%- else -%}", out(self.user_format, content=f"{lead} + message['content']"), "{%- endif -%}",
+            ]
+        else:
+            parts.append(out(self.user_format, content=f"{lead} + {folded}"))
+        parts += [
+            "{%- set ns.seen_user = true -%}",
+            "{%- elif message['role'] == 'assistant' -%}",
+            out(self.assistant_prefix + self.assistant_lead + "{content}" + self.assistant_end + self.assistant_suffix,
+                content="message['content']"),
+            "{%- else -%}{{ raise_exception('role ' + message['role'] + ' is not user or assistant') }}",
+            "{%- endif -%}{%- endfor -%}",
+            f"{{%- if add_generation_prompt -%}}{out(self.assistant_prefix)}{{%- endif -%}}",
+        ]
+        return "".join(parts)
+
+    def summary(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+@dataclass(frozen=True)
+class Piece:
+    text: str
+    kind: str  # MARKUP, SYSTEM, USER, ASSISTANT or END
+    turn: int = -1  # index of the message it belongs to
+
+
+def _filler(values: Mapping[str, str]):
+    def fill(fmt: str, **extra: str) -> str:
+        # one pass: placeholders inside inserted content are never expanded again
+        merged = {**values, **extra}
+        return PLACEHOLDER.sub(lambda m: merged.get(m.group(1), m.group(0)), fmt)
+
+    return fill
+
+
+def _jinja_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _jinja_concat(fmt: str, exprs: Mapping[str, str]) -> str:
+    """A Jinja expression concatenating the literal parts of `fmt` with expressions for its placeholders."""
+    exprs = {"bos": "bos_token", "eos": "eos_token", **exprs}
+    terms, pos = [], 0
+    for match in PLACEHOLDER.finditer(fmt):
+        if match.start() > pos:
+            terms.append(_jinja_string(fmt[pos:match.start()]))
+        terms.append(f"({exprs[match.group(1)]})")
+        pos = match.end()
+    if pos < len(fmt):
+        terms.append(_jinja_string(fmt[pos:]))
+    return " + ".join(terms) or "''"
+
+
+# -- the `tokenizer` template: the model's own chat_template, spans found by rendering prefixes ----------------
+def hf_messages(system: str | None, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Canonical turns as HF chat messages (an Alpaca input folded back into the user turn). A system prompt
+    goes first as a system message; None leaves it out, so the template's own default applies."""
+    out = [{"role": "system", "content": system}] if system is not None else []
+    for m in messages:
+        content = alpaca_user_content(m["content"], m.get("input")) if m.get("role") == "user" else m["content"]
+        out.append({"role": m["role"], "content": content})
+    return out
+
+
+def render_jinja(source: str, messages: list[dict[str, str]], add_generation_prompt: bool, bos: str, eos: str) -> str:
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    rendered, _ = render_jinja_template(conversations=[messages], chat_template=source,
+                                        add_generation_prompt=add_generation_prompt, bos_token=bos, eos_token=eos)
+    return rendered[0]
+
+
+def _jinja_pieces(source: str, system: str | None, messages: Sequence[Mapping[str, Any]],
+                  add_generation_prompt: bool, bos: str, eos: str) -> list[Piece]:
+    """Pieces of a chat_template rendering: each assistant turn is located by rendering the conversation up
+    to it with the generation prompt (a prefix of the full text in any well-formed template); its closing
+    markup up to the next turn, less trailing whitespace, is the supervised end of turn."""
+    conv = hf_messages(system, messages)
+    full = render_jinja(source, conv, add_generation_prompt, bos, eos)
+    offset = len(conv) - len(messages)
+    pieces, pos = [], 0
+    for turn, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt = render_jinja(source, conv[:offset + turn], True, bos, eos)
+        through = render_jinja(source, conv[:offset + turn + 1], False, bos, eos)
+        start = full.find(message["content"], len(prompt)) if full.startswith(prompt) else -1
+        if start < 0 or not full.startswith(through):
+            raise BadInputError("the tokenizer's chat_template does not render this conversation turn by turn "
+                                "(assistant turn not found after its generation prompt); pick a named template",
+                                row=turn, field="messages")
+        end = start + len(message["content"])
+        closing = through[end:]
+        closing_end = end + len(closing.rstrip())
+        pieces += [Piece(full[pos:start], MARKUP, turn), Piece(full[start:end], ASSISTANT, turn),
+                   Piece(full[end:closing_end], END, turn)]
+        pos = closing_end
+    pieces.append(Piece(full[pos:], MARKUP))
+    return [p for p in pieces if p.text]
+
+
+# -- the registry --------------------------------------------------------------------------------------------
+ALPACA_NO_INPUT = ("Below is an instruction that describes a task. "
+                   "Write a response that appropriately completes the request.")
+ALPACA_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
+                "Write a response that appropriately completes the request.")
+
+BUILTIN: tuple[Template, ...] = (
+    Template(
+        name="alpaca", description="Stanford Alpaca's PROMPT_DICT (prompt_input / prompt_no_input); response + EOS",
+        source="github.com/tatsu-lab/stanford_alpaca train.py",
+        system_format="{system}\n\n", default_system=ALPACA_NO_INPUT, input_default_system=ALPACA_INPUT,
+        user_format="### Instruction:\n{content}\n\n",
+        input_user_format="### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n",
+        turn_separator="\n\n", assistant_prefix="### Response:", stop=("### Instruction:",),
+    ),
+    Template(
+        name="llama2", description="Llama 2 chat: <s>[INST] <<SYS>> … <</SYS>> … [/INST] answer </s>",
+        source="Meta llama generation.py / HF llama-2-chat template",
+        system_format="<<SYS>>\n{system}\n<</SYS>>\n\n", system_position="first_user", default_system=LLAMA2_SYSTEM,
+        user_format="{bos}[INST] {content} [/INST]", assistant_lead=" ", assistant_end=" {eos}",
+    ),
+    Template(
+        name="linly", description="Linly-AI Chinese-LLaMA: ### Instruction:{prompt}  ### Response:",
+        source="github.com/CVI-SZU/Linly", system_format="{system}\n",
+        user_format="### Instruction:{content}  ", assistant_prefix="### Response:", turn_separator="\n",
+        stop=("### Instruction:",),
+    ),
+    Template(
+        name="openllm", description="NousResearch (OpenLLM leaderboard): ### Instruction / ### Input / ### Response",
+        source="huggingface.co/NousResearch/Nous-Hermes-13b", system_format="{system}\n\n",
+        user_format="### Instruction:\n{content}\n\n",
+        input_user_format="### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n",
+        assistant_prefix="### Response:\n", turn_separator="\n\n", stop=("### Instruction:",),
+    ),
+    Template(
+        name="yayi", description="YaYi (wenge-research): <|System|>: / <|Human|>: / <|YaYi|>:",
+        source="huggingface.co/wenge-research/yayi-7b-llama2",
+        system_format="<|System|>:\n{system}\n\n",
+        default_system=LLAMA2_SYSTEM.replace("honest assistant.", "honest assistant named YaYi developed by "
+                                             "Beijing Wenge Technology Co.,Ltd."),
+        user_format="<|Human|>:\n{content}\n\n", assistant_prefix="<|YaYi|>:\n", turn_separator="\n\n",
+        stop=("<|Human|>:",),
+    ),
+    Template(
+        name="stablebeluga2", description="Stable Beluga 2: ### System: / ### User: / ### Assistant:",
+        source="huggingface.co/stabilityai/StableBeluga2",
+        system_format="### System:\n{system}\n\n",
+        default_system="You are Stable Beluga, an AI that follows instructions extremely well. Help as much as you "
+                       "can. Remember, be safe, and don't do anything illegal.",
+        user_format="### User: {content}\n\n", assistant_prefix="### Assistant:\n", turn_separator="\n\n",
+        stop=("### User:",),
+    ),
+    Template(
+        name="guanaco", description="Guanaco / OpenAssistant: a curious human … ### Human: … ### Assistant:",
+        source="huggingface.co/timdettmers/guanaco-33b-merged", system_format="{system}\n",
+        default_system="A chat between a curious human and an artificial intelligence assistant. "
+                       "The assistant gives helpful, detailed, and polite answers to the user's questions.",
+        user_format="### Human: {content} ", assistant_prefix="### Assistant: ", turn_separator="\n",
+        stop=("### Human:",),
+    ),
+    Template(
+        name="chatml", description="ChatML (<|im_start|>role … <|im_end|>), as in SmolLM2, Qwen, OpenHermes",
+        source="github.com/openai/openai-python chatml.md",
+        system_format="<|im_start|>system\n{system}<|im_end|>\n", user_format="<|im_start|>user\n{content}<|im_end|>\n",
+        assistant_prefix="<|im_start|>assistant\n", assistant_end="<|im_end|>", assistant_suffix="\n",
+        stop=("<|im_end|>",),
+    ),
+    Template(
+        name="vicuna", description="Vicuna v1.1 (FastChat): SYSTEM USER: … ASSISTANT: …</s>",
+        source="github.com/lm-sys/FastChat conversation.py vicuna_v1.1", system_format="{system} ",
+        default_system="A chat between a curious user and an artificial intelligence assistant. "
+                       "The assistant gives helpful, detailed, and polite answers to the user's questions.",
+        user_format="USER: {content} ", assistant_prefix="ASSISTANT:", assistant_lead=" ",
+        stop=("USER:",),
+    ),
+    Template(
+        name="llama3", description="Llama 3 instruct: <|start_header_id|>role<|end_header_id|> … <|eot_id|>",
+        source="huggingface.co/meta-llama/Meta-Llama-3-8B-Instruct", prefix="{bos}",
+        system_format="<|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>",
+        user_format="<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>",
+        assistant_prefix="<|start_header_id|>assistant<|end_header_id|>\n\n", assistant_end="<|eot_id|>",
+        stop=("<|eot_id|>",), default_bos="<|begin_of_text|>", default_eos="<|end_of_text|>",
+    ),
+    Template(
+        name="tokenizer", description="the base model tokenizer's own chat_template (bound when the tokenizer loads)",
+        source="tokenizer_config.json chat_template",
+    ),
+)
+REGISTRY: dict[str, Template] = {t.name: t for t in BUILTIN}
+
+
+def list_templates() -> list[str]:
+    return list(REGISTRY)
+
+
+def get_template(name: str) -> Template:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise BadInputError(f"unknown template {name!r}; available: {', '.join(REGISTRY)}", field="template") from None
+
+
+def for_tokenizer(template: Template, tokenizer: Any) -> Template:
+    """Bind the `tokenizer` template to a tokenizer's chat_template; other templates are returned unchanged."""
+    if template.name != "tokenizer" or template.jinja is not None:
+        return template
+    source = getattr(tokenizer, "chat_template", None)
+    if not isinstance(source, str) or not source:
+        raise BadInputError("template 'tokenizer' needs a tokenizer with a chat_template; this one has none "
+                            "(pick a named template)", field="template")
+    return template.model_copy(update={"jinja": source})
+
+
+def template_messages(messages: Sequence[Mapping[str, str]], meta: str | Mapping[str, Any] | None
+                      ) -> list[dict[str, str]]:
+    """Canonical turns for a template: an Alpaca record's first user turn is split back into instruction and
+    input (kept in meta by ingest, joined by `tasks.text.alpaca_user_content`), so `alpaca`/`openllm` can use
+    their with-input prompt; every other template folds it back into the same user text."""
+    out = [dict(m) for m in messages]
+    meta = json.loads(meta) if isinstance(meta, str) and meta else dict(meta or {})
+    instruction, input_text = meta.get("instruction"), meta.get("input")
+    if (out and out[0].get("role") == "user" and isinstance(instruction, str) and isinstance(input_text, str)
+            and input_text.strip()
+            and alpaca_user_content(instruction.strip(), input_text.strip()) == out[0]["content"]):
+        out[0] = {"role": "user", "content": instruction.strip(), "input": input_text.strip()}
+    return out

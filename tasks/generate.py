@@ -69,6 +69,17 @@ def render_prompt(tokenizer: Any, prompt: str, system: str | None = None) -> str
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def encode_prompt(tokenizer: Any, text: str) -> Any:
+    """Token ids exactly as the format stage made them: BOS prepended only where the tokenizer adds one."""
+    from tasks.tokenize import tokenizer_adds_bos
+
+    batch = tokenizer(text, return_tensors="pt", add_special_tokens=False, return_token_type_ids=False)
+    bos = tokenizer.bos_token
+    if bos and tokenizer_adds_bos(tokenizer) and not text.startswith(bos):
+        batch = tokenizer(bos + text, return_tensors="pt", add_special_tokens=False, return_token_type_ids=False)
+    return batch
+
+
 def answer(model: Any, tokenizer: Any, prompts: list[str], *, system: str | None = None, max_new_tokens: int = 64,
            temperature: float = 0.0) -> list[dict[str, Any]]:
     """Greedy (temperature 0) or sampled answers, one prompt at a time (no padding effects)."""
@@ -78,8 +89,7 @@ def answer(model: Any, tokenizer: Any, prompts: list[str], *, system: str | None
     device = next(model.parameters()).device
     results = []
     for prompt in prompts:
-        text = render_prompt(tokenizer, prompt, system)
-        batch = tokenizer(text, return_tensors="pt", add_special_tokens=False, return_token_type_ids=False).to(device)
+        batch = encode_prompt(tokenizer, render_prompt(tokenizer, prompt, system)).to(device)
         sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
         began = time.perf_counter()
         with torch.no_grad():

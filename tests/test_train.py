@@ -31,34 +31,40 @@ PROBE = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def tokenized_table(tokenizer, pairs, template_name: str = "chatml") -> pa.Table:
-    """What the format stage publishes: prompt tokens masked with -100, the answer and its end supervised."""
+    """What the format stage publishes, made by its encoder: prompt tokens -100, the answer and its end supervised."""
+    from storage.schema import make_record
     from tasks.templates import get_template
+    from tasks.tokenize import ConversationEncoder
 
-    template = get_template(template_name)
-    rows = []
-    for i, (question, reply) in enumerate(pairs):
-        kw = {"bos_token": tokenizer.bos_token, "eos_token": tokenizer.eos_token}
-        user = [{"role": "user", "content": question}]
-        prompt = template.render(None, user, add_generation_prompt=True, **kw)
-        full = template.render(None, user + [{"role": "assistant", "content": reply}], **kw)
-        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        ids = tokenizer(full, add_special_tokens=False)["input_ids"]
-        assert ids[:len(p_ids)] == p_ids
-        labels = [-100] * len(p_ids) + ids[len(p_ids):]
-        rows.append({"id": f"r{i:04d}", "input_ids": ids, "labels": labels, "length": len(ids),
-                     "num_supervised": len(ids) - len(p_ids), "text": full})
-    schema = pa.schema([("id", pa.string()), ("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())),
-                        ("length", pa.int32()), ("num_supervised", pa.int32()), ("text", pa.string())])
-    return pa.Table.from_pylist(rows, schema=schema)
+    records = [make_record(messages=[{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                           system=None, uri="test.jsonl", fmt="alpaca", row=i) for i, (q, a) in enumerate(pairs)]
+    encoder = ConversationEncoder(tokenizer, get_template(template_name), max_length=100_000)
+    return encoder.encode(records).table
 
 
 def publish_tokenized(store, table: pa.Table, key: str = "format-test", template: str = "chatml"):
     return store.publish_table(key, "format", table, params={"template": template, "max_length": 256})
 
 
+@pytest.fixture(scope="session")
+def tiny_confident_lm(tiny_lm, tmp_path_factory) -> Path:
+    """The tiny Llama with 8x larger (tied) embeddings: at the default 0.02 init its logits stay so flat that
+    no adapter can lower the loss by more than about 0.1 nats, which makes "the loss drops" a weak test."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-confident-lm")
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(8.0)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_lm).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
-def base(store, tiny_lm):
-    return run_stage(base_model_stage.STAGE, BaseModelParams(reference=str(tiny_lm)), {}, store).ref
+def base(store, tiny_confident_lm):
+    return run_stage(base_model_stage.STAGE, BaseModelParams(reference=str(tiny_confident_lm)), {}, store).ref
 
 
 @pytest.fixture
@@ -69,7 +75,7 @@ def tokenized(store, tiny_lm):
 
 
 def fast_config(**overrides) -> TrainConfig:
-    values = {"max_steps": 30, "learning_rate": 2e-2, "batch_size": 4, "eval_share": 0.1, "save_steps": 10,
+    values = {"max_steps": 30, "learning_rate": 5e-3, "batch_size": 4, "eval_share": 0.1, "save_steps": 10,
               "sample_prompts": ["What is the capital of France?"], "sample_max_new_tokens": 8, "lr_scheduler":
               "constant", "warmup_ratio": 0.0}
     return TrainConfig(**{**values, **overrides})
@@ -84,7 +90,7 @@ def probe_logits(model, tokenizer):
         return model(**ids).logits[0]
 
 
-def test_lora_trains_saves_merges_and_reloads(store, base, tokenized, tiny_lm):
+def test_lora_trains_saves_merges_and_reloads(store, base, tokenized):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -96,9 +102,9 @@ def test_lora_trains_saves_merges_and_reloads(store, base, tokenized, tiny_lm):
     stats, key = result.stats, result.ref.key
     assert result.ref.kind == "model"
     assert stats["steps"] == 30 and stats["train_rows"] == 36 and stats["eval_rows"] == 4
-    # the random tiny model's small embeddings bound how confident it can get: about 0.4 nats in 30 steps
-    assert stats["train_loss_last"] < stats["train_loss_first"] - 0.2, stats
-    assert stats["eval_loss_after"] < stats["eval_loss_before"] - 0.2, stats
+    losses = [e["loss"] for e in json.loads(store.read_file(key, "log_history.json")) if "loss" in e]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0, losses
+    assert stats["eval_loss_after"] < 0.75 * stats["eval_loss_before"], stats
     names = {f["name"] for f in store.manifest(key)["files"]}
     for name in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors", "tokenizer/tokenizer.json",
                  "merged/model.safetensors", "README.md", "loss_curve.png", "report.md", "samples.json"):
@@ -160,11 +166,11 @@ def test_generate_cli_with_and_without_adapter(store, base, tokenized, tmp_path)
 
 @pytest.mark.parametrize("method", ["ptuning", "prefix"])
 def test_prefix_methods_train(store, base, tokenized, method):
-    result = run_stage(train_stage.STAGE, fast_config(method=method, max_steps=8, learning_rate=2e-2,
+    result = run_stage(train_stage.STAGE, fast_config(method=method, max_steps=12, learning_rate=3e-2,
                                                       num_virtual_tokens=8),
                        {"tokenized": tokenized, "base_model": base}, store)
     stats = result.stats
-    assert stats["steps"] == 8 and stats["train_loss_last"] < stats["train_loss_first"]
+    assert stats["steps"] == 12 and stats["eval_loss_after"] < stats["eval_loss_before"] - 0.1, stats
     assert store.verify(result.ref.key)
     config = json.loads(store.read_file(result.ref.key, "adapter/adapter_config.json"))
     assert config["peft_type"] == "PREFIX_TUNING" and config["prefix_projection"] is (method == "prefix")

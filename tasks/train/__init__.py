@@ -43,6 +43,9 @@ def check_request(params: Any) -> None:
                             "merged into the base model", field="train.merge")
     if params.pack and params.max_length is None:
         raise BadInputError("pack needs max_length (the packed sequence length)", field="train.max_length")
+    if params.pack and params.method in PROMPT_LEARNING:
+        raise BadInputError("packing is for LoRA/QLoRA: prefix methods need each row's attention mask",
+                            field="train.pack")
 
 
 def build(ctx: StageContext, tokenized: DatasetRef, base_model: DatasetRef) -> StageOutput:

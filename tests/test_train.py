@@ -119,7 +119,8 @@ def test_lora_trains_saves_merges_and_reloads(store, base, tokenized):
     assert tokenizer.chat_template == get_template("chatml").chat_template()
     question, reply = PAIRS[0]
     conversation = [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
-    assert tokenizer.apply_chat_template(conversation, tokenize=False) == store.read_table(tokenized.key)["text"][0].as_py()
+    trained_text = store.read_table(tokenized.key)["text"][0].as_py()
+    assert tokenizer.apply_chat_template(conversation, tokenize=False) == trained_text
 
     # adapter vs merged (in the store) vs merged in memory: the same logits; and training changed them
     loaded = load_model(store, key)
@@ -267,3 +268,20 @@ def test_template_the_tokenizer_cannot_express(store, tmp_path, tiny_lm):
     table = tokenized_table(AutoTokenizer.from_pretrained(tiny_lm), PAIRS)
     expect_bad(store, fast_config(), {"tokenized": publish_tokenized(store, table), "base_model": wordpiece_base},
                "cannot be expressed by this tokenizer")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_cuda_training_with_merge(store, base, tokenized, method):
+    """The CUDA path: bf16/fp16 autocast, gradient checkpointing, QLoRA's 4-bit base; merged into full precision."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    result = run_stage(train_stage.STAGE, fast_config(method=method, merge=True),
+                       {"tokenized": tokenized, "base_model": base}, store)
+    stats = result.stats
+    assert stats["device"] == "cuda" and stats["precision"] in ("bf16", "fp16")
+    assert stats["eval_loss_after"] < 0.75 * stats["eval_loss_before"], stats
+    assert store.verify(result.ref.key) and "files/merged/model.safetensors" in {
+        f["name"] for f in store.manifest(result.ref.key)["files"]}

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-STAGES = ("ingest", "iqs", "cluster", "select", "format", "train")
+STAGES = ("ingest", "iqs", "embed", "cluster", "select", "format", "train")
 
 
 class Section(BaseModel):
@@ -35,29 +35,106 @@ class IngestConfig(Section):
 
 
 class IQSConfig(Section):
-    scorer: Literal["comet", "probe", "none"] = "comet"
+    """Instruction Quality Scorer (CaR's ranking half). Training defaults follow CaR's instruction_score.yaml
+    except the encoder (the bundled MiniLM, offline) and its learning rate (3e-5: better on MiniLM)."""
+
+    scorer: Literal["comet", "probe", "none"] = Field(
+        "comet", description="comet: CaR's COMET regression model; probe: logistic regression on the embed "
+                             "stage's MiniLM embeddings (almost free); none: no IQS scores")
     model: str | None = Field(None, description="store key of a trained IQS model; trained from `revisions` if empty")
-    revisions: list[str] = Field(default_factory=list, description="revision files to train an IQS model on")
+    revisions: list[str] = Field(default_factory=list, description="revision files to train an IQS model on: "
+                                 "expert revision JSON/JSONL records or CaR src,score CSV pairs")
+    validation_revisions: list[str] = Field(default_factory=list, description="validation pairs; when empty, "
+                                            "valid_fraction of the revision pairs, split by a hash of their text")
+    valid_fraction: float = Field(0.1, gt=0, lt=1, description="share of pairs held out when no validation files")
+    min_distance: int = Field(200, ge=0, description="drop revisions closer than this edit distance (CaR: 200)")
+    filter_prepared_pairs: bool = Field(False, description="apply min_distance to src,score CSVs too (CaR's "
+                                        "published CSVs are prepared training data, half under 200 apart)")
+    normalize_whitespace: bool = Field(True, description="collapse whitespace runs in training and scoring "
+                                       "(raw CaR responses never contain a newline; revisions mostly do)")
+    encoder: str | None = Field(None, description="local path or hub name of the encoder; bundled MiniLM if empty")
+    encoder_model: str = Field("BERT", description="COMET encoder class: BERT (MiniLM), XLM-RoBERTa (CaR), ...")
+    epochs: int = Field(3, ge=1, description="maximum epochs (early stopping on validation pairwise accuracy)")
+    patience: int = Field(1, ge=0, description="epochs without improvement before stopping")
+    limit_train_batches: float = Field(1.0, gt=0, description="share of training batches per epoch (<1: quick runs)")
+    train_batch_size: int = Field(8, ge=1)
+    accumulate_grad_batches: int = Field(2, ge=1)
+    encoder_learning_rate: float = Field(3e-5, gt=0, description="CaR: 1e-6 (xlm-roberta-large)")
+    learning_rate: float = Field(1.5e-5, gt=0)
+    layerwise_decay: float = 0.95
+    nr_frozen_epochs: float = Field(0.3, ge=0, description="epochs (or share of the first) with a frozen encoder")
+    hidden_sizes: list[int] = Field(default_factory=lambda: [2048, 1024])
+    dropout: float = 0.1
+    pool: Literal["avg", "max", "cls", "default"] = "avg"
+    layer_transformation: Literal["sparsemax", "softmax"] = "sparsemax"
+    pair_loss_weight: float = Field(0.0, ge=0, description="weight of a pairwise margin ranking loss added to MSE")
+    pair_margin: float = Field(0.5, ge=0)
+    seed: int = 42
+    probe_c: float = Field(1.0, gt=0, description="inverse regularization of the probe's logistic regression")
+    batch_size: int = Field(32, ge=1, exclude=True, description="scoring batch size")
+
+    def comet_hparams(self) -> dict[str, Any]:
+        """InstructionMetric arguments (pretrained_model None = the bundled MiniLM)."""
+        return {"encoder_model": self.encoder_model, "pretrained_model": self.encoder,
+                "encoder_learning_rate": self.encoder_learning_rate, "learning_rate": self.learning_rate,
+                "layerwise_decay": self.layerwise_decay, "nr_frozen_epochs": self.nr_frozen_epochs,
+                "hidden_sizes": list(self.hidden_sizes), "dropout": self.dropout, "pool": self.pool,
+                "layer_transformation": self.layer_transformation, "batch_size": self.train_batch_size,
+                "pair_loss_weight": self.pair_loss_weight, "pair_margin": self.pair_margin}
+
+
+class EmbedConfig(Section):
+    model: str | None = Field(
+        None, description="sentence-transformers model: local folder or hub name; the bundled all-MiniLM-L6-v2 when "
+                          "empty. Its name and a checksum of its files are part of the cache key")
+    text: Literal["car", "user", "full"] = Field(
+        "car", description="what is embedded: car = CaR's 'Instruction: … Input: … Response: …' (multi-turn: "
+                           "turns with role names), user = the user turns, full = system prompt and every turn")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: bfloat16 autocast, about 1.7x faster on CPUs with AVX512-BF16/AMX and on GPUs; "
+                            "cosine to fp32 above 0.9999")
+    batch_size: int | None = Field(None, ge=1, exclude=True,
+                                   description="texts per forward pass; 16 on CPU, 128 on a GPU when empty")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", exclude=True, description="auto: cuda when available")
 
 
 class ClusterConfig(Section):
-    embedding_model: str | None = Field(None, description="local path or hub name; the bundled MiniLM when empty")
-    pca_variance: float = 0.95
-    pca_components: int | None = None
-    k: int | None = Field(None, description="number of clusters; int(sqrt(n/2)) when empty")
+    pca_variance: float = Field(0.95, gt=0, le=1, description="PCA keeps the fewest components explaining this "
+                                                              "share of the variance (CaR: 0.95)")
+    pca_components: int | None = Field(None, ge=1, description="a fixed number of PCA components instead")
+    k: int | None = Field(None, ge=1, description="number of clusters; int(sqrt(n/2)) when empty (CaR)")
     seed: int = 42
-    niter: int = 20
+    niter: int = Field(20, ge=1, description="k-means (Lloyd) iterations")
+    init: Literal["kmeans++", "random"] = Field(
+        "kmeans++", description="kmeans++: greedy k-means++ seeding (as sklearn/CaR) on a sample of 50 points per "
+                                "cluster; random: faiss's random seeding")
+    max_points_per_centroid: int | None = Field(
+        None, ge=1, description="faiss trains on at most k times this many sampled points; empty: every point")
+    device: Literal["auto", "cpu", "gpu"] = Field("auto", exclude=True, description="auto: gpu when faiss sees one")
 
 
 class SelectConfig(Section):
-    n1: int = 1000
-    n2: int = 1
-    budget: int | None = None
+    n1: int = Field(1000, ge=0, description="take the n1 rows with the highest IQS score")
+    n2: int = Field(1, ge=0, description="then the n2 best of every cluster that are not already taken")
+    budget: int | None = Field(None, ge=1, description="total rows: n1 becomes the largest value whose selection "
+                                                       "(with the cluster rows) fits")
 
 
 class FormatConfig(Section):
-    template: str = "chatml"
-    max_length: int = 1024
+    template: str = Field("chatml", description="prompt template (`sftflow templates list`); `tokenizer` uses the "
+                                                "base model's own chat_template")
+    max_length: int = Field(1024, ge=8, description="tokens kept per sample; samples whose answer starts later "
+                                                    "are quarantined")
+    train_on: Literal["all_assistant", "last_assistant", "prompt"] = Field(
+        "all_assistant", description="loss on every assistant turn, on the last one only, or on every token")
+    system: str | None = Field(None, description="system prompt for every sample (replaces the records' own and "
+                                                 "the template default); empty string: no system prompt")
+    exports: list[Literal["text", "xtuner", "llamafactory"]] = Field(
+        default_factory=lambda: ["text", "xtuner", "llamafactory"],
+        description="files written next to the tokenized table: formatted text JSONL, xtuner conversation "
+                    "JSONL, LLaMA-Factory dataset folder")
+    dataset_name: str = Field("sftflow", description="dataset name in the LLaMA-Factory dataset_info.json")
+    batch_size: int = Field(2000, ge=1, exclude=True, description="rows tokenized per batch")
 
 
 DEFAULT_SAMPLE_PROMPTS = [
@@ -108,6 +185,45 @@ class RunnerConfig(Section):
     workers: int = 2
 
 
+class SelfInstructConfig(Section):
+    """Self-instruct generation (`sftflow generate-instructions`, the `self-instruct` flow); not a pipeline stage:
+    its output is a dataset in the store that the pipeline ingests like any other source. No field is
+    `exclude=True`: Prefect serializes flow parameters with model_dump, so a deployment run would silently lose
+    the key's variable name, the Secret block and the timeouts."""
+
+    seed_tasks: str = Field(description="seed tasks JSONL (Alpaca's seed_tasks.jsonl layout)")
+    prompt_file: str | None = Field(None, description="the requirements text the tasks follow (Alpaca's "
+                                                      "prompt.txt); prompt.txt next to seed_tasks when empty")
+    backend: Literal["openai", "local"] = Field("openai", description="an OpenAI-compatible HTTP endpoint, or a "
+                                                                      "local transformers model folder")
+    base_url: str = Field("https://api.openai.com/v1", description="chat-completions endpoint base URL (openai)")
+    model: str = Field("gpt-4o-mini", description="model name (openai) or a local Hugging Face model folder (local)")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    api_key_secret: str | None = Field(None, description="Prefect Secret block holding the API key "
+                                                                       "(the flow puts it into api_key_env)")
+    num_instructions: int = Field(100, ge=1, description="stop once this many new instructions are kept")
+    num_prompt_instructions: int = Field(3, ge=1, description="seed tasks shown in each prompt")
+    request_batch_size: int = Field(5, ge=1, description="prompts per batch (concurrent HTTP requests, or one "
+                                                         "generate call)")
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = Field(3072, ge=1, description="completion tokens per request")
+    stop: list[str] = Field(default_factory=lambda: ["\n20", "20."], description="stop sequences (Alpaca's)")
+    similarity_threshold: float = Field(0.7, description="drop an instruction whose ROUGE-L F1 to any earlier "
+                                                         "one is above this")
+    min_words: int = Field(4, description="drop instructions with fewer words")
+    max_words: int = Field(150, description="drop instructions with more words")
+    requests_budget: int | None = Field(200, description="at most this many requests (none: no limit)")
+    tokens_budget: int | None = Field(None, description="stop starting requests once prompt + completion tokens "
+                                                        "reach this (none: no limit)")
+    seed: int = Field(42, description="seed for sampling prompt tasks (and local sampling)")
+    timeout_s: float = Field(120.0, description="HTTP timeout per request")
+    max_retries: int = Field(5, description="retries on 429, 5xx and connection errors")
+    backoff_s: float = Field(1.0, description="first retry wait, doubled each time, unless the "
+                                                            "server sends Retry-After")
+    device: str = Field("auto", description="local backend: cpu, cuda or auto")
+
+
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -115,6 +231,7 @@ class PipelineConfig(BaseModel):
     store: str | None = Field(None, description="store URL; $SFTFLOW_HOME/store when empty")
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     iqs: IQSConfig = Field(default_factory=IQSConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
     format: FormatConfig = Field(default_factory=FormatConfig)
@@ -152,7 +269,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             src = source.get("path", "")
             if src and "://" not in src and not src.startswith("hf:") and not Path(src).is_absolute():
                 source["path"] = str((path.parent / src).resolve())
-        for key in ("revisions",):
+        for key in ("revisions", "validation_revisions"):
             items = data.get("iqs", {}).get(key) or []
             data.setdefault("iqs", {})[key] = [
                 str((path.parent / p).resolve()) if "://" not in p and not Path(p).is_absolute() else p for p in items

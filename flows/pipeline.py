@@ -1,4 +1,4 @@
-"""The `sft-pipeline` flow: ingest → iqs → embed → cluster → select → format → train.
+"""The `sft-pipeline` flow: ingest → embed → iqs → cluster → select → format → train.
 
 Thin on purpose: it only wires stage tasks (flows/stages.py) together; every stage is cached by its store key.
 """
@@ -17,7 +17,8 @@ from storage.store import Store
 from tasks.base_model import BaseModelParams
 from tasks.errors import BadInputError
 
-ORDER = ("ingest", "iqs", "embed", "cluster", "select", "format", "train")
+# "iqs.train" (only when iqs.model is empty) sits before "iqs": `--from iqs` rescores without retraining.
+ORDER = ("ingest", "embed", "iqs.train", "iqs", "cluster", "select", "train.base", "format", "train")
 
 
 def _run_name() -> str:
@@ -33,11 +34,38 @@ def sft_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
     sources = tracker.run_many("ingest", stages.ingest_source, [(src, {}) for src in config.ingest.sources])
     conversations = tracker.run("ingest", stages.ingest, config.ingest,
                                 {f"source_{i:03d}": ref for i, ref in enumerate(sources)})
+    embeddings = tracker.run("embed", stages.embed, config.embed, {"conversations": conversations})
+    # the probe scorer reads the embed stage's vectors; comet reads the texts
+    scored = run_iqs(tracker, config, store, conversations, embeddings if config.iqs.scorer == "probe" else None)
+    clusters = tracker.run("cluster", stages.cluster, config.cluster, {"embeddings": embeddings})
+    # without an IQS scorer the selection is a cluster-only diversity sample; a failed iqs stage skips select
+    select_inputs = {"conversations": conversations, "clusters": clusters}
+    if config.iqs.scorer != "none":
+        select_inputs["scored"] = scored
+    selection = tracker.run("select", stages.select, config.select, select_inputs)
     # the base model comes before format, which tokenizes with its tokenizer
-    base_model = tracker.run("train", stages.base_model, BaseModelParams(reference=config.train.base_model), {})
-    tokenized = None  # the format stage's output (issue 6) replaces this
+    base_model = tracker.run("train.base", stages.base_model, BaseModelParams(reference=config.train.base_model), {})
+    tokenized = tracker.run("format", stages.format, config.format, {"selection": selection, "base_model": base_model})
     tracker.run("train", stages.train, config.train, {"tokenized": tokenized, "base_model": base_model})
     return tracker.finish(f"sft-pipeline: {config.name}")
+
+
+def run_iqs(tracker: StageTracker, config: PipelineConfig, store: str, conversations: Any,
+            embeddings: Any = None) -> Any:
+    """Train the IQS model unless `iqs.model` names one, then score the conversations (None: scorer none).
+
+    The probe scorer reuses the embed stage's vectors when given them and embeds the texts itself otherwise.
+    """
+    if config.iqs.scorer == "none":
+        return None
+    if config.iqs.model:
+        model = Store(store).ref(config.iqs.model)
+    else:
+        model = tracker.run("iqs.train", stages.iqs_train, config.iqs, {})
+    inputs = {"conversations": conversations, "model": model}
+    if embeddings is not None:
+        inputs["embeddings"] = embeddings
+    return tracker.run("iqs", stages.iqs, config.iqs, inputs)
 
 
 def task_runner(runner: RunnerConfig, store_url: str) -> Any:
@@ -57,7 +85,11 @@ def task_runner(runner: RunnerConfig, store_url: str) -> Any:
             return DaskTaskRunner(address=runner.address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": runner.workers, "threads_per_worker": 1,
                                               "processes": True, "dashboard_address": None})
-    from prefect_ray import RayTaskRunner  # the `ray` extra
+    try:
+        from prefect_ray import RayTaskRunner
+    except ImportError:
+        raise BadInputError("the ray task runner needs prefect-ray: pip install 'sftflow[ray]'",
+                            field="runner.task_runner") from None
 
     return RayTaskRunner(address=runner.address) if runner.address else RayTaskRunner()
 

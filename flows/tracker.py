@@ -6,6 +6,7 @@ A stage whose upstream failed is skipped, not attempted; the flow still ends Fai
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -112,6 +113,12 @@ def markdown_table(report: dict[str, Any], title: str) -> str:
     for row in report["stages"]:
         lines.append(f"| {row['stage']} | {row['status']} | {_n(row['rows_in'])} | {_n(row['rows_out'])} | "
                      f"{row['seconds']:.1f} | `{row['key'] or ''}` |")
+    counts = Counter(row["status"] for row in report["stages"])
+    lines += ["", ", ".join(f"{counts[s]} {s}" for s in ("ran", "cached", "failed", "skipped") if counts[s])]
+    last = next((row for row in reversed(report["stages"]) if row["key"]), None)
+    if last is not None:
+        lines += ["", f"Output: `{report['store'].rstrip('/')}/{last['key']}` ({_n(last['rows_out'])} rows); "
+                      f"inspect any dataset with `sftflow store show KEY`."]
     failed = [row for row in report["stages"] if row["error"]]
     lines += [""] + [f"**{row['stage']} failed:** {row['error']}" for row in failed]
     return "\n".join(lines)

@@ -1,14 +1,13 @@
 """The canonical conversation record shared by every stage (see README, "The canonical record")."""
 from __future__ import annotations
 
-import json
+import hashlib
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
 import pyarrow as pa
-
-from storage.keys import digest
 
 ROLES = ("user", "assistant")
 
@@ -35,13 +34,21 @@ CONVERSATION_SCHEMA = pa.schema(
 
 def normalize_text(text: str) -> str:
     """The normalization ids are computed on: NFC, unix newlines, no surrounding whitespace."""
-    return unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n")).strip()
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return unicodedata.normalize("NFC", text).strip()
 
 
 def record_id(system: str | None, messages: Sequence[Mapping[str, str]]) -> str:
     """Stable content hash: the same normalized conversation always gets the same id, whatever its source."""
-    payload = [normalize_text(system or ""), [[m["role"], normalize_text(m["content"])] for m in messages]]
-    return digest(payload, chars=32)
+    return _normalized_id(normalize_text(system or ""), [(m["role"], normalize_text(m["content"])) for m in messages])
+
+
+def _normalized_id(system: str, turns: Sequence[tuple[str, str]]) -> str:
+    # = digest([system, [[role, content], ...]], chars=32): orjson writes the same compact, non-ASCII-preserving
+    # JSON as storage.keys.canonical_json for lists of strings, about 10x faster (ingest computes one per row)
+    payload = orjson.dumps([system, [list(turn) for turn in turns]])
+    return hashlib.blake2b(payload, digest_size=32).hexdigest()[:32]
 
 
 def make_record(
@@ -58,12 +65,17 @@ def make_record(
     clean = [{"role": m["role"], "content": normalize_text(m["content"])} for m in messages]
     sys_text = normalize_text(system) if system and system.strip() else None
     return {
-        "id": record_id(sys_text, clean),
+        "id": _normalized_id(sys_text or "", [(m["role"], m["content"]) for m in clean]),
         "source": {"uri": uri, "format": fmt, "split": split, "row": row},
         "system": sys_text,
         "messages": clean,
-        "meta": json.dumps(dict(meta or {}), ensure_ascii=False, sort_keys=True, default=str),
+        "meta": meta_json(meta),
     }
+
+
+def meta_json(meta: Mapping[str, Any] | None) -> str:
+    """meta as a JSON object string: sorted keys, non-ASCII kept, other types (dates, ...) written as text."""
+    return orjson.dumps(dict(meta or {}), default=str, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
 
 
 def records_to_table(records: Iterable[Mapping[str, Any]]) -> pa.Table:

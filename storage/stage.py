@@ -22,6 +22,7 @@ from storage.store import DatasetRef, Store
 
 log = logging.getLogger("sftflow")
 FAIL_STAGE_ENV = "SFTFLOW_FAIL_STAGE"  # test hook: name of a stage that must fail (comma-separated)
+SLOW_STAGE_ENV = "SFTFLOW_SLOW_STAGE"  # test hook: "stage:seconds,..." sleeps before building (to kill mid-run)
 
 
 class Progress(Protocol):
@@ -100,10 +101,13 @@ def run_stage(
     key = stage.key(params, inputs)
     if stage.name in os.environ.get(FAIL_STAGE_ENV, "").split(","):
         raise RuntimeError(f"injected failure in stage {stage.name!r} ({FAIL_STAGE_ENV})")
+    delays = dict(item.split(":") for item in os.environ.get(SLOW_STAGE_ENV, "").split(",") if ":" in item)
     if not force and store.verify(key):
         log.info("%s: %s already in the store", stage.name, key)
         manifest = store.manifest(key)
         return StageResult(store.ref(key), "cached", time.perf_counter() - started, stats=manifest.get("stats", {}))
+    if stage.name in delays:
+        time.sleep(float(delays[stage.name]))
     ctx = StageContext(store=store, key=key, params=params, progress=progress)
     output = stage.build(ctx, **{k: v for k, v in inputs.items()})
     manifest_fields = {

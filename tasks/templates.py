@@ -120,47 +120,51 @@ class Template(BaseModel):
         s = _jinja_string
 
         def out(fmt: str, **exprs: str) -> str:
-            return "{{ " + _jinja_concat(fmt, exprs) + " }}" if fmt else ""
+            return "{{- " + _jinja_concat(fmt, exprs) + " -}}" if fmt else ""
 
-        has_input = "(loop_messages[0]['input'] is defined and loop_messages[0]['input'])"
-        default = s(self.default_system) if self.default_system else "''"
+        default = s(self.default_system or "")
         if self.input_default_system:
-            default = f"({s(self.input_default_system)} if {has_input} else {default})"
+            default = (f"{s(self.input_default_system)} if (loop_messages and loop_messages[0]['input'] is defined "
+                       f"and loop_messages[0]['input']) else {default}")
         system_text = _jinja_concat(self.system_format, {"system": "system"})
-        folded = "(message['content'] + '\\n\\n' + message['input'] if (message['input'] is defined and " \
-                 "message['input']) else message['content'])"
-        lead = "(ns.system_text if not ns.seen_user else '')" if self.system_position == "first_user" else "''"
+        content = "message['content']"
+        if self.system_position == "first_user":
+            content = f"(ns.system_text if not ns.seen_user else '') + {content}"
+        has_input = "message['input'] is defined and message['input']"
+        folded = f"{content} + ('\\n\\n' + message['input'] if {has_input} else '')"
         parts = [
             "{%- if messages and messages[0]['role'] == 'system' -%}",
             "{%- set system = messages[0]['content'] -%}{%- set loop_messages = messages[1:] -%}",
-            "{%- else -%}{%- set loop_messages = messages -%}",
-            f"{{%- set system = {default} if loop_messages else {s(self.default_system or '')} -%}}",
+            "{%- else -%}",
+            f"{{%- set loop_messages = messages -%}}{{%- set system = {default} -%}}",
             "{%- endif -%}",
             f"{{%- set ns = namespace(seen_user=false, system_text=({system_text} if system else '')) -%}}",
             out(self.prefix),
-            f"{{%- if system and {s(self.system_position)} == 'prefix' -%}}{{{{ ns.system_text }}}}{{%- endif -%}}",
+            "{{- ns.system_text -}}" if self.system_position == "prefix" else "",
             "{%- for message in loop_messages -%}",
             "{%- if message['role'] == 'user' -%}",
-            f"{{%- if ns.seen_user -%}}{out(self.turn_separator)}{{%- endif -%}}",
+            f"{{%- if ns.seen_user -%}}{out(self.turn_separator)}{{%- endif -%}}" if self.turn_separator else "",
         ]
         if self.input_user_format is not None:
             parts += [
-                "{%- if message['input'] is defined and message['input'] -%}",
-                out(self.input_user_format, instruction=f"{lead} + message['content']", input="message['input']"),
-                "{%- else -%}", out(self.user_format, content=f"{lead} + message['content']"), "{%- endif -%}",
+                f"{{%- if {has_input} -%}}",
+                out(self.input_user_format, instruction=content, input="message['input']"),
+                "{%- else -%}", out(self.user_format, content=content), "{%- endif -%}",
             ]
         else:
-            parts.append(out(self.user_format, content=f"{lead} + {folded}"))
+            parts.append(out(self.user_format, content=folded))
         parts += [
             "{%- set ns.seen_user = true -%}",
             "{%- elif message['role'] == 'assistant' -%}",
             out(self.assistant_prefix + self.assistant_lead + "{content}" + self.assistant_end + self.assistant_suffix,
                 content="message['content']"),
-            "{%- else -%}{{ raise_exception('role ' + message['role'] + ' is not user or assistant') }}",
-            "{%- endif -%}{%- endfor -%}",
-            f"{{%- if add_generation_prompt -%}}{out(self.assistant_prefix)}{{%- endif -%}}",
+            "{%- else -%}{{- raise_exception('role ' + message['role'] + ' is not user or assistant') -}}",
+            "{%- endif -%}",
+            "{%- endfor -%}",
+            f"{{%- if add_generation_prompt -%}}{out(self.assistant_prefix)}{{%- endif -%}}"
+            if self.assistant_prefix else "",
         ]
-        return "".join(parts)
+        return "\n".join(p for p in parts if p)
 
     def summary(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

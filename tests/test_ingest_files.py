@@ -65,6 +65,10 @@ def test_json_array_in_a_jsonl_file_and_jsonl_in_a_json_file(tmp_path):
     assert ingest(array_in_jsonl)[1]["kept"] == 1
     lines_in_json = write_jsonl(tmp_path / "x.json", ALPACA)
     assert ingest(lines_in_json)[1]["read"] == 3
+    single = write_json(tmp_path / "one.json", {"conversation": [{"input": "q", "output": "a"}]})
+    assert ingest(single)[1]["format"] == "xtuner"
+    wrapped = write_json(tmp_path / "wrapped.json", {"version": 2, "data": ALPACA})
+    assert ingest(wrapped)[1]["read"] == 3
 
 
 def test_csv_invalid_utf8_and_extra_cells(tmp_path):

@@ -151,3 +151,17 @@ def test_explicit_format_overrides_detection(tmp_path):
     assert ingest(path)[1]["format"] == "alpaca"
     with pytest.raises(BadInputError, match="missing column"):
         ingest(path, format="columns", mapping={"input": "question", "output": "answer"})
+
+
+def test_fast_record_id_equals_the_canonical_json_digest():
+    """storage.schema hashes with orjson for speed; it must give exactly digest([system, [[role, content]]])."""
+    from storage.keys import digest
+    from storage.schema import make_record, normalize_text, record_id
+
+    samples = ["plain", 'quo"te \\ back', "tab\tnew\nline\r\nCR\rend", "\x00\x01\x1f\x7f", "é e\u0301 中文 😀",
+               "\u2028\u2029\ufeff", "  padded  ", ""]
+    for text in samples:
+        msgs = [{"role": "user", "content": text or "x"}, {"role": "assistant", "content": text[::-1] or "y"}]
+        expected = digest([normalize_text(text), [[m["role"], normalize_text(m["content"])] for m in msgs]], chars=32)
+        assert record_id(text, msgs) == expected
+        assert make_record(messages=msgs, system=text, uri="u", fmt="f", row=0)["id"] == expected

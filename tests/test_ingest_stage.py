@@ -79,3 +79,12 @@ def test_cli_json_counts_exports_and_errors(tmp_path, shared_data):
     odd = write_jsonl(tmp_path / "odd.jsonl", [{"q": "a"}])
     failed = run_cli(str(odd), home=tmp_path / "home")
     assert failed.returncode == 2 and "--format" in failed.stderr and failed.stdout == ""
+
+
+
+def test_prefect_tasks_wrap_these_stages():
+    """flows/stages.py makes the pipeline's Prefect tasks from these StageDefs (store-keyed cache)."""
+    from flows import stages
+
+    assert stages.ingest_source.cache_policy.stage is SOURCE_STAGE and stages.ingest.cache_policy.stage is MERGE_STAGE
+    assert (stages.ingest_source.name, stages.ingest.name) == ("ingest.source", "ingest")

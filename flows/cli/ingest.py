@@ -34,8 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def source_path(text: str) -> str:
-    """Local paths become absolute so the same file gives the same key from any directory."""
-    if text.startswith("hf:") or "://" in text:
+    """Local paths (hf: folders too) become absolute so the same data gives the same key from any directory."""
+    if text.startswith("hf:"):
+        from tasks.ingest import hf
+
+        source = hf.parse_uri(text)
+        if source.local is None:
+            return text
+        return (f"hf:{source.local.resolve()}" + (f":{source.config}" if source.config else "") +
+                (f"@{source.revision}" if source.revision else ""))
+    if "://" in text:
         return text
     return str(Path(text).expanduser().resolve())
 
@@ -70,8 +78,9 @@ def handle(args: argparse.Namespace) -> int:
     result = {"read": stats["read"], "kept": stats["kept"], "quarantined": stats["quarantined"],
               "duplicates": stats["duplicates"], "key": merged.ref.key,
               "quarantine_key": companion_key(merged.ref.key, "quarantine")}
-    rows = [{"source": s["uri"], "format": s["format"], "split": s["split"], "read": s["read"], "kept": s["kept"],
-             "quarantined": sum(s["quarantined"].values()), "duplicates": s["duplicates"]} for s in stats["sources"]]
+    rows = [{"source": _shown(s["uri"]), "format": s["format"], "split": s["split"], "read": s["read"],
+             "kept": s["kept"], "quarantined": sum(s["quarantined"].values()), "duplicates": s["duplicates"]}
+            for s in stats["sources"]]
     reasons = "".join(f"\n  {reason}: {n}" for reason, n in stats["quarantined"].items())
     text = (format_table(rows, ["source", "format", "split", "read", "kept", "quarantined", "duplicates"]) +
             f"\n\nread {stats['read']} = kept {stats['kept']} + quarantined {sum(stats['quarantined'].values())} + "
@@ -79,3 +88,9 @@ def handle(args: argparse.Namespace) -> int:
             f"{reasons}\ndataset    {result['key']} ({merged.status})\nquarantine {result['quarantine_key']}")
     emit(result, args.json, text)
     return 0
+
+
+def _shown(uri: str) -> str:
+    """A path under the working directory is shown relative to it."""
+    path = Path(uri)
+    return str(path.relative_to(Path.cwd())) if path.is_absolute() and path.is_relative_to(Path.cwd()) else uri

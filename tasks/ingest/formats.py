@@ -29,6 +29,7 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
                   "chatgpt": "assistant", "bard": "assistant", "bing": "assistant", "model": "assistant",
                   "system": "system"}
 OASST_ROLES = {"prompter": "user", "assistant": "assistant"}
+ALPACA_OWN = frozenset(("output", "system", "history"))  # alpaca fields not copied into meta
 GUANACO_MARKER = re.compile(r"###\s*(Human|Assistant)\s*:")
 
 
@@ -48,6 +49,8 @@ class FormatOptions:
 # -- helpers -------------------------------------------------------------------------------------------------
 def as_text(value: Any, field_name: str) -> str:
     """A cell or JSON value as text; numbers and dates are written out, lists and objects are rejected."""
+    if type(value) is str:  # the common case first: this runs several times per row
+        return value
     if value is None:
         return ""
     if isinstance(value, CellError):
@@ -71,7 +74,7 @@ def conversation(turns: Iterable[tuple[str, Any, str]], system: Any = None, meta
     messages: list[dict[str, str]] = []
     for index, (role, value, field_name) in enumerate(turns):
         content = as_text(value, field_name)
-        if not content.strip():
+        if not content or content.isspace():
             raise Rejected(f"empty_{role}", field_name, f"turn {index} ({role}) is empty")
         expected = "user" if len(messages) % 2 == 0 else "assistant"
         if role != expected:
@@ -83,13 +86,13 @@ def conversation(turns: Iterable[tuple[str, Any, str]], system: Any = None, meta
         if len(messages) == 1:
             raise Rejected("no_assistant_turn", None, "there is no assistant turn")
         meta["trailing_user"] = messages.pop()["content"]
-    sys_text = as_text(system, system_field)
-    return Conversation(messages, sys_text if sys_text.strip() else None, meta)
+    sys_text = as_text(system, system_field) if system is not None else ""
+    return Conversation(messages, sys_text if sys_text and not sys_text.isspace() else None, meta)
 
 
 def rest(obj: Mapping[str, Any], used: Iterable[str]) -> dict[str, Any]:
     """The record's other fields, kept in meta."""
-    skip = set(used)
+    skip = used if isinstance(used, frozenset) else frozenset(used)
     return {k: v for k, v in obj.items() if k not in skip}
 
 
@@ -113,7 +116,7 @@ def parse_alpaca(obj: Mapping[str, Any], opts: FormatOptions) -> Iterator[Conver
         turns += [("user", pair[0], "history"), ("assistant", pair[1], "history")]
     user = alpaca_user_content(instruction, input_text) if instruction else ""
     turns += [("user", user, "instruction"), ("assistant", obj.get("output"), "output")]
-    meta = rest(obj, ("output", "system", "history"))
+    meta = rest(obj, ALPACA_OWN)
     meta.update(instruction=instruction, input=input_text)
     yield conversation(turns, obj.get("system") or opts.system_prompt, meta)
 

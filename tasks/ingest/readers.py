@@ -16,6 +16,7 @@ import fsspec
 import orjson
 
 from tasks.errors import BadInputError
+from tasks.ingest.formats import detect_format
 from tasks.ingest.quarantine import Unreadable
 
 Item = tuple[int, "dict[str, Any] | Unreadable"]
@@ -102,9 +103,9 @@ def _array_items(uri: str, data: bytes) -> Iterator[Item]:
 
 
 def _records_of(uri: str, doc: Any) -> Iterator[Item]:
-    if isinstance(doc, Mapping):
+    if isinstance(doc, Mapping):  # one record, or a wrapper such as {"data": [records], "version": 2}
         lists = [v for v in doc.values() if isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v)]
-        doc = lists[0] if len(lists) == 1 and len(doc) <= 3 else [doc]
+        doc = lists[0] if len(lists) == 1 and detect_format(doc) is None else [doc]
     if not isinstance(doc, list):
         raise BadInputError(f"expected a JSON array of records, found {type(doc).__name__}", file=uri)
     for row, obj in enumerate(doc):

@@ -84,18 +84,26 @@ def build_merge(ctx: StageContext, **inputs: DatasetRef) -> StageOutput:
         seen: set[str] = set()
         for ref in refs:
             for batch in store.iter_batches(ref.key, MERGE_BATCH):
-                ids = batch.column("id").to_pylist()
-                keep = [i not in seen and not seen.add(i) for i in ids]
-                dropped = len(ids) - sum(keep)
+                first_time = _first_occurrences(batch.column("id").to_pylist(), seen)
+                dropped = batch.num_rows - sum(first_time)
                 stats["duplicates_across_sources"] += dropped
                 stats["duplicates"] += dropped
-                stats["kept"] += len(ids) - dropped
-                advance(len(ids))
-                yield pa.Table.from_batches([batch]).filter(pa.array(keep, pa.bool_())) if dropped else \
-                    pa.Table.from_batches([batch])
+                stats["kept"] += batch.num_rows - dropped
+                advance(batch.num_rows)
+                table = pa.Table.from_batches([batch])
+                yield table.filter(pa.array(first_time, pa.bool_())) if dropped else table
 
     return StageOutput(table=tables(), stats=stats, companions={"quarantine": pa.concat_tables(quarantine_tables)},
                        report=source_report(stats["sources"]))
+
+
+def _first_occurrences(ids: list[str], seen: set[str]) -> list[bool]:
+    """True for each id not seen before (in earlier sources or earlier in this batch); updates `seen`."""
+    keep = []
+    for record_id in ids:
+        keep.append(record_id not in seen)
+        seen.add(record_id)
+    return keep
 
 
 SOURCE_STAGE = StageDef("ingest.source", "1", build_source, fingerprint=source_fingerprint)

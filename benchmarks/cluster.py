@@ -1,0 +1,123 @@
+"""Embedding and k-means against CaR's way of doing them, measured in the same run.
+
+(1) Embedding N texts (CaR's expert-revision texts) with the bundled MiniLM: our batched, length-sorted
+    `tasks.embed.encode` (fp32 at two batch sizes, and bf16) against CaR's loop of `model.encode(text)` one
+    text at a time; same model object.
+(2) k-means on 52,000 × 384 synthetic clustered, L2-normalized vectors after PCA (0.95): our faiss k-means
+    (`tasks.cluster.kmeans`, default settings) against sklearn `KMeans(n_clusters, random_state=42)`, CaR's call;
+    time and inertia (sum of squared distances) on two synthetic data sets.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import timed
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXTS_CSV = ROOT.parent / "shared" / "data" / "car" / "APE_score_train.csv"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--texts", type=int, default=2000, help="texts to embed (default 2000)")
+    parser.add_argument("--rows", type=int, default=52000, help="synthetic vectors to cluster (default 52000)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch, BLAS and faiss (default: the libraries' own choice)")
+    parser.add_argument("--skip", choices=["embed", "kmeans"], action="append", default=[])
+
+
+def synthetic(kind: str, n: int, d: int = 384, seed: int = 0) -> np.ndarray:
+    """Unit vectors with cluster structure. `topics`: 40 topics × 8 subtopics of Zipf-distributed sizes with
+    anisotropic (power-law spectrum) noise, closer to sentence embeddings; `blobs`: 200 well separated
+    Gaussian blobs of Dirichlet sizes, where k-means seeding matters most."""
+    rng = np.random.default_rng(seed)
+    if kind == "blobs":
+        centers = rng.normal(size=(200, d)) / math.sqrt(d)
+        sizes = rng.dirichlet(np.ones(200) * 2)
+        x = centers[rng.choice(200, size=n, p=sizes)] + rng.normal(scale=0.7 / math.sqrt(d), size=(n, d))
+    else:
+        spectrum = np.arange(1, d + 1) ** -0.6
+        spectrum /= np.sqrt((spectrum ** 2).sum())
+        basis = np.linalg.qr(rng.normal(size=(d, d)))[0]
+        topics = rng.normal(size=(40, d)) * spectrum
+        subtopics = np.repeat(topics, 8, axis=0) + rng.normal(size=(320, d)) * spectrum * 0.6
+        p = np.minimum(rng.zipf(1.6, size=320).astype(float), 50)
+        x = (subtopics[rng.choice(320, size=n, p=p / p.sum())] + rng.normal(size=(n, d)) * spectrum * 0.8) @ basis
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def car_texts(n: int) -> list[str]:
+    if not TEXTS_CSV.exists():
+        raise SystemExit(f"the embedding benchmark reads CaR's texts from {TEXTS_CSV} (../shared/data)")
+    with open(TEXTS_CSV, newline="") as fh:
+        texts = [row["src"] for row in csv.DictReader(fh)]
+    return (texts * (n // len(texts) + 1))[:n]
+
+
+def bench_embedding(n: int) -> list[dict[str, Any]]:
+    from tasks.embed import encode, load_model
+
+    model = load_model(None, "auto")
+    texts = car_texts(n)
+    encode(model, texts[:64])  # warm-up, both paths share it
+    baseline_s, singles = timed(lambda: np.stack([model.encode(t) for t in texts]))  # CaR's loop
+    singles = singles / np.linalg.norm(singles, axis=1, keepdims=True)
+    rows = []
+    for precision, batch_size in (("fp32", 16), ("fp32", 64), ("bf16", 16)):
+        ours_s, batched = timed(encode, model, texts, batch_size, None, precision)
+        rows.append({"name": f"embed {n} texts (MiniLM, {model.device}, {precision}, batch {batch_size})",
+                     "ours_s": round(ours_s, 2), "baseline_s": round(baseline_s, 2),
+                     "ours_rows_per_s": round(n / ours_s, 1), "baseline_rows_per_s": round(n / baseline_s, 1),
+                     "min_cosine_to_baseline": round(float((batched * singles).sum(axis=1).min()), 6)})
+    return rows
+
+
+def bench_kmeans(kind: str, n: int) -> list[dict[str, Any]]:
+    from sklearn.cluster import KMeans
+
+    from tasks.cluster import default_k, kmeans, reduce
+
+    x = synthetic(kind, n)
+    pca_s, reduced = timed(reduce, x, 0.95, None, 42)
+    z, k = reduced.x, default_k(n)
+    baseline_s, sk = timed(lambda: KMeans(n_clusters=k, random_state=42).fit(z))
+    rows = []
+    for init in ("kmeans++", "random"):
+        ours_s, ours = timed(kmeans, z, k, seed=42, niter=20, init=init)
+        rows.append({"name": f"k-means {kind} {n}x{x.shape[1]} -> {reduced.dims} dims, k={k}, faiss init={init}"
+                             f"{' (default)' if init == 'kmeans++' else ''} ({ours.device})",
+                     "ours_s": round(ours_s, 2), "baseline_s": round(baseline_s, 2),
+                     "ours_inertia": round(ours.inertia, 2), "baseline_inertia": round(float(sk.inertia_), 2),
+                     "inertia_ratio": round(ours.inertia / float(sk.inertia_), 4), "baseline_iterations": sk.n_iter_,
+                     "pca_s": round(pca_s, 2)})
+    return rows
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from threadpoolctl import threadpool_limits
+
+    comparisons: list[dict[str, Any]] = []
+    with threadpool_limits(limits=args.threads):
+        if args.threads:
+            import faiss
+            import torch
+
+            faiss.omp_set_num_threads(args.threads)
+            torch.set_num_threads(args.threads)
+        if "embed" not in args.skip:
+            comparisons += bench_embedding(args.texts)
+        if "kmeans" not in args.skip:
+            for kind in ("topics", "blobs"):
+                comparisons += bench_kmeans(kind, args.rows)
+    import faiss
+
+    return {"benchmark": "cluster", "comparisons": comparisons, "threads": args.threads or "library default",
+            "cpus": os.cpu_count(), "faiss_gpus": faiss.get_num_gpus(), "load_average": os.getloadavg()[0],
+            "when": time.strftime("%Y-%m-%d %H:%M:%S")}

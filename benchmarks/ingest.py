@@ -1,0 +1,123 @@
+"""Ingest throughput and memory: an Alpaca JSON of 52,000 records and a 10,000-row MedicationQA xlsx into the
+store (format detection, parsing, ids, dedupe, parquet) against plain pandas.read_json / pandas.read_excel on the
+same files, and peak memory on a large JSONL at two sizes (flat when streaming). Files are built by the run."""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import isolated
+
+WORDS = ("data model answer question simple explain write list describe the of a to and in is for with that "
+         "patient dose tablet daily water energy system value number result example process change form "
+         "language city river history music color animal plant light sound market price health sleep").split()
+
+
+def _text(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."
+
+
+def alpaca_records(n: int, seed: int = 0) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    return [{"instruction": f"{_text(rng, rng.randint(6, 16))} ({i})",
+             "input": _text(rng, rng.randint(5, 20)) if rng.random() < 0.4 else "",
+             "output": _text(rng, rng.randint(20, 120))} for i in range(n)]
+
+
+def write_xlsx(path: Path, rows: int) -> None:
+    from openpyxl import Workbook
+
+    rng = random.Random(1)
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet("DrugQA")
+    ws.append(["Question", "Focus (Drug)", "Question Type", "Answer", "Section Title", "URL"])
+    for i in range(rows):
+        ws.append([f"{_text(rng, 10)} ({i})", rng.choice(WORDS), "Usage", _text(rng, 60), "How should it be used?",
+                   f"https://medlineplus.gov/druginfo/meds/a{i:06d}.html"])
+    wb.save(path)
+
+
+def write_jsonl(path: Path, megabytes: int) -> int:
+    target, written, rows = megabytes << 20, 0, 0
+    with path.open("w", encoding="utf-8") as out:
+        while written < target:
+            for record in alpaca_records(10_000, seed=rows):
+                line = json.dumps(record) + "\n"
+                out.write(line)
+                written += len(line)
+                rows += 1
+    return rows
+
+
+def ours(path: str, store_dir: str) -> int:
+    """The ingest.source stage end to end: fingerprint, read, parse, dedupe, publish parquet to the store."""
+    from flows.config import SourceConfig
+    from storage.stage import run_stage
+    from storage.store import Store
+    from tasks.ingest import SOURCE_STAGE
+
+    return run_stage(SOURCE_STAGE, SourceConfig(path=path), {}, Store(store_dir), force=True).stats["read"]
+
+
+def pandas_json(path: str, lines: bool = False) -> int:
+    import pandas as pd
+
+    return len(pd.read_json(path, lines=lines))
+
+
+def pandas_excel(path: str) -> int:
+    import pandas as pd
+
+    return len(pd.read_excel(path, sheet_name="DrugQA"))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--records", type=int, default=52_000, help="Alpaca JSON records")
+    parser.add_argument("--xlsx-rows", type=int, default=10_000)
+    parser.add_argument("--jsonl-mb", type=int, default=200, help="size of the large JSONL (1024 for the 1 GB test)")
+    parser.add_argument("--no-pandas-jsonl", action="store_true",
+                        help="skip pandas on the large JSONL (it loads the whole file)")
+
+
+def _row(name: str, rows: int, ours_run: tuple[float, float, Any], base_run: tuple[float, float, Any] | None
+         ) -> dict[str, Any]:
+    row = {"name": name, "rows": rows, "ours_s": round(ours_run[0], 2), "ours_rows_per_s": round(rows / ours_run[0]),
+           "ours_peak_mb": round(ours_run[1])}
+    if base_run is None:
+        return {**row, "baseline_s": None, "speedup": None}
+    return {**row, "baseline_s": round(base_run[0], 2), "baseline_rows_per_s": round(rows / base_run[0]),
+            "baseline_peak_mb": round(base_run[1])}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    comparisons = []
+    with tempfile.TemporaryDirectory(prefix="sftflow-bench-ingest-") as tmp:
+        tmpdir = Path(tmp)
+        alpaca = tmpdir / "alpaca_52k.json"
+        alpaca.write_text(json.dumps(alpaca_records(args.records)))
+        ours_run = isolated(ours, str(alpaca), str(tmpdir / "store"))
+        comparisons.append(_row("alpaca json vs pandas.read_json", args.records, ours_run,
+                                isolated(pandas_json, str(alpaca))))
+        sheet = tmpdir / "medicationqa_10k.xlsx"
+        write_xlsx(sheet, args.xlsx_rows)
+        comparisons.append(_row("xlsx vs pandas.read_excel", args.xlsx_rows, isolated(ours, str(sheet),
+                                str(tmpdir / "store")), isolated(pandas_excel, str(sheet))))
+        alpaca.unlink()
+        small, large = tmpdir / "small.jsonl", tmpdir / "large.jsonl"
+        small_rows = write_jsonl(small, max(1, args.jsonl_mb // 8))
+        large_rows = write_jsonl(large, args.jsonl_mb)
+        small_run = isolated(ours, str(small), str(tmpdir / "store"))
+        large_run = isolated(ours, str(large), str(tmpdir / "store"))
+        base = None if args.no_pandas_jsonl else isolated(pandas_json, str(large), True)
+        comparisons.append(_row(f"jsonl {max(1, args.jsonl_mb // 8)} MB vs pandas.read_json(lines=True)", small_rows,
+                                small_run, isolated(pandas_json, str(small), True)))
+        comparisons.append(_row(f"jsonl {args.jsonl_mb} MB vs pandas.read_json(lines=True)", large_rows, large_run,
+                                base))
+    return {"benchmark": "ingest", "comparisons": comparisons,
+            "jsonl_peak_mb_growth": round(large_run[1] - small_run[1]),
+            "note": "ours = the ingest.source stage end to end (content hash, parse, ids, dedupe, parquet in the "
+                    "store); baseline = pandas reading the file into a DataFrame only. Peak RSS includes imports."}

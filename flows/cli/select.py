@@ -1,0 +1,83 @@
+"""`sftflow select --report [KEY]`: the selection report (the newest selection when no KEY).
+`sftflow select --conversations KEY --clusters KEY [--scored KEY] [--set n1=500]`: run the select stage alone."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from flows.cli.output import emit, format_table
+
+CLUSTER_COLUMNS = ["cluster", "size", "selected", "top_score", "cluster_top", "best_score", "mean_score"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("select", help="CaR selection: print a selection's report, or run the select stage")
+    parser.add_argument("--store", help="store URL (default: $SFTFLOW_HOME/store)")
+    parser.add_argument("--report", nargs="?", const="", metavar="KEY",
+                        help="print the report of selection KEY (default: the newest selection in the store)")
+    parser.add_argument("--clusters-shown", type=int, default=20, metavar="N",
+                        help="largest clusters listed in the report table (default 20; all with --json)")
+    parser.add_argument("--conversations", metavar="KEY", help="run: the conversations dataset")
+    parser.add_argument("--clusters", metavar="KEY", help="run: the clusters dataset")
+    parser.add_argument("--scored", metavar="KEY", help="run: the IQS scores (omit for a cluster-only sample)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="run: a select option, e.g. --set n1=500 --set budget=800 (repeatable)")
+    parser.add_argument("--force", action="store_true", help="run: build again even if the store has it")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=handle)
+
+
+def latest_selection(store) -> str:
+    selections = [row for row in store.ls() if row["stage"] == "select" and row["complete"]]
+    if not selections:
+        raise FileNotFoundError(f"no selection in store {store.url}: run the pipeline or "
+                                "`sftflow select --conversations"
+                                " KEY --clusters KEY` first")
+    return max(selections, key=lambda row: row["created"])["key"]
+
+
+def handle(args: argparse.Namespace) -> int:
+    from storage.store import Store
+
+    store = Store(args.store)
+    if args.report is None and not (args.conversations and args.clusters):
+        raise SystemExit("sftflow select: give --report [KEY], or --conversations KEY and --clusters KEY to run")
+    if args.report is None:
+        key = run(store, args)
+    else:
+        key = args.report or latest_selection(store)
+    show_report(store, key, args)
+    return 0
+
+
+def run(store, args: argparse.Namespace) -> str:
+    from flows.config import SelectConfig, apply_overrides
+    from storage.stage import run_stage
+    from tasks import select as select_stage
+
+    params = SelectConfig.model_validate(apply_overrides({}, args.overrides))
+    inputs = {"conversations": store.ref(args.conversations), "clusters": store.ref(args.clusters)}
+    if args.scored:
+        inputs["scored"] = store.ref(args.scored)
+    return run_stage(select_stage.STAGE, params, inputs, store, force=args.force).ref.key
+
+
+def show_report(store, key: str, args: argparse.Namespace) -> None:
+    from tasks.select import SUMMARY_FILE, SUMMARY_ROWS
+
+    manifest = store.manifest(key)
+    if manifest["stage"] != "select":
+        raise FileNotFoundError(f"{key} is a {manifest['stage']} dataset, not a selection")
+    summary = json.loads(store.read_file(key, SUMMARY_FILE))
+    files = {f["name"].removeprefix("files/"): str(store.local_path(key, *f["name"].split("/")))
+             for f in manifest.get("files", [])}
+    result = {"key": key, **summary, "files": files}
+    rows = [{"": label, "value": summary[name]} for name, label in SUMMARY_ROWS]
+    clusters = sorted(summary["cluster_table"], key=lambda r: (-r["size"], r["cluster"]))
+    shown = clusters[:args.clusters_shown]
+    text = [f"selection {key}", *([summary["note"]] if summary["note"] else []), "",
+            format_table(rows, ["", "value"]), "",
+            f"largest {len(shown)} of {len(clusters)} clusters:",
+            format_table(shown, [c for c in CLUSTER_COLUMNS if c in clusters[0]]), "",
+            *[f"{name}: {path}" for name, path in files.items() if name.endswith(".png")]]
+    emit(result, args.json, "\n".join(text))

@@ -1,0 +1,30 @@
+"""The `self-instruct` flow: generate instruction data from seed tasks into the store (one stage task).
+
+Not part of `sft-pipeline`: its output is a dataset like any ingested source; export it with `output`
+(Alpaca JSONL, or canonical parquet with lineage) and list that file as an ingest source of the pipeline.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.config import SelfInstructConfig
+from flows.secrets import secret_in_env
+from flows.stage import stage_task
+from storage.store import Store
+from tasks.self_instruct.stage import SELF_INSTRUCT_STAGE, summary
+
+# One retry: a request that failed after all its own HTTP retries rarely succeeds at once.
+generate = stage_task(SELF_INSTRUCT_STAGE, retries=1)
+
+
+@flow(name="self-instruct", persist_result=True)
+def self_instruct(config: SelfInstructConfig, store: str | None = None, output: str | None = None,
+                  force: bool = False) -> dict[str, Any]:
+    """Generate `config.num_instructions` new instructions; the API key comes from `config.api_key_env`
+    or the Prefect Secret block `config.api_key_secret`."""
+    store_url = Store(store).url
+    with secret_in_env(config.api_key_secret, config.api_key_env):
+        ref = generate(config, store_url, {}, force=force)
+    return summary(Store(store_url), ref.key, "done", output)

@@ -1,0 +1,197 @@
+"""CaR's Instruction Quality Scorer as a COMET model: a source-only regression metric.
+
+Stock COMET has no such class (`ReferencelessRegression` needs `src` and `mt`). `InstructionMetric` encodes
+only `src` ("Instruction: … [Input: …] Response: …") and regresses a score (0 raw, 1 expert-revised). It is
+registered in `comet.models.str2model` on import, so `comet.load_from_checkpoint` finds it.
+
+Traps handled here (see the GUIDE): `__init__` calls `super()` literally, or Lightning loses the
+hyperparameters; Lightning 2.6 leaves the pretrained encoder in eval mode (dropout off) unless the model is
+put in train mode when an epoch starts.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from comet.models import str2model
+from comet.models.regression.regression_metric import RegressionMetric
+from comet.models.utils import Prediction, Target
+from comet.modules import FeedForward
+from torch.utils.data import DataLoader, Sampler
+
+CLASS_IDENTIFIER = "instruction_metric"
+
+
+class InstructionMetric(RegressionMetric):
+    """Defaults follow CaR's instruction_score.yaml, except the encoder (set by tasks.iqs.train).
+
+    `pair_loss_weight` > 0 adds a pairwise margin ranking term: training batches then hold whole pairs
+    (raw, revised) and the revision must score `pair_margin` above its raw text.
+    """
+
+    def __init__(
+        self,
+        nr_frozen_epochs: float | int = 0.3,
+        keep_embeddings_frozen: bool = True,
+        optimizer: str = "AdamW",
+        warmup_steps: int = 0,
+        encoder_learning_rate: float = 1e-06,
+        learning_rate: float = 1.5e-05,
+        layerwise_decay: float = 0.95,
+        encoder_model: str = "XLM-RoBERTa",
+        pretrained_model: str = "xlm-roberta-large",
+        pool: str = "avg",
+        layer: str | int = "mix",
+        layer_transformation: str = "sparsemax",
+        layer_norm: bool = True,
+        loss: str = "mse",
+        dropout: float = 0.1,
+        batch_size: int = 8,
+        train_data: list[str] = [],  # noqa: B006 - Lightning stores these defaults as hyperparameters
+        validation_data: list[str] = [],  # noqa: B006
+        hidden_sizes: list[int] = [2048, 1024],  # noqa: B006
+        activations: str = "Tanh",
+        final_activation: str | None = None,
+        pair_loss_weight: float = 0.0,
+        pair_margin: float = 0.5,
+        class_identifier: str = CLASS_IDENTIFIER,
+        load_pretrained_weights: bool = True,
+        local_files_only: bool = False,
+    ) -> None:
+        super().__init__(
+            nr_frozen_epochs=nr_frozen_epochs,
+            keep_embeddings_frozen=keep_embeddings_frozen,
+            optimizer=optimizer,
+            warmup_steps=warmup_steps,
+            encoder_learning_rate=encoder_learning_rate,
+            learning_rate=learning_rate,
+            layerwise_decay=layerwise_decay,
+            encoder_model=encoder_model,
+            pretrained_model=pretrained_model,
+            pool=pool,
+            layer=layer,
+            layer_transformation=layer_transformation,
+            layer_norm=layer_norm,
+            loss=loss,
+            dropout=dropout,
+            batch_size=batch_size,
+            train_data=train_data,
+            validation_data=validation_data,
+            hidden_sizes=hidden_sizes,
+            activations=activations,
+            final_activation=final_activation,
+            load_pretrained_weights=load_pretrained_weights,
+            local_files_only=local_files_only,
+        )
+        # RegressionMetric sized its estimator for six src/mt/ref features; ours sees one sentence embedding.
+        self.estimator = FeedForward(
+            in_dim=self.encoder.output_units,
+            hidden_sizes=self.hparams.hidden_sizes,
+            activations=self.hparams.activations,
+            dropout=self.hparams.dropout,
+            final_activation=self.hparams.final_activation,
+            out_dim=1,
+        )
+
+    def on_train_epoch_start(self) -> None:
+        self.train()  # Lightning keeps the encoder's eval mode from from_pretrained otherwise (no dropout)
+
+    def prepare_sample(self, sample, stage: str = "train"):
+        if sample and isinstance(sample[0], list | tuple):  # pair items (pairwise loss): flatten, raw first
+            sample = [row for pair in sample for row in pair]
+        src_inputs = self.encoder.prepare_sample([str(s["src"]) for s in sample])
+        model_inputs = {"src_" + k: v for k, v in src_inputs.items()}
+        if stage == "predict":
+            return model_inputs
+        return model_inputs, Target(score=torch.tensor([float(s["score"]) for s in sample], dtype=torch.float))
+
+    def forward(self, src_input_ids: torch.Tensor, src_attention_mask: torch.Tensor, **kwargs) -> Prediction:
+        sentemb = self.get_sentence_embedding(src_input_ids, src_attention_mask)
+        return Prediction(score=self.estimator(sentemb).view(-1))
+
+    def compute_loss(self, prediction: Prediction, target: Target) -> torch.Tensor:
+        loss = self.loss(prediction.score, target.score)
+        if self.hparams.pair_loss_weight > 0 and self.training:
+            raw, revised = prediction.score[0::2], prediction.score[1::2]
+            ranking = torch.nn.functional.relu(self.hparams.pair_margin - (revised - raw)).mean()
+            loss = loss + self.hparams.pair_loss_weight * ranking
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._valid_scores: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def validation_step(self, batch, batch_nb: int, dataloader_idx: int = 0) -> None:
+        """COMET's step (dataloader 0: a training subset, then the validation sets), keeping the first
+        validation set's predictions for the pairwise accuracy."""
+        batch_input, batch_target = batch
+        score = self.forward(**batch_input).score
+        if dataloader_idx == 0:
+            self.train_metrics.update(score, batch_target["score"])
+            return
+        self.val_metrics[dataloader_idx - 1].update(score, batch_target["score"], None)
+        if dataloader_idx == 1:
+            self._valid_scores.append((score.detach().float().cpu(), batch_target["score"].cpu()))
+
+    def on_validation_epoch_end(self, *args, **kwargs) -> None:
+        super().on_validation_epoch_end(*args, **kwargs)
+        if self._valid_scores:
+            scores, labels = (torch.cat(t) for t in zip(*self._valid_scores))
+            accuracy = pairwise_accuracy_of_rows(scores, labels)
+            if accuracy is not None:
+                self.log("val_pairwise_accuracy", accuracy, prog_bar=True)
+
+    def read_training_data(self, path: str) -> list:
+        rows = _read_rows(path)
+        if self.hparams.pair_loss_weight > 0:  # rows come raw, revised, raw, revised, …
+            return [(rows[i], rows[i + 1]) for i in range(0, len(rows) - 1, 2)]
+        return rows
+
+    def train_dataloader(self) -> DataLoader:
+        """COMET's loader, but batches of similar length (random otherwise): about half the padding."""
+        data = self.read_training_data(self.hparams.train_data[self.current_epoch % len(self.hparams.train_data)])
+        lengths = [sum(len(r["src"]) for r in item) if isinstance(item, tuple) else len(item["src"]) for item in data]
+        return DataLoader(data, batch_sampler=LengthBucketSampler(lengths, self.hparams.batch_size),
+                          collate_fn=lambda s: self.prepare_sample(s, stage="fit"),
+                          num_workers=2 * self.trainer.num_devices)
+
+    def read_validation_data(self, path: str) -> list[dict]:
+        return _read_rows(path)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage in (None, "fit") and self.hparams.pair_loss_weight > 0:  # validate on rows, not pairs
+            self.train_subset = [row for pair in self.train_subset for row in pair]
+
+
+class LengthBucketSampler(Sampler[list[int]]):
+    """Shuffled batches of similar length: shuffle, sort within windows of 50 batches, shuffle the batches.
+    A fresh order every epoch, drawn from torch's global generator (seeded by Lightning)."""
+
+    def __init__(self, lengths: list[int], batch_size: int, window: int = 50):
+        self.lengths, self.batch_size, self.window = lengths, batch_size, window
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths)).tolist()
+        span = self.batch_size * self.window
+        batches = []
+        for start in range(0, len(order), span):
+            chunk = sorted(order[start:start + span], key=self.lengths.__getitem__)
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        yield from (batches[i] for i in torch.randperm(len(batches)).tolist())
+
+
+def pairwise_accuracy_of_rows(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """Share of (raw, revised) row pairs where the revision scores higher; None unless rows are such pairs."""
+    if len(labels) < 2 or len(labels) % 2 or not bool((labels[0::2] < labels[1::2]).all()):
+        return None
+    return float((scores[1::2] > scores[0::2]).float().mean())
+
+
+def _read_rows(path: str) -> list[dict]:
+    frame = pd.read_csv(path, keep_default_na=False)
+    return [{"src": str(s), "score": float(v)} for s, v in zip(frame["src"], frame["score"])]
+
+
+str2model[CLASS_IDENTIFIER] = InstructionMetric

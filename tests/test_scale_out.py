@@ -1,0 +1,67 @@
+"""Scale-out: the sharded stages on a local 2-worker Dask cluster give what the default runner gives; a remote
+cluster with a local store is refused before anything runs."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import yaml
+
+from flows.config import RunnerConfig
+from tasks.errors import BadInputError
+from tests.pipeline_runs import PYTHON, ROOT, pipeline_config, run_flow, task_states, write_sources
+
+pytest.importorskip("tasks.ingest", reason="the ingest stage is not in this checkout yet")
+
+
+def outputs(store, report) -> dict[str, tuple[int, list[str]]]:
+    """stage -> (key, rows, sorted record ids) of every dataset the run produced."""
+    return {row["stage"]: (row["key"], row["rows_out"], sorted(store.read_table(row["key"], ["id"]).column("id")
+                                                               .to_pylist()))
+            for row in report["stages"] if row["key"]}
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_matches_the_default_runner(prefect_api, shared_data, tmp_path):
+    from flows.pipeline import task_runner
+    from storage.store import Store
+
+    sources = write_sources(shared_data, tmp_path / "sources", count=4, rows=25)
+    thread_store, dask_store = Store(str(tmp_path / "thread")), Store(str(tmp_path / "dask"))
+    _, expected = run_flow(pipeline_config(thread_store.url, sources))
+    config = pipeline_config(dask_store.url, sources, runner={"task_runner": "dask", "workers": 2})
+    flow_run_id, report = run_flow(config, task_runner=task_runner(config.runner, dask_store.url))
+    assert report["ok"] and all(row["status"] == "ran" for row in report["stages"])
+    assert task_states(flow_run_id)["ingest.source"] == ["Completed"] * 4
+    assert outputs(dask_store, report) == outputs(thread_store, expected)
+
+
+def test_remote_cluster_with_a_local_store_is_refused(tmp_path):
+    from flows.pipeline import task_runner
+
+    for runner in ("dask", "ray"):
+        with pytest.raises(BadInputError, match="local path.*cannot read"):
+            task_runner(RunnerConfig(task_runner=runner, address="tcp://10.1.2.3:8786"), str(tmp_path / "store"))
+
+
+def test_cli_refuses_a_remote_cluster_with_a_local_store(shared_data, tmp_path):
+    sources = write_sources(shared_data, tmp_path / "sources", count=1, rows=5)
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(pipeline_config(str(tmp_path / "store"), sources).model_dump(mode="json")))
+    done = subprocess.run([PYTHON, "-m", "flows", "run", str(path), "--task-runner", "dask",
+                           "--address", "tcp://10.1.2.3:8786"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "is a local path" in done.stderr and "s3://" in done.stderr
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").iterdir())  # nothing ran
+
+
+def test_ray_without_its_extra_says_how_to_get_it(tmp_path):
+    try:
+        import prefect_ray  # noqa: F401
+    except ImportError:
+        from flows.pipeline import task_runner
+
+        with pytest.raises(BadInputError, match=r"sftflow\[ray\]"):
+            task_runner(RunnerConfig(task_runner="ray"), str(tmp_path / "store"))
+    else:
+        pytest.skip("prefect-ray is installed here; the ray runner itself is exercised by users' clusters")

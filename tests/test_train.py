@@ -285,3 +285,28 @@ def test_cuda_training_with_merge(store, base, tokenized, method):
     assert stats["eval_loss_after"] < 0.75 * stats["eval_loss_before"], stats
     assert store.verify(result.ref.key) and "files/merged/model.safetensors" in {
         f["name"] for f in store.manifest(result.ref.key)["files"]}
+
+
+def test_trains_on_the_format_stage_output(store, base):
+    """The real contract: select-shaped records -> format stage (its template, tokenizer, masks) -> train."""
+    from flows.config import FormatConfig
+    from storage.schema import make_record, records_to_table
+    from tasks import format as format_stage
+
+    records = [make_record(messages=[{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                           system=None, uri="sel.jsonl", fmt="alpaca", row=i) for i, (q, a) in enumerate(PAIRS * 3)]
+    selection = store.publish_table("select-test", "select", records_to_table(records))
+    formatted = run_stage(format_stage.STAGE, FormatConfig(template="alpaca", max_length=256, exports=[]),
+                          {"selection": selection, "base_model": base}, store).ref
+    result = run_stage(train_stage.STAGE, fast_config(max_steps=4, save_steps=2),
+                       {"tokenized": formatted, "base_model": base}, store)
+    assert result.stats["train_rows"] + result.stats["eval_rows"] == formatted.rows
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(store.local_path(result.ref.key, "files", "tokenizer"))
+    conversation = [{"role": "user", "content": PAIRS[0][0]}, {"role": "assistant", "content": PAIRS[0][1]}]
+    first = store.read_table(formatted.key).to_pylist()[0]
+    assert "### Response:" in tokenizer.chat_template
+    assert tokenizer.apply_chat_template(conversation, tokenize=False) in {first["text"],
+                                                                           first["text"].removeprefix("<s>")}
+    assert "alpaca" in store.read_file(result.ref.key, "README.md").decode()

@@ -21,6 +21,7 @@ class Loaded:
     tokenizer: Any
     adapter: bool
     description: str
+    system: str | None = None  # the system prompt training used (format.system), the default for prompts
 
 
 def resolve_key(store: Store, reference: str) -> str:
@@ -59,13 +60,24 @@ def load_model(store: Store, reference: str, adapter: bool = True) -> Loaded:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, store.local_path(key, "files", "adapter"))
-    return Loaded(model, tokenizer, adapter, f"{key} ({'with' if adapter else 'without'} adapter)")
+    return Loaded(model, tokenizer, adapter, f"{key} ({'with' if adapter else 'without'} adapter)",
+                  training_system_prompt(store, manifest["inputs"].get("tokenized")))
+
+
+def training_system_prompt(store: Store, tokenized_key: str | None) -> str | None:
+    """format.system of the data a model was trained on (None: each template's default applied)."""
+    try:
+        return (store.manifest(tokenized_key).get("params") or {}).get("system") if tokenized_key else None
+    except DatasetMissing:
+        return None
 
 
 def render_prompt(tokenizer: Any, prompt: str, system: str | None = None) -> str:
     if not getattr(tokenizer, "chat_template", None):
         raise BadInputError("this tokenizer has no chat_template to render prompts with", field="--model")
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    # "" is "no system prompt" (as format.system=""), None leaves the template's default
+    messages = ([{"role": "system", "content": system}] if system is not None else []) + \
+        [{"role": "user", "content": prompt}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, metavar="REF", help="train/base_model store key, or a folder")
     parser.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     parser.add_argument("--prompts", metavar="FILE", help="a text file with one prompt per line")
-    parser.add_argument("--system", help="a system prompt")
+    parser.add_argument("--system", help="a system prompt (default: the one training used, if any)")
     parser.add_argument("--no-adapter", action="store_true", help="the base model, same template")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
@@ -45,7 +45,7 @@ def handle(args: argparse.Namespace) -> int:
 
     prompts = read_prompts(args)
     loaded = load_model(Store(args.store), args.model, adapter=not args.no_adapter)
-    answers = answer(loaded.model, loaded.tokenizer, prompts, system=args.system,
+    answers = answer(loaded.model, loaded.tokenizer, prompts, system=args.system if args.system is not None else loaded.system,
                      max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     text = "\n\n".join(f"> {a['prompt']}\n{a['answer']}" for a in answers)
     emit({"model": loaded.description, "adapter": loaded.adapter, "answers": answers}, args.json,

@@ -94,9 +94,10 @@ def build(ctx: StageContext, tokenized: DatasetRef, base_model: DatasetRef) -> S
 
     before = after = []
     if params.sample_prompts:
-        from tasks.generate import answer, compare_markdown
+        from tasks.generate import answer, compare_markdown, training_system_prompt
 
-        kwargs = {"max_new_tokens": params.sample_max_new_tokens}
+        kwargs = {"max_new_tokens": params.sample_max_new_tokens,
+                  "system": training_system_prompt(store, tokenized.key)}
         with model.disable_adapter():
             before = answer(model, tokenizer, params.sample_prompts, **kwargs)
         after = answer(model, tokenizer, params.sample_prompts, **kwargs)

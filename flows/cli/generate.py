@@ -46,7 +46,8 @@ def handle(args: argparse.Namespace) -> int:
     prompts = read_prompts(args)
     loaded = load_model(Store(args.store), args.model, adapter=not args.no_adapter)
     system = args.system if args.system is not None else loaded.system
-    answers = answer(loaded.model, loaded.tokenizer, prompts, system=system, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+    answers = answer(loaded.model, loaded.tokenizer, prompts, system=system, max_new_tokens=args.max_new_tokens,
+                     temperature=args.temperature)
     text = "\n\n".join(f"> {a['prompt']}\n{a['answer']}" for a in answers)
     emit({"model": loaded.description, "adapter": loaded.adapter, "answers": answers}, args.json,
          f"# {loaded.description}\n\n{text}")

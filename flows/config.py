@@ -137,10 +137,46 @@ class FormatConfig(Section):
     batch_size: int = Field(2000, ge=1, exclude=True, description="rows tokenized per batch")
 
 
+DEFAULT_SAMPLE_PROMPTS = [
+    "Give three tips for staying healthy.",
+    "What is the capital of France?",
+    "Write a haiku about autumn.",
+]
+
+
 class TrainConfig(Section):
     base_model: str | None = Field(None, description="hub name or local path; SmolLM2-135M-Instruct when empty")
-    method: Literal["lora", "qlora", "prefix", "ptuning"] = "lora"
-    max_steps: int = 20
+    method: Literal["lora", "qlora", "prefix", "ptuning"] = Field(
+        "lora", description="lora; qlora (4-bit base, CUDA only); prefix (prefix tuning, MLP-reparameterised "
+                            "prefixes); ptuning (P-tuning v2 as in ChatGLM-6B: deep prefixes, no reparameterisation)")
+    lora_r: int = Field(8, ge=1, description="LoRA rank")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(None, description="LoRA target module names; found from the "
+                                                               "architecture when empty")
+    num_virtual_tokens: int = Field(32, ge=1, description="prefix length for prefix/ptuning (ChatGLM's pre_seq_len)")
+    learning_rate: float | None = Field(None, gt=0, description="empty: 2e-4 for LoRA/QLoRA, 2e-2 for prefix/ptuning")
+    lr_scheduler: str = Field("cosine", description="transformers scheduler name")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    epochs: float = Field(1.0, gt=0, description="passes over the training rows when max_steps is empty")
+    max_steps: int | None = Field(20, ge=1, description="optimizer steps; overrides epochs (empty: use epochs)")
+    batch_size: int = Field(4, ge=1, description="rows per device step")
+    grad_accumulation: int = Field(1, ge=1, description="device steps per optimizer step")
+    max_length: int | None = Field(None, ge=8, description="truncate rows to this many tokens (empty: as formatted)")
+    pack: bool = Field(False, description="pack several rows into one max_length sequence (needs max_length)")
+    eval_share: float = Field(0.05, ge=0, lt=1, description="share of rows held out for eval loss")
+    eval_max_rows: int = Field(200, ge=1, description="cap on held-out rows")
+    eval_steps: int | None = Field(None, ge=1, exclude=True, description="also evaluate every N steps "
+                                                                         "(always before and after training)")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="auto: bf16 (or fp16) on CUDA, fp32 on CPU")
+    merge: bool = Field(False, description="also store the merged model (merge_and_unload), LoRA/QLoRA only")
+    seed: int = 42
+    gradient_checkpointing: bool = Field(True, exclude=True, description="on CUDA, for LoRA/QLoRA")
+    save_steps: int = Field(10, ge=1, exclude=True, description="checkpoint every N steps (a retry resumes there)")
+    sample_prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_SAMPLE_PROMPTS), exclude=True,
+                                      description="answered before and after training in the report")
+    sample_max_new_tokens: int = Field(64, ge=1, exclude=True)
 
 
 class RunnerConfig(Section):

@@ -27,7 +27,7 @@ def source_fingerprint(params: Any) -> Mapping[str, Any]:
 def build_source(ctx: StageContext) -> StageOutput:
     params = ctx.params
     name = Path(params.path).name if not params.path.startswith("hf:") else params.path
-    reading = read_source(params, advance=ctx.progress(None, f"ingest {name}"))
+    reading = read_source(params, progress=ctx.progress)
     companions: dict[str, pa.Table] = {}
     output = StageOutput(stats=reading.stats, companions=companions)
 

@@ -6,7 +6,3 @@ from tasks import ingest as ingest_stage
 
 ingest_source = stage_task(ingest_stage.SOURCE_STAGE)  # one task per source file / dataset
 ingest = stage_task(ingest_stage.MERGE_STAGE)  # concatenate sources, drop duplicates across them
-
-from tasks.self_instruct.stage import SELF_INSTRUCT_STAGE  # noqa: E402
-
-self_instruct = stage_task(SELF_INSTRUCT_STAGE, retries=1)  # generated data: a source of its own flow

@@ -201,6 +201,7 @@ def test_cli_end_to_end(shared_data, tmp_path):
         assert prompt_has_seeds(prompts[meta["request"] + 1], [seeds[i] for i in meta["seed_task_ids"]])
         assert record["messages"][0]["content"].startswith(meta["instruction"])
         assert record["source"]["format"] == "self_instruct" and meta["max_rouge_l"] <= 0.7
+    assert store.read_file(result["key"], "outcomes.png").startswith(b"\x89PNG")
     quarantine = store.read_table(result["quarantine"]).to_pylist()
     assert len(quarantine) == sum(result["dropped"].values())
     duplicate = next(q for q in quarantine if q["reason"] == "duplicate" and q["request"] == 3)

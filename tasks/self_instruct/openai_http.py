@@ -72,7 +72,8 @@ class OpenAIChatBackend:
 
     def _request(self, client: httpx.Client, prompt: str) -> Completion:
         payload = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "n": 1, **self.sampling}
-        for attempt in range(self.max_retries + 1):
+        attempt = 0
+        while True:
             reason, wait = None, None
             try:
                 response = client.post("/chat/completions", json=payload)
@@ -96,7 +97,7 @@ class OpenAIChatBackend:
                 self.retries += 1
                 self.waits.append(wait)
             time.sleep(wait)
-        raise AssertionError("unreachable")
+            attempt += 1
 
     def _completion(self, response: httpx.Response, prompt: str) -> Completion:
         try:

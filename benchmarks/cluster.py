@@ -82,7 +82,7 @@ def bench_embedding(n: int) -> list[dict[str, Any]]:
 KMEANS_VARIANTS = [  # the first is the cluster stage's default (flows/config.py ClusterConfig)
     ("faiss default: kmeans++ seeding, 128 points per centroid, 10 iterations",
      {"niter": 10, "max_points_per_centroid": 128}),
-    ("faiss kmeans++, every point, 20 iterations", {"niter": 20}),
+    ("faiss kmeans++, every point, 20 iterations", {"niter": 20, "max_points_per_centroid": None}),
     ("faiss random seeding, 128 points per centroid, 10 iterations",
      {"niter": 10, "max_points_per_centroid": 128, "init": "random"}),
 ]

@@ -155,9 +155,10 @@ def test_tiny_model_trains_reloads_in_new_process_and_ranks(tmp_path, shared_dat
     for i, pair in enumerate(pairs[:6]):
         for side, text in (("raw", pair.raw), ("revised", pair.revised)):
             instruction, response = text.split(" Response: ", 1)
-            records.append(make_record(
-                uri="test", fmt="test", row=len(records), system=None, messages=[{"role": "user", "content": instruction.removeprefix("Instruction: ")},
-                          {"role": "assistant", "content": response}], meta={"pair": i, "side": side}))
+            messages = [{"role": "user", "content": instruction.removeprefix("Instruction: ")},
+                        {"role": "assistant", "content": response}]
+            records.append(make_record(uri="test", fmt="test", row=len(records), system=None, messages=messages,
+                                       meta={"pair": i, "side": side}))
     store.publish_table("conversations-test", "ingest", records_to_table(records))
     scored = run_cli("iqs", "score", "--model", result.ref.key, "conversations-test", home=home)
     table = store.read_table(scored["key"]).to_pylist()

@@ -88,7 +88,10 @@ def build_train(ctx: StageContext) -> StageOutput:
 
     training: dict[str, Any] = {}
     if p.scorer == "comet":
-        total = int(p.epochs * train_rows.num_rows * min(1.0, p.limit_train_batches))
+        limit = p.limit_train_batches
+        per_epoch = min(train_rows.num_rows, limit * p.train_batch_size) if isinstance(limit, int) else \
+            int(train_rows.num_rows * limit)
+        total = p.epochs * per_epoch
         training = train_model(train_rows, valid_rows, p.comet_hparams(), work / "model", epochs=p.epochs,
                                accumulate_grad_batches=p.accumulate_grad_batches, patience=p.patience,
                                seed=p.seed, limit_train_batches=p.limit_train_batches,

@@ -78,10 +78,9 @@ def _eval(args: argparse.Namespace, store) -> int:
     info = model_info(store, args.model)
     scorer_name = args.scorer or info["scorer"]
     pairs, _ = read_revisions(args.pairs)
-    scorer, info = load_scorer(store, args.model, scorer_name)
     probe = probe_scorer(Probe.from_json(store.read_file(args.model, "probe.json")))
-    result = evaluate_pairs(pairs, scorer, probe, scorer_normalizes=info["normalize_whitespace"]
-                            or scorer_name == "probe")
+    result = evaluate_pairs(pairs, load_scorer(store, args.model, scorer_name), probe,
+                            scorer_normalizes=info["normalize_whitespace"] or scorer_name == "probe")
     out = {"model": args.model, "scorer": scorer_name, **result}
     emit(out, args.json, _comparison_text(result, scorer_name) +
          f"\nkendall_tau={result['kendall_tau']:.4f}\npairwise_accuracy={result['pairwise_accuracy']:.4f}")

@@ -58,7 +58,7 @@ def _train(args: argparse.Namespace, store) -> int:
         updates["revisions"] = [str(p) for p in args.revisions]
     if args.validation:
         updates["validation_revisions"] = [str(p) for p in args.validation]
-    params = config.iqs.model_validate({**config.iqs.model_dump(), **updates})
+    params = config.iqs.model_copy(update=updates)
     result = run_stage(TRAIN_STAGE, params, {}, store, force=args.force)
     metrics = json.loads(store.read_file(result.ref.key, "metrics.json"))
     out = {"model": result.ref.key, "status": result.status, "seconds": round(result.seconds, 1),

@@ -59,7 +59,8 @@ class IQSConfig(Section):
     encoder_model: str = Field("BERT", description="COMET encoder class: BERT (MiniLM), XLM-RoBERTa (CaR), ...")
     epochs: int = Field(3, ge=1, description="maximum epochs (early stopping on validation pairwise accuracy)")
     patience: int = Field(1, ge=0, description="epochs without improvement before stopping")
-    limit_train_batches: float = Field(1.0, gt=0, description="share of training batches per epoch (<1: quick runs)")
+    limit_train_batches: int | float = Field(1.0, gt=0, description="share (float) or number (int) of training "
+                                             "batches per epoch, for quick runs")
     train_batch_size: int = Field(8, ge=1)
     accumulate_grad_batches: int = Field(2, ge=1)
     encoder_learning_rate: float = Field(3e-5, gt=0, description="CaR: 1e-6 (xlm-roberta-large)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ class DeploymentSpec:
     entrypoint: str  # "path/to/module.py:flow_function", relative to the project root
     description: str
     cron: str | None = None
-    takes_config: bool = True  # default parameters = {"config": the pipeline config}
+    # the run form's defaults, from the pipeline config `sftflow serve` was given (None: the form starts empty)
+    parameters: Callable[[Any], dict[str, Any]] | None = None
     after_deployment: str | None = None  # run when a flow run of this deployment completes
     tags: tuple[str, ...] = field(default_factory=tuple)
 
@@ -51,20 +53,30 @@ class DeploymentSpec:
         return hasattr(importlib.import_module(self.module), self.function)
 
 
+def pipeline_parameters(config: Any) -> dict[str, Any]:
+    return {"config": config.model_dump(mode="json")}
+
+
+def iqs_parameters(config: Any) -> dict[str, Any]:
+    """The pipeline's own IQS section: the model trained here is the one the triggered pipeline run finds."""
+    return {"iqs": config.iqs.model_dump(mode="json"), "store": config.store}
+
+
 DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
     DeploymentSpec(IQS_DEPLOYMENT, "flows/iqs_training.py:iqs_training",
                    "Train an IQS (instruction quality scorer) model from revision pairs; on demand.",
-                   takes_config=False, tags=("iqs",)),
+                   parameters=iqs_parameters, tags=("iqs",)),
     DeploymentSpec("sft-pipeline", "flows/pipeline.py:sft_pipeline",
                    "The whole pipeline on demand; also started when an iqs-training run completes "
                    "(a new IQS model), with these default parameters.",
-                   after_deployment=IQS_DEPLOYMENT, tags=("pipeline",)),
+                   parameters=pipeline_parameters, after_deployment=IQS_DEPLOYMENT, tags=("pipeline",)),
     DeploymentSpec("nightly-refresh", "flows/pipeline.py:sft_pipeline",
                    "Nightly re-run of the pipeline: changed sources re-run ingest and what follows, "
-                   "everything else is a cache hit.", cron=NIGHTLY_CRON, tags=("pipeline", "nightly")),
+                   "everything else is a cache hit.", cron=NIGHTLY_CRON, parameters=pipeline_parameters,
+                   tags=("pipeline", "nightly")),
     DeploymentSpec("self-instruct", "flows/self_instruct.py:self_instruct",
-                   "Generate instructions from seed tasks (self-instruct); on demand.", takes_config=False,
-                   tags=("self-instruct",)),
+                   "Generate instructions from seed tasks (self-instruct); on demand. The run form asks for the "
+                   "seed tasks file and the endpoint.", tags=("self-instruct",)),
 )
 
 
@@ -149,7 +161,7 @@ def register_all(config: Any, pool: str = WORK_POOL, heartbeat_grace_s: float = 
                 name=spec.name,
                 work_pool_name=pool,
                 description=spec.description,
-                parameters={"config": config.model_dump(mode="json")} if spec.takes_config else None,
+                parameters=spec.parameters(config) if spec.parameters else None,
                 schedules=[Cron(spec.cron, timezone="UTC")] if spec.cron else None,
                 triggers=[completed_run_trigger(spec.after_deployment)] if spec.after_deployment else None,
                 tags=list(spec.tags),

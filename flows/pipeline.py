@@ -8,6 +8,7 @@ from datetime import date
 from typing import Any
 
 from prefect import flow
+from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 
 from flows import stages
@@ -19,6 +20,7 @@ from tasks.errors import BadInputError
 
 # "iqs.train" (only when iqs.model is empty) sits before "iqs": `--from iqs` rescores without retraining.
 ORDER = ("ingest", "embed", "iqs.train", "iqs", "cluster", "select", "train.base", "format", "train")
+RUNNER_CLASSES = {"thread": "ThreadPoolTaskRunner", "dask": "DaskTaskRunner", "ray": "RayTaskRunner"}
 
 
 def _run_name() -> str:
@@ -30,6 +32,10 @@ def _run_name() -> str:
 @flow(name="sft-pipeline", flow_run_name=_run_name, persist_result=True)
 def sft_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[str, Any]:
     store = Store(config.store).url
+    if type(FlowRunContext.get().task_runner).__name__ != RUNNER_CLASSES[config.runner.task_runner]:
+        # started by a deployment or the UI, on the default runner: run the stages as a subflow on the one asked for
+        runner = task_runner(config.runner, store)
+        return sft_pipeline.with_options(task_runner=runner)(config=config, from_stage=from_stage)
     tracker = StageTracker(store, ORDER, from_stage)
     sources = tracker.run_many("ingest", stages.ingest_source, [(src, {}) for src in config.ingest.sources])
     conversations = tracker.run("ingest", stages.ingest, config.ingest,

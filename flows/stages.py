@@ -22,4 +22,6 @@ select = stage_task(select_stage.STAGE)  # CaR: top n1 by IQS score + top n2 of 
 base_model = stage_task(base_model_stage.STAGE, tags=("gpu",))  # convert/copy the base model once
 format = stage_task(format_stage.STAGE)  # template + tokenize + loss masks + exports (needs base_model's tokenizer)
 train = stage_task(train_stage.STAGE, tags=("gpu",))  # peft adapter; retries resume from the last checkpoint
-self_instruct = stage_task(SELF_INSTRUCT_STAGE, retries=1)  # generated data: a source of its own flow
+# generated data, a source of its own flow; one retry: a request that failed after its own HTTP retries rarely
+# succeeds at once
+self_instruct = stage_task(SELF_INSTRUCT_STAGE, retries=1)

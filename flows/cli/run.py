@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--from", dest="from_stage", metavar="STAGE",
                         help="force this stage and every later one to run again")
     parser.add_argument("--task-runner", choices=["thread", "dask", "ray"], help="overrides runner.task_runner")
-    parser.add_argument("--address", help="address of an existing Dask or Ray cluster (overrides runner.address)")
+    parser.add_argument("--address", "--dask-address", dest="address",
+                        help="address of an existing Dask or Ray cluster (overrides runner.address)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=handle)
 

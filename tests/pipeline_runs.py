@@ -26,7 +26,8 @@ def write_sources(shared_data: Path, folder: Path, count: int = 3, rows: int = 2
 def pipeline_config(store_url: str, sources: list[str], **sections: Any) -> Any:
     from flows.config import PipelineConfig
 
-    data = {"name": "orchestration-test", "store": store_url, "ingest": {"sources": [{"path": p} for p in sources]}}
+    data = {"name": "orchestration-test", "store": store_url, "ingest": {"sources": [{"path": p} for p in sources]},
+            "iqs": {"scorer": "none"}}  # no IQS model to train: selection by clusters alone keeps tests quick
     data.update(sections)
     return PipelineConfig.model_validate(data)
 

@@ -1,7 +1,8 @@
 """The one typed configuration shared by the CLI, the flow parameters and the deployments.
 
 Each stage reads its own section; a section is also the stage's cache-key parameters, so a field that does
-not change the stage's output (a batch size, a device) is marked `exclude=True` to stay out of the key.
+not change the stage's output (a batch size, a device) is marked `json_schema_extra=NOT_IN_KEY` to stay out of
+the key. Not pydantic's `exclude=True`: Prefect serializes flow parameters with model_dump, which drops those.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+
+from storage.stage import NOT_IN_KEY
 
 STAGES = ("ingest", "iqs", "embed", "cluster", "select", "format", "train")
 
@@ -71,7 +74,7 @@ class IQSConfig(Section):
     pair_margin: float = Field(0.5, ge=0)
     seed: int = 42
     probe_c: float = Field(1.0, gt=0, description="inverse regularization of the probe's logistic regression")
-    batch_size: int = Field(32, ge=1, exclude=True, description="scoring batch size")
+    batch_size: int = Field(32, ge=1, json_schema_extra=NOT_IN_KEY, description="scoring batch size")
 
     def comet_hparams(self) -> dict[str, Any]:
         """InstructionMetric arguments (pretrained_model None = the bundled MiniLM)."""
@@ -93,9 +96,9 @@ class EmbedConfig(Section):
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16: bfloat16 autocast, about 1.7x faster on CPUs with AVX512-BF16/AMX and on GPUs; "
                             "cosine to fp32 above 0.9999")
-    batch_size: int | None = Field(None, ge=1, exclude=True,
+    batch_size: int | None = Field(None, ge=1, json_schema_extra=NOT_IN_KEY,
                                    description="texts per forward pass; 16 on CPU, 128 on a GPU when empty")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", exclude=True, description="auto: cuda when available")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=NOT_IN_KEY, description="auto: cuda when available")
 
 
 class ClusterConfig(Section):
@@ -110,7 +113,7 @@ class ClusterConfig(Section):
                                 "cluster; random: faiss's random seeding")
     max_points_per_centroid: int | None = Field(
         None, ge=1, description="faiss trains on at most k times this many sampled points; empty: every point")
-    device: Literal["auto", "cpu", "gpu"] = Field("auto", exclude=True, description="auto: gpu when faiss sees one")
+    device: Literal["auto", "cpu", "gpu"] = Field("auto", json_schema_extra=NOT_IN_KEY, description="auto: gpu when faiss sees one")
 
 
 class SelectConfig(Section):
@@ -134,13 +137,49 @@ class FormatConfig(Section):
         description="files written next to the tokenized table: formatted text JSONL, xtuner conversation "
                     "JSONL, LLaMA-Factory dataset folder")
     dataset_name: str = Field("sftflow", description="dataset name in the LLaMA-Factory dataset_info.json")
-    batch_size: int = Field(2000, ge=1, exclude=True, description="rows tokenized per batch")
+    batch_size: int = Field(2000, ge=1, json_schema_extra=NOT_IN_KEY, description="rows tokenized per batch")
+
+
+DEFAULT_SAMPLE_PROMPTS = [
+    "Give three tips for staying healthy.",
+    "What is the capital of France?",
+    "Write a haiku about autumn.",
+]
 
 
 class TrainConfig(Section):
     base_model: str | None = Field(None, description="hub name or local path; SmolLM2-135M-Instruct when empty")
-    method: Literal["lora", "qlora", "prefix", "ptuning"] = "lora"
-    max_steps: int = 20
+    method: Literal["lora", "qlora", "prefix", "ptuning"] = Field(
+        "lora", description="lora; qlora (4-bit base, CUDA only); prefix (prefix tuning, MLP-reparameterised "
+                            "prefixes); ptuning (P-tuning v2 as in ChatGLM-6B: deep prefixes, no reparameterisation)")
+    lora_r: int = Field(8, ge=1, description="LoRA rank")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(None, description="LoRA target module names; found from the "
+                                                               "architecture when empty")
+    num_virtual_tokens: int = Field(32, ge=1, description="prefix length for prefix/ptuning (ChatGLM's pre_seq_len)")
+    learning_rate: float | None = Field(None, gt=0, description="empty: 2e-4 for LoRA/QLoRA, 2e-2 for prefix/ptuning")
+    lr_scheduler: str = Field("cosine", description="transformers scheduler name")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    epochs: float = Field(1.0, gt=0, description="passes over the training rows when max_steps is empty")
+    max_steps: int | None = Field(20, ge=1, description="optimizer steps; overrides epochs (empty: use epochs)")
+    batch_size: int = Field(4, ge=1, description="rows per device step")
+    grad_accumulation: int = Field(1, ge=1, description="device steps per optimizer step")
+    max_length: int | None = Field(None, ge=8, description="truncate rows to this many tokens (empty: as formatted)")
+    pack: bool = Field(False, description="pack several rows into one max_length sequence (needs max_length)")
+    eval_share: float = Field(0.05, ge=0, lt=1, description="share of rows held out for eval loss")
+    eval_max_rows: int = Field(200, ge=1, description="cap on held-out rows")
+    eval_steps: int | None = Field(None, ge=1, json_schema_extra=NOT_IN_KEY, description="also evaluate every N steps "
+                                                                         "(always before and after training)")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="auto: bf16 (or fp16) on CUDA, fp32 on CPU")
+    merge: bool = Field(False, description="also store the merged model (merge_and_unload), LoRA/QLoRA only")
+    seed: int = 42
+    gradient_checkpointing: bool = Field(True, json_schema_extra=NOT_IN_KEY, description="on CUDA, for LoRA/QLoRA")
+    save_steps: int = Field(10, ge=1, json_schema_extra=NOT_IN_KEY, description="checkpoint every N steps (a retry resumes there)")
+    sample_prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_SAMPLE_PROMPTS), json_schema_extra=NOT_IN_KEY,
+                                      description="answered before and after training in the report")
+    sample_max_new_tokens: int = Field(64, ge=1, json_schema_extra=NOT_IN_KEY)
 
 
 class RunnerConfig(Section):
@@ -151,9 +190,7 @@ class RunnerConfig(Section):
 
 class SelfInstructConfig(Section):
     """Self-instruct generation (`sftflow generate-instructions`, the `self-instruct` flow); not a pipeline stage:
-    its output is a dataset in the store that the pipeline ingests like any other source. No field is
-    `exclude=True`: Prefect serializes flow parameters with model_dump, so a deployment run would silently lose
-    the key's variable name, the Secret block and the timeouts."""
+    its output is a dataset in the store that the pipeline ingests like any other source."""
 
     seed_tasks: str = Field(description="seed tasks JSONL (Alpaca's seed_tasks.jsonl layout)")
     prompt_file: str | None = Field(None, description="the requirements text the tasks follow (Alpaca's "

@@ -15,10 +15,11 @@ from flows import stages
 from flows.config import PipelineConfig, RunnerConfig
 from flows.tracker import PipelineFailed, StageTracker
 from storage.store import Store
+from tasks.base_model import BaseModelParams
 from tasks.errors import BadInputError
 
 # "iqs.train" (only when iqs.model is empty) sits before "iqs": `--from iqs` rescores without retraining.
-ORDER = ("ingest", "embed", "iqs.train", "iqs", "cluster", "select", "format", "train")
+ORDER = ("ingest", "embed", "iqs.train", "iqs", "cluster", "select", "train.base", "format", "train")
 RUNNER_CLASSES = {"thread": "ThreadPoolTaskRunner", "dask": "DaskTaskRunner", "ray": "RayTaskRunner"}
 
 
@@ -47,7 +48,11 @@ def sft_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
     select_inputs = {"conversations": conversations, "clusters": clusters}
     if config.iqs.scorer != "none":
         select_inputs["scored"] = scored
-    tracker.run("select", stages.select, config.select, select_inputs)
+    selection = tracker.run("select", stages.select, config.select, select_inputs)
+    # the base model comes before format, which tokenizes with its tokenizer
+    base_model = tracker.run("train.base", stages.base_model, BaseModelParams(reference=config.train.base_model), {})
+    tokenized = tracker.run("format", stages.format, config.format, {"selection": selection, "base_model": base_model})
+    tracker.run("train", stages.train, config.train, {"tokenized": tokenized, "base_model": base_model})
     return tracker.finish(f"sft-pipeline: {config.name}")
 
 

@@ -11,12 +11,9 @@ from prefect import flow
 
 from flows.config import SelfInstructConfig
 from flows.secrets import secret_in_env
-from flows.stage import stage_task
+from flows.stages import self_instruct as generate
 from storage.store import Store
-from tasks.self_instruct.stage import SELF_INSTRUCT_STAGE, summary
-
-# One retry: a request that failed after all its own HTTP retries rarely succeeds at once.
-generate = stage_task(SELF_INSTRUCT_STAGE, retries=1)
+from tasks.self_instruct.stage import summary
 
 
 @flow(name="self-instruct", persist_result=True)

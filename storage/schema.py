@@ -47,7 +47,7 @@ def record_id(system: str | None, messages: Sequence[Mapping[str, str]]) -> str:
 def _normalized_id(system: str, turns: Sequence[tuple[str, str]]) -> str:
     # = digest([system, [[role, content], ...]], chars=32): orjson writes the same compact, non-ASCII-preserving
     # JSON as storage.keys.canonical_json for lists of strings, about 10x faster (ingest computes one per row)
-    payload = orjson.dumps([system, [list(turn) for turn in turns]])
+    payload = orjson.dumps([system, turns])  # tuples are written as arrays
     return hashlib.blake2b(payload, digest_size=32).hexdigest()[:32]
 
 
@@ -62,13 +62,13 @@ def make_record(
     meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build one canonical row (normalized text, id computed) ready for `records_to_table`."""
-    clean = [{"role": m["role"], "content": normalize_text(m["content"])} for m in messages]
+    turns = [(m["role"], normalize_text(m["content"])) for m in messages]
     sys_text = normalize_text(system) if system and system.strip() else None
     return {
-        "id": _normalized_id(sys_text or "", [(m["role"], m["content"]) for m in clean]),
+        "id": _normalized_id(sys_text or "", turns),
         "source": {"uri": uri, "format": fmt, "split": split, "row": row},
         "system": sys_text,
-        "messages": clean,
+        "messages": [{"role": role, "content": content} for role, content in turns],
         "meta": meta_json(meta),
     }
 

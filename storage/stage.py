@@ -22,6 +22,19 @@ from storage.store import DatasetRef, Store
 
 log = logging.getLogger("sftflow")
 FAIL_STAGE_ENV = "SFTFLOW_FAIL_STAGE"  # test hook: name of a stage that must fail (comma-separated)
+# Marks a config field that does not change a stage's output (batch size, device): left out of the cache key.
+NOT_IN_KEY = {"cache_key": False}
+
+
+def key_params(params: Any) -> dict[str, Any]:
+    """The parameters that make up a stage's key: a config section without its NOT_IN_KEY fields."""
+    if not hasattr(params, "model_dump"):
+        return dict(params or {})
+    plain = params.model_dump(mode="json")
+    for name, info in type(params).model_fields.items():
+        if info.json_schema_extra == NOT_IN_KEY:
+            plain.pop(name, None)
+    return plain
 SLOW_STAGE_ENV = "SFTFLOW_SLOW_STAGE"  # test hook: "stage:seconds,..." sleeps before building (to kill mid-run)
 
 
@@ -68,7 +81,7 @@ class StageDef:
     fingerprint: Callable[[Any], Mapping[str, Any]] | None = None
 
     def key(self, params: Any, inputs: Mapping[str, DatasetRef | None]) -> str:
-        plain = params.model_dump(mode="json") if hasattr(params, "model_dump") else dict(params or {})
+        plain = key_params(params)
         if self.fingerprint is not None:
             plain = {"params": plain, "fingerprint": dict(self.fingerprint(params))}
         input_keys = {name: ref.key for name, ref in inputs.items() if ref is not None}

@@ -43,11 +43,12 @@ def tokenize_batches(encoder: ConversationEncoder, batches: Any, advance: Any = 
         missing = [c for c in COLUMNS if c not in table.column_names]
         if missing:
             raise BadInputError(f"the selection lacks the canonical column(s) {missing}", field=missing[0])
-        result = encoder.encode(table)
+        records = table.select(COLUMNS).to_pylist()
+        result = encoder.encode(records)
         tables.append(result.table)
         quarantined.append(result.quarantine)
         ok = set(result.table.column("id").to_pylist())
-        kept += [r for r in table.select(COLUMNS).to_pylist() if r["id"] in ok]
+        kept += [r for r in records if r["id"] in ok]
         if advance:
             advance(table.num_rows)
     out = pa.concat_tables(tables) if tables else TOKENIZED_SCHEMA.empty_table()

@@ -157,18 +157,23 @@ def summarize(cluster: np.ndarray, score: np.ndarray | None, chosen: Selection, 
               budget: int | None) -> dict[str, Any]:
     reasons = np.asarray(chosen.reasons)
     top_rows, added_rows = chosen.rows[reasons == TOP_SCORE], chosen.rows[reasons == CLUSTER_TOP]
-    ids, sizes = np.unique(cluster, return_counts=True)
+    ids, inverse, sizes = np.unique(cluster, return_inverse=True, return_counts=True)
+    k = len(ids)
+    selected = np.bincount(inverse[chosen.rows], minlength=k)
+    by_score, added = np.bincount(inverse[top_rows], minlength=k), np.bincount(inverse[added_rows], minlength=k)
+    if score is not None:
+        best = np.full(k, -np.inf)
+        np.maximum.at(best, inverse, score)
+        mean = np.bincount(inverse, weights=score, minlength=k) / sizes
     per_cluster = []
-    for c, size in zip(ids.tolist(), sizes.tolist()):
-        members = cluster == c
-        row = {"cluster": c, "size": size, "selected": int(members[chosen.rows].sum()),
-               TOP_SCORE: int(members[top_rows].sum()), CLUSTER_TOP: int(members[added_rows].sum())}
+    for i, c in enumerate(ids.tolist()):
+        row = {"cluster": c, "size": int(sizes[i]), "selected": int(selected[i]), TOP_SCORE: int(by_score[i]),
+               CLUSTER_TOP: int(added[i])}
         if score is not None:
-            row["best_score"] = round(float(score[members].max()), 4)
-            row["mean_score"] = round(float(score[members].mean()), 4)
+            row["best_score"], row["mean_score"] = round(float(best[i]), 4), round(float(mean[i]), 4)
         per_cluster.append(row)
-    summary = {
-        "rows": len(cluster), "scored": score is not None, "clusters": len(ids), "n1": n1, "n1_used": chosen.n1,
+    return {
+        "rows": len(cluster), "scored": score is not None, "clusters": k, "n1": n1, "n1_used": chosen.n1,
         "n2": n2, "budget": budget, "selected": len(chosen.rows), "top_score_rows": len(top_rows),
         "cluster_top_rows": len(added_rows), "clusters_covered_by_top": len(np.unique(cluster[top_rows])),
         "clusters_covered": len(np.unique(cluster[chosen.rows])),
@@ -176,7 +181,6 @@ def summarize(cluster: np.ndarray, score: np.ndarray | None, chosen: Selection, 
         "note": None if score is not None else UNSCORED_NOTE,
         "cluster_table": per_cluster,
     }
-    return summary
 
 
 # -- report ------------------------------------------------------------------------------------------------

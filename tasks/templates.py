@@ -6,9 +6,9 @@ run saves, so inference sees exactly the format training used.
 Placeholders in the formats: `{system}`, `{content}`, `{instruction}`, `{input}` (Alpaca-style user turns
 with an input), `{bos}` and `{eos}` (the tokenizer's BOS/EOS tokens; `bos_token`/`eos_token` in Jinja).
 
-An assistant turn is `assistant_prefix` (the generation prompt, not supervised) + content + `assistant_end`
-(supervised: the model must learn to stop) + `assistant_suffix` (not supervised). `turn_separator` goes
-before every user turn but the first.
+An assistant turn is `assistant_prefix` (the generation prompt) + `assistant_lead` + content + `assistant_end`
+(supervised with the content: the model must learn to stop) + `assistant_suffix`. `turn_separator` goes
+before every user turn but the first. `stop` lists strings a generator should also stop on.
 """
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ class Template(BaseModel):
     default_bos: str = "<s>"
     default_eos: str = "</s>"
     jinja: str | None = Field(None, description="a Jinja chat_template rendered instead of the formats (`tokenizer`)")
+    from_tokenizer: bool = Field(False, description="the Jinja comes from the model's tokenizer (see for_tokenizer)")
 
     # -- rendering ------------------------------------------------------------------------------------
     def render(self, system: str | None, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = False,
@@ -70,6 +71,7 @@ class Template(BaseModel):
     def render_pieces(self, system: str | None, messages: Sequence[Mapping[str, Any]],
                       add_generation_prompt: bool = False, *, bos_token: str | None = None,
                       eos_token: str | None = None) -> list[Piece]:
+        self._require_bound()
         bos = self.default_bos if bos_token is None else bos_token
         eos = self.default_eos if eos_token is None else eos_token
         if self.jinja is not None:
@@ -115,6 +117,7 @@ class Template(BaseModel):
     # -- Jinja ----------------------------------------------------------------------------------------
     def chat_template(self) -> str:
         """An equivalent Jinja chat_template (HF conventions: system as messages[0], bos_token, eos_token)."""
+        self._require_bound()
         if self.jinja is not None:
             return self.jinja
         s = _jinja_string
@@ -165,6 +168,11 @@ class Template(BaseModel):
             if self.assistant_prefix else "",
         ]
         return "\n".join(p for p in parts if p)
+
+    def _require_bound(self) -> None:
+        if self.from_tokenizer and self.jinja is None:
+            raise BadInputError(f"template {self.name!r} is the model's own chat_template: load a tokenizer and bind "
+                                "it with for_tokenizer(template, tokenizer) first", field="template")
 
     def summary(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -337,7 +345,7 @@ BUILTIN: tuple[Template, ...] = (
     ),
     Template(
         name="tokenizer", description="the base model tokenizer's own chat_template (bound when the tokenizer loads)",
-        source="tokenizer_config.json chat_template",
+        source="tokenizer_config.json chat_template", from_tokenizer=True,
     ),
 )
 REGISTRY: dict[str, Template] = {t.name: t for t in BUILTIN}
@@ -356,7 +364,7 @@ def get_template(name: str) -> Template:
 
 def for_tokenizer(template: Template, tokenizer: Any) -> Template:
     """Bind the `tokenizer` template to a tokenizer's chat_template; other templates are returned unchanged."""
-    if template.name != "tokenizer" or template.jinja is not None:
+    if not template.from_tokenizer or template.jinja is not None:
         return template
     source = getattr(tokenizer, "chat_template", None)
     if not isinstance(source, str) or not source:

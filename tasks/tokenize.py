@@ -13,7 +13,9 @@ a sample left with no supervised token goes to quarantine with its reason instea
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,6 +26,7 @@ from tasks.errors import BadInputError
 from tasks.templates import ASSISTANT, END, Template, for_tokenizer, template_messages
 
 IGNORE_INDEX = -100
+PARALLELISM_ENV = "TOKENIZERS_PARALLELISM"
 TrainOn = Literal["all_assistant", "last_assistant", "prompt"]
 TOKENIZED_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
@@ -86,6 +89,7 @@ class ConversationEncoder:
     max_length: int = 1024
     train_on: TrainOn = "all_assistant"
     system: str | None = None  # replaces every row's system prompt when set ("" = none at all)
+    parallel: bool = True  # let the Rust tokenizer spread a batch over every core
     warnings: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: {"truncated": 0, "bos_added": 0})
 
@@ -141,7 +145,8 @@ class ConversationEncoder:
 
     def encode_rendered(self, ids: list[str], rendered: list[Rendered]) -> tuple[pa.Table, list[dict[str, Any]]]:
         texts = [r.text for r in rendered]
-        encodings = self._backend.encode_batch(texts, add_special_tokens=False)
+        with tokenizers_parallelism(self.parallel):
+            encodings = self._backend.encode_batch(texts, add_special_tokens=False)
         n = len(encodings)
         bos = [self.add_bos and not t.startswith(self.bos_token) for t in texts] if self.bos_token else [False] * n
         self.counts["bos_added"] += sum(bos)
@@ -195,6 +200,21 @@ class ConversationEncoder:
                                f"max_length={self.max_length}"}
                     for i in np.flatnonzero(~ok)]
         return table, too_long
+
+
+@contextmanager
+def tokenizers_parallelism(enabled: bool):
+    """flows/settings.py turns the Rust thread pool off process-wide (fork safety for Prefect workers); one
+    batched call may use it: tokenizers re-reads the variable on every call and disables itself in a fork."""
+    before = os.environ.get(PARALLELISM_ENV)
+    os.environ[PARALLELISM_ENV] = "true" if enabled else "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PARALLELISM_ENV, None)
+        else:
+            os.environ[PARALLELISM_ENV] = before
 
 
 def _token_ranges(encoding: Any, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -91,3 +91,30 @@ def test_format_stage_system_override_and_last_turn(store, inputs):
 def test_unknown_template_is_bad_input(store, inputs):
     with pytest.raises(BadInputError, match="unknown template"):
         run_stage(STAGE, FormatConfig(template="nope"), inputs, store)
+
+
+def test_everything_quarantined_still_publishes(store, inputs):
+    result = run_stage(STAGE, FormatConfig(template="llama2", max_length=8), inputs, store)
+    assert store.read_table(result.ref.key).num_rows == 0
+    stats = store.manifest(result.ref.key)["stats"]
+    assert stats["rows_out"] == 0 and stats["quarantined"] == 4
+    assert store.read_table(result.ref.key + "-quarantine").num_rows == 4
+
+
+def test_stage_output_trains_the_same_packed_or_padded(store, inputs, tiny_lm):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tasks.collate import SFTCollator
+
+    result = run_stage(STAGE, FormatConfig(template="chatml", max_length=128, exports=[]), inputs, store)
+    rows = store.read_table(result.ref.key, columns=["input_ids", "labels"]).to_pylist()
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm, attn_implementation="sdpa")
+    padded = SFTCollator(pad_token_id=0)(rows)
+    packed = SFTCollator(pad_token_id=0, pack=True, max_length=128)(rows)
+    assert packed["input_ids"].shape[0] == 1  # both samples share one row
+    loss_padded = model(**padded).loss
+    loss_packed = model(**packed).loss
+    loss_packed.backward()
+    assert torch.isfinite(loss_packed)
+    torch.testing.assert_close(loss_packed, loss_padded, atol=1e-4, rtol=1e-4)

@@ -129,3 +129,23 @@ def test_exports_are_real_json_lines_and_arrays(tmp_path):
         "instruction": "Add the numbers.", "input": "2 and 3", "output": "5"}
     with pytest.raises(BadInputError, match="FORMAT:PATH"):
         parse_spec("yaml:/tmp/x")
+
+
+def test_id_set_agrees_with_a_python_set():
+    import hashlib
+    import random
+
+    from tasks.ingest.dedupe import IdSet
+
+    rng = random.Random(0)
+    pool = [hashlib.blake2b(str(i).encode(), digest_size=16).hexdigest() for i in range(3000)]
+    pool += ["00" * 16, "00" * 15 + "01", "01" + "00" * 15]  # trailing zero bytes must stay distinct
+    ids, seen = IdSet(), set()
+    for _ in range(200):
+        batch = [rng.choice(pool) for _ in range(rng.randint(0, 50))]
+        expected = []
+        for record_id in batch:
+            expected.append(record_id not in seen)
+            seen.add(record_id)
+        assert ids.add_new(batch).tolist() == expected
+    assert len(ids) == len(seen) and len(ids.runs) <= 12

@@ -48,6 +48,10 @@ def test_downloaded_repo_folder_of_parquet_files(tmp_path, dataset_dict, store):
     dataset_dict["test"].to_parquet(str(repo / "data" / "test-00000-of-00001.parquet"))
     table, stats, _ = ingest(f"hf:{repo}")
     assert stats["split"] == "train" and stats["kept"] == 2
+    test_table, test_stats, _ = ingest(f"hf:{repo}", split="test")
+    assert test_stats["split"] == "test" and messages(test_table)[-1] == ("assistant", "Oak.")
+    with pytest.raises(BadInputError, match="no split 'validation'"):
+        ingest(f"hf:{repo}", split="validation")
     first = run_stage(SOURCE_STAGE, SourceConfig(path=f"hf:{repo}"), {}, store)
     assert run_stage(SOURCE_STAGE, SourceConfig(path=f"hf:{repo}"), {}, store).status == "cached"
     dataset_dict["test"].to_parquet(str(repo / "data" / "train-00000-of-00001.parquet"))

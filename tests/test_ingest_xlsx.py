@@ -118,3 +118,20 @@ def test_alpaca_headers_in_a_sheet_are_detected(tmp_path):
     wb.save(tmp_path / "a.xlsx")
     table, stats, _ = ingest(tmp_path / "a.xlsx")
     assert stats["format"] == "alpaca" and messages(table)[0] == ("user", "Add.\n\n1 and 2")
+
+
+def test_progress_knows_the_sheet_size_and_counts_rows_read(tmp_path):
+    from flows.config import SourceConfig
+    from tasks.ingest import read_source
+
+    calls: dict[str, list] = {"total": [], "advanced": []}
+
+    def progress(total, description):
+        calls["total"].append((total, description))
+        return calls["advanced"].append
+
+    reading = read_source(SourceConfig(path=str(bad_workbook(tmp_path / "bad.xlsx"))), progress=progress,
+                          batch_rows=2)
+    list(reading.tables)
+    assert calls["total"] == [(7, "ingest bad.xlsx")]  # 7 sheet rows below the header, one of them blank
+    assert sum(calls["advanced"]) == reading.stats["read"] == 6

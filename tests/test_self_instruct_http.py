@@ -102,6 +102,14 @@ def test_malformed_answers_become_errors_not_crashes():
     assert second.error.startswith("unusable answer (IndexError")
 
 
+def test_tokens_are_estimated_when_the_server_sends_no_usage():
+    with OpenAIServer() as server:
+        server.script.append(Reply(raw=json.dumps({"choices": [{"message": {"content": "x" * 40},
+                                                                "finish_reason": "stop"}]})))
+        [completion] = backend(server).complete(["y" * 400])
+    assert (completion.prompt_tokens, completion.completion_tokens) == (100, 10)
+
+
 def test_batched_requests_run_concurrently_and_keep_their_order():
     with OpenAIServer(lambda prompt: f"answer to {prompt}") as server:
         completions = backend(server, concurrency=4).complete([f"prompt {i}" for i in range(8)])
@@ -193,6 +201,7 @@ def test_cli_end_to_end(shared_data, tmp_path):
         assert prompt_has_seeds(prompts[meta["request"] + 1], [seeds[i] for i in meta["seed_task_ids"]])
         assert record["messages"][0]["content"].startswith(meta["instruction"])
         assert record["source"]["format"] == "self_instruct" and meta["max_rouge_l"] <= 0.7
+    assert store.read_file(result["key"], "outcomes.png").startswith(b"\x89PNG")
     quarantine = store.read_table(result["quarantine"]).to_pylist()
     assert len(quarantine) == sum(result["dropped"].values())
     duplicate = next(q for q in quarantine if q["reason"] == "duplicate" and q["request"] == 3)

@@ -149,3 +149,14 @@ def test_store_cli_ls_show_gc(tmp_path):
     out = subprocess.run([sys.executable, "-m", "flows", "store", "show", "k"], cwd=ROOT, env=env,
                          capture_output=True, text=True, check=True).stdout
     assert '"stage": "test"' in out and "row 0" in out
+
+
+def test_not_in_key_fields_survive_serialization_but_not_the_key():
+    from flows.config import EmbedConfig
+    from storage.stage import StageDef
+
+    stage = StageDef("embed", "1", build=lambda ctx: None)
+    a, b = EmbedConfig(batch_size=8), EmbedConfig(batch_size=64)
+    assert stage.key(a, {}) == stage.key(b, {})  # a batch size does not change the output
+    assert EmbedConfig.model_validate(a.model_dump()).batch_size == 8  # what Prefect sends to a deployment run
+    assert stage.key(EmbedConfig(text="user"), {}) != stage.key(a, {})

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.errors import BadInputError
-from tasks.templates import BUILTIN, get_template, list_templates, render_jinja, template_messages
+from tasks.templates import BUILTIN, for_tokenizer, get_template, list_templates, render_jinja, template_messages
 from tasks.text import alpaca_user_content
 
 ALPACA_PROMPT_INPUT = (
@@ -89,7 +89,7 @@ def test_known_formats():
     assert "\n\n### Assistant:\n" in get_template("stablebeluga2").render(None, conv)
 
 
-@pytest.mark.parametrize("template", [t for t in BUILTIN if t.name != "tokenizer"], ids=lambda t: t.name)
+@pytest.mark.parametrize("template", [t for t in BUILTIN if not t.from_tokenizer], ids=lambda t: t.name)
 def test_render_equals_chat_template(template):
     source = template.chat_template()
     for system, messages in CONVERSATIONS:
@@ -116,3 +116,17 @@ def test_bad_roles_are_rejected_both_ways():
         chatml.render(None, [{"role": "tool", "content": "x"}])
     with pytest.raises(Exception, match="role tool"):
         render_jinja(chatml.chat_template(), [{"role": "tool", "content": "x"}], False, "", "")
+
+
+def test_tokenizer_template_must_be_bound(tiny_lm):
+    from transformers import AutoTokenizer
+
+    unbound = get_template("tokenizer")
+    with pytest.raises(BadInputError, match="for_tokenizer"):
+        unbound.render(None, CONVERSATIONS[0][1])
+    tok = AutoTokenizer.from_pretrained(tiny_lm)
+    bound = for_tokenizer(unbound, tok)
+    assert bound.chat_template() == tok.chat_template
+    system, messages = CONVERSATIONS[1]
+    assert bound.render(system, messages) == tok.apply_chat_template(
+        [{"role": "system", "content": system}] + messages, tokenize=False)

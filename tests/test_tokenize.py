@@ -124,6 +124,7 @@ def test_train_on_options(tiny_lm):
     assert decoded == "4.<|im_end|>12, since 4×3=12.<|im_end|>"
 
 
+@pytest.mark.slow
 def test_bos_added_once_where_the_tokenizer_expects_it(smollm2_tokenizer):
     tok = smollm2_tokenizer  # adds <|im_start|> as BOS by default
     table = rows(CONVERSATIONS[:1])
@@ -173,3 +174,43 @@ def test_alpaca_rows_use_the_with_input_prompt(tiny_lm):
     assert "### Input:\nBonjour\n\n### Response:Hello<|im_end|>" in out["text"]
     assert tok.decode([x for x in out["labels"] if x != IGNORE_INDEX]) == "Hello<|im_end|>"
     assert np.all(np.array(out["labels"][: out["length"] - out["num_supervised"]]) == IGNORE_INDEX)
+
+
+@pytest.fixture(scope="module")
+def metaspace_tokenizer():
+    """A Llama-2-like tokenizer: SentencePiece-style Metaspace BPE that adds <s> by default."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from tests.tiny_models import CORPUS
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    texts = CORPUS + [c for _, msgs in CONVERSATIONS for _, c in msgs] + ["[INST] <<SYS>> ### Response: USER:"]
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>", "<s>", "</s>"]))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+@pytest.mark.parametrize("name", ["llama2", "alpaca", "vicuna"])
+def test_sentencepiece_style_tokenizer(metaspace_tokenizer, name):
+    tok = metaspace_tokenizer
+    table = rows(CONVERSATIONS[:3])
+    encoder = ConversationEncoder(tok, get_template(name), max_length=4096)
+    for record, out in zip(table.to_pylist(), encoder.encode(table).table.to_pylist()):
+        text = out["text"]
+        body = tok(text, add_special_tokens=False)["input_ids"]
+        if text.startswith("<s>"):  # llama2 writes BOS itself: the tokenizer's is not added again
+            assert out["input_ids"] == body
+        else:
+            assert out["input_ids"] == [tok.bos_token_id] + body and out["labels"][0] == IGNORE_INDEX
+        rendered = encoder.render(record["system"], record["messages"], record["meta"])
+        reference = offsets_mask(tok, text, rendered.spans)
+        ours = [lab != IGNORE_INDEX for lab in out["labels"]][len(out["input_ids"]) - len(body):]
+        assert ours == reference
+        # each answer and its </s> carry loss; the "▁" a SentencePiece token puts before a word goes with it
+        supervised = tok.decode([lab for lab in out["labels"] if lab != IGNORE_INDEX])
+        answers = [m["content"] for m in record["messages"] if m["role"] == "assistant"]
+        assert supervised.count("</s>") == len(answers)
+        assert supervised.replace("</s>", "").replace(" ", "") == "".join(answers).replace(" ", "")

@@ -44,9 +44,12 @@ def model_ref(store, value: str):
 
 
 def handle(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from flows.config import FormatConfig, load_config
     from storage.stage import run_stage
     from storage.store import Store
+    from tasks.errors import BadInputError
     from tasks.format import STAGE
 
     store = Store(args.store)
@@ -55,8 +58,11 @@ def handle(args: argparse.Namespace) -> int:
                "system": args.system}
     if args.export is not None:
         updates["exports"] = [e.strip() for e in args.export.split(",") if e.strip()]
-    params = FormatConfig.model_validate({**section.model_dump(), **{k: v for k, v in updates.items()
-                                                                     if v is not None}})
+    try:
+        params = FormatConfig.model_validate({**section.model_dump(), **{k: v for k, v in updates.items()
+                                                                         if v is not None}})
+    except ValidationError as exc:
+        raise BadInputError(str(exc).replace("\n", " "), field="format") from exc
     inputs = {"selection": store.ref(args.selection), "base_model": model_ref(store, args.base_model)}
     result = run_stage(STAGE, params, inputs, store, force=args.force)
     copied = []

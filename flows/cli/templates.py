@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     render.add_argument("--generation-prompt", action="store_true", help="end with the assistant's generation prompt")
     render.add_argument("--system", help="system prompt replacing the conversation's ('' for none)")
     render.add_argument("--train-on", choices=["all_assistant", "last_assistant", "prompt"], default="all_assistant",
-                        help="which spans --json reports as supervised")
+                        help="which parts --json lists as supervised (carrying loss)")
     for p in (show, render):
         p.add_argument("--tokenizer", metavar="PATH", help="HF tokenizer folder or .gguf file: its BOS/EOS tokens "
                                                            "(and its chat_template for the `tokenizer` template)")
@@ -81,7 +81,7 @@ def handle(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
     if tokenizer is not None:
         template = for_tokenizer(template, tokenizer)
-    elif template.name == "tokenizer":
+    elif template.from_tokenizer:
         from tasks.errors import BadInputError
 
         raise BadInputError("template 'tokenizer' needs --tokenizer PATH (a folder or a .gguf file)",
@@ -95,16 +95,17 @@ def handle(args: argparse.Namespace) -> int:
         emit(result, args.json, f"{fields}\n\nchat_template:\n{template.chat_template()}\n\nexample:\n{example}")
         return 0
     from tasks.templates import template_messages
+    from tasks.tokenize import supervised_spans
 
     conversation = read_conversation(args.input)
     system = args.system if args.system is not None else conversation.get("system")
     turns = template_messages(conversation["messages"], conversation.get("meta"))
-    text = template.render(system, turns, args.generation_prompt, **tokens)
-    result: dict[str, Any] = {"template": template.name, "text": text}
-    if tokenizer is not None and not args.generation_prompt:
-        encoder = ConversationEncoder(tokenizer, template, max_length=10**9, train_on=args.train_on, system=system)
-        rendered = encoder.render(system, conversation["messages"], conversation.get("meta"))
-        result["supervised"] = [text[a:b] for a, b in rendered.spans]
+    pieces = template.render_pieces(system, turns, args.generation_prompt, **tokens)
+    text = "".join(p.text for p in pieces)
+    result: dict[str, Any] = {"template": template.name, "text": text,
+                              "supervised": [text[a:b] for a, b in supervised_spans(pieces, args.train_on)]}
+    if tokenizer is not None:
+        encoder = ConversationEncoder(tokenizer, template, max_length=10**9)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         result["tokens"] = len(ids) + int(encoder.add_bos and not text.startswith(encoder.bos_token))
     emit(result, args.json, text)

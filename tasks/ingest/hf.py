@@ -73,10 +73,15 @@ def load(source: HfSource, split: str | None, revision: str) -> tuple[Any, str]:
     uri = PREFIX + source.name
     if source.local is not None and is_save_to_disk(source.local):
         loaded = datasets.load_from_disk(str(source.local))
-    elif source.local is not None:
-        loaded = datasets.load_dataset(str(source.local), source.config)
-    else:
-        loaded = datasets.load_dataset(source.name, source.config, revision=revision)
+    else:  # a downloaded repo folder or a hub id; only the split asked for is prepared
+        path = str(source.local) if source.local is not None else source.name
+        try:
+            loaded = datasets.load_dataset(path, source.config, split=split,
+                                           revision=None if source.local is not None else revision)
+        except ValueError as exc:
+            if split and "split" in str(exc).lower():
+                raise BadInputError(f"no split {split!r}: {exc} (pass --split)", file=uri) from None
+            raise
     if isinstance(loaded, datasets.Dataset):
         if split and loaded.split and str(loaded.split) != split:
             raise BadInputError(f"no split {split!r}: this dataset is the {loaded.split} split", file=uri)

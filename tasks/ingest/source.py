@@ -2,20 +2,22 @@
 
 `read_source` picks the reader, detects the format from the first readable record (unless one is given),
 parses every row, drops exact duplicates (same record id) and streams tables of `batch_rows` records, so
-memory stays flat however large a JSONL file is (only the set of ids seen grows, 16 bytes of hash per row).
+memory stays flat however large a JSONL file is (only the set of ids seen grows, 16 bytes a row: dedupe.py).
 """
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
 from storage.schema import make_record, records_to_table
+from storage.stage import Progress
 from tasks.errors import BadInputError
 from tasks.ingest import hf, xlsx
+from tasks.ingest.dedupe import IdSet
 from tasks.ingest.formats import (
     FORMATS,
     MEDICATIONQA_MAPPING,
@@ -102,26 +104,29 @@ def open_source(config: Any) -> tuple[Iterator[tuple[int, Any]], str | None, str
         source = hf.parse_uri(uri)
         extra["revision"] = source_revision(uri)
         dataset, split = hf.load(source, config.split, extra["revision"])
+        extra["total"] = len(dataset)
         return hf.iter_rows(dataset), fmt, split, list(dataset.column_names), extra
     kind = file_kind(uri)
     if kind == "xlsx":
         mapping = (config.mapping or MEDICATIONQA_MAPPING) if fmt == "medicationqa" else config.mapping
         sheet = xlsx.open_sheet(uri, config.sheet, mapping,
                                 default_sheet=MEDICATIONQA_SHEET if fmt in (None, "medicationqa") else None)
-        extra["header_row"] = sheet.header_row
-        extra["blank_rows"] = sheet.blank_rows
+        extra.update(header_row=sheet.header_row, blank_rows=sheet.blank_rows, total=sheet.total_rows)
         return sheet.rows, fmt, sheet.name, sheet.headers, extra
     if config.sheet or config.split:
         raise BadInputError(f"--sheet / --split apply to xlsx files and hf: datasets, not to a {kind} file", file=uri)
     return READERS[kind](uri), fmt, None, None, extra
 
 
-def read_source(config: Any, advance: Callable[[int], None] | None = None, batch_rows: int = BATCH_ROWS
-                ) -> SourceRead:
+def read_source(config: Any, progress: Progress | None = None, batch_rows: int = BATCH_ROWS) -> SourceRead:
     """Open a source (flows.config.SourceConfig) and stream its canonical tables; raises BadInputError for
-    what cannot be read at all (missing sheet or columns, unknown format)."""
+    what cannot be read at all (missing sheet or columns, unknown format). `progress(total, description)`
+    gives the callable that is advanced by the rows read (total known for sheets and datasets)."""
     uri = config.path
     items, fmt, split, columns, extra = open_source(config)
+    total = extra.pop("total", None)
+    name = uri if uri.startswith(hf.PREFIX) else uri.rstrip("/").rsplit("/", 1)[-1]
+    advance = progress(total, f"ingest {name}") if progress else None
     items, sample = _peek(items)
     if fmt is None:
         fmt = detect_format(sample, config.mapping) if sample is not None else ("columns" if config.mapping else None)
@@ -136,33 +141,32 @@ def read_source(config: Any, advance: Callable[[int], None] | None = None, batch
     quarantine = QuarantineLog()
 
     def tables() -> Iterator[pa.Table]:
-        seen: set[int] = set()
+        seen = IdSet()
         batch: list[dict[str, Any]] = []
-        produced = False
+        produced, reported = False, 0
+
+        def flush() -> pa.Table:
+            nonlocal reported
+            first = seen.add_new([record["id"] for record in batch])
+            stats["duplicates"] += len(batch) - int(first.sum())
+            stats["kept"] += int(first.sum())
+            if advance:
+                advance(stats["read"] - reported)
+                reported = stats["read"]
+            return records_to_table(record for record, keep in zip(batch, first) if keep)
+
         for row, result, raw in conversations(items, fmt, opts):
             stats["read"] += 1
             if isinstance(result, Rejected):
                 quarantine.add(uri, row, result, raw)
                 continue
-            record = make_record(messages=result.messages, system=result.system, uri=uri, fmt=fmt, row=row,
-                                 split=split, meta=result.meta)
-            digest = int(record["id"], 16)
-            if digest in seen:
-                stats["duplicates"] += 1
-                continue
-            seen.add(digest)
-            batch.append(record)
+            batch.append(make_record(messages=result.messages, system=result.system, uri=uri, fmt=fmt, row=row,
+                                     split=split, meta=result.meta))
             if len(batch) >= batch_rows:
-                yield records_to_table(batch)
-                produced = True
-                if advance:
-                    advance(len(batch))
-                batch = []
+                yield flush()
+                produced, batch = True, []
         if batch or not produced:
-            yield records_to_table(batch)
-            if advance:
-                advance(len(batch))
-        stats["kept"] = len(seen)
+            yield flush()
         stats["quarantined"] = dict(sorted(quarantine.counts.items()))
         if blank_rows is not None:
             stats["blank_rows"] = len(blank_rows)

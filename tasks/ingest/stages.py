@@ -12,6 +12,7 @@ import pyarrow as pa
 from storage.stage import StageContext, StageDef, StageOutput, companion_key
 from storage.store import DatasetRef
 from tasks.errors import BadInputError
+from tasks.ingest.dedupe import IdSet
 from tasks.ingest.quarantine import QUARANTINE_SCHEMA
 from tasks.ingest.revision import source_revision
 from tasks.ingest.source import read_source
@@ -26,7 +27,7 @@ def source_fingerprint(params: Any) -> Mapping[str, Any]:
 def build_source(ctx: StageContext) -> StageOutput:
     params = ctx.params
     name = Path(params.path).name if not params.path.startswith("hf:") else params.path
-    reading = read_source(params, advance=ctx.progress(None, f"ingest {name}"))
+    reading = read_source(params, progress=ctx.progress)
     companions: dict[str, pa.Table] = {}
     output = StageOutput(stats=reading.stats, companions=companions)
 
@@ -81,29 +82,20 @@ def build_merge(ctx: StageContext, **inputs: DatasetRef) -> StageOutput:
     advance = ctx.progress(sum(ref.rows for ref in refs), "ingest: merge sources")
 
     def tables() -> Iterator[pa.Table]:
-        seen: set[str] = set()
+        seen = IdSet()
         for ref in refs:
             for batch in store.iter_batches(ref.key, MERGE_BATCH):
-                first_time = _first_occurrences(batch.column("id").to_pylist(), seen)
-                dropped = batch.num_rows - sum(first_time)
+                first_time = seen.add_new(batch.column("id").to_pylist())
+                dropped = batch.num_rows - int(first_time.sum())
                 stats["duplicates_across_sources"] += dropped
                 stats["duplicates"] += dropped
                 stats["kept"] += batch.num_rows - dropped
                 advance(batch.num_rows)
                 table = pa.Table.from_batches([batch])
-                yield table.filter(pa.array(first_time, pa.bool_())) if dropped else table
+                yield table.filter(first_time) if dropped else table
 
     return StageOutput(table=tables(), stats=stats, companions={"quarantine": pa.concat_tables(quarantine_tables)},
                        report=source_report(stats["sources"]))
-
-
-def _first_occurrences(ids: list[str], seen: set[str]) -> list[bool]:
-    """True for each id not seen before (in earlier sources or earlier in this batch); updates `seen`."""
-    keep = []
-    for record_id in ids:
-        keep.append(record_id not in seen)
-        seen.add(record_id)
-    return keep
 
 
 SOURCE_STAGE = StageDef("ingest.source", "1", build_source, fingerprint=source_fingerprint)

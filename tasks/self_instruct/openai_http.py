@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from tasks.self_instruct.backends import Completion
 
 log = logging.getLogger("sftflow.self_instruct")
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+CHARS_PER_TOKEN = 4
 
 
 class BackendError(RuntimeError):
@@ -70,7 +72,8 @@ class OpenAIChatBackend:
 
     def _request(self, client: httpx.Client, prompt: str) -> Completion:
         payload = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "n": 1, **self.sampling}
-        for attempt in range(self.max_retries + 1):
+        attempt = 0
+        while True:
             reason, wait = None, None
             try:
                 response = client.post("/chat/completions", json=payload)
@@ -78,7 +81,7 @@ class OpenAIChatBackend:
                 reason = f"{type(exc).__name__}: {self._redact(str(exc))}"
             else:
                 if response.status_code < 400:
-                    return self._completion(response)
+                    return self._completion(response, prompt)
                 if response.status_code not in RETRY_STATUS:
                     raise BackendError(f"{response.status_code} from {self.base_url}/chat/completions: "
                                        f"{self._redact(response.text[:300])}")
@@ -94,9 +97,9 @@ class OpenAIChatBackend:
                 self.retries += 1
                 self.waits.append(wait)
             time.sleep(wait)
-        raise AssertionError("unreachable")
+            attempt += 1
 
-    def _completion(self, response: httpx.Response) -> Completion:
+    def _completion(self, response: httpx.Response, prompt: str) -> Completion:
         try:
             body = response.json()
             choice = body["choices"][0]
@@ -108,5 +111,7 @@ class OpenAIChatBackend:
             log.warning("%s", detail)
             return Completion("", None, error=detail)
         usage: dict[str, Any] = body.get("usage") or {}
-        return Completion(text, choice.get("finish_reason"), int(usage.get("prompt_tokens") or 0),
-                          int(usage.get("completion_tokens") or 0))
+        # servers that send no usage still count against the token budget: about 4 characters a token
+        return Completion(text, choice.get("finish_reason"),
+                          int(usage.get("prompt_tokens") or math.ceil(len(prompt) / CHARS_PER_TOKEN)),
+                          int(usage.get("completion_tokens") or math.ceil(len(text) / CHARS_PER_TOKEN)))

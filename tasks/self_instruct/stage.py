@@ -8,6 +8,7 @@ from storage.stage import StageContext, StageDef, StageOutput
 from storage.store import Store
 from tasks.self_instruct.backends import make_backend
 from tasks.self_instruct.generate import GenerationResult, Settings, generate_instructions
+from tasks.self_instruct.plots import outcome_png
 from tasks.self_instruct.prompt import default_prompt_file, load_seed_tasks, read_text
 from tasks.self_instruct.records import export, generated_records, quarantine_table
 
@@ -34,6 +35,7 @@ def report(result: GenerationResult, backend: str, model: str) -> str:
              f"stopped: {counts['stop_reason']}.", "",
              "| outcome | tasks |", "|---|---:|", f"| kept | {counts['kept']} |"]
     lines += [f"| dropped: {reason} | {n} |" for reason, n in counts["dropped"].items()]
+    lines += ["", "`outcomes.png`: ROUGE-L to the most similar earlier instruction, and the outcome of every task."]
     if result.kept:
         lines += ["", "Examples:", ""] + [f"- {o.text}" for o in result.kept[:5]]
     return "\n".join(lines) + "\n"
@@ -51,6 +53,7 @@ def build(ctx: StageContext) -> StageOutput:
     return StageOutput(
         table=generated_records(result.kept, backend.name, backend.model),
         companions={"quarantine": quarantine_table(result.dropped)},
+        files={"outcomes.png": outcome_png(result, params.similarity_threshold)},
         stats=counts,
         report=report(result, backend.name, backend.model),
     )

@@ -1,0 +1,125 @@
+"""Answering prompts with a stored model, in the chat format it was trained on.
+
+A train artifact holds the adapter and the tokenizer whose `chat_template` is the training template; its
+base model is the `base_model` artifact named in its manifest. The same template is used with and without
+the adapter, so the two answers differ only by what training changed.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from storage.store import DatasetMissing, Store
+from tasks.errors import BadInputError
+
+
+@dataclass
+class Loaded:
+    model: Any
+    tokenizer: Any
+    adapter: bool
+    description: str
+    system: str | None = None  # the system prompt training used (format.system), the default for prompts
+
+
+def resolve_key(store: Store, reference: str) -> str:
+    """A full store key, or a prefix of exactly one model key."""
+    if store.verify(reference):
+        return reference
+    matches = [k for k in store.keys() if k.startswith(reference)
+               and store.manifest(k)["stage"] in ("train", "base_model")]
+    if len(matches) == 1:
+        return matches[0]
+    hint = f"it matches {len(matches)} keys" if matches else "no such key; see `sftflow store ls`"
+    raise BadInputError(f"{reference!r} does not name one model in the store {store.url}: {hint}", field="--model")
+
+
+def load_model(store: Store, reference: str, adapter: bool = True) -> Loaded:
+    """A `train` artifact (with or without its adapter), a `base_model` artifact, or a local model folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if Path(reference).is_dir():
+        return Loaded(AutoModelForCausalLM.from_pretrained(reference), AutoTokenizer.from_pretrained(reference),
+                      False, reference)
+    key = resolve_key(store, reference)
+    try:
+        manifest = store.manifest(key)
+    except DatasetMissing as exc:
+        raise BadInputError(str(exc), field="--model") from exc
+    if manifest["stage"] == "base_model":
+        folder = store.local_path(key, "files", "model")
+        return Loaded(AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder), False, key)
+    if manifest["stage"] != "train":
+        raise BadInputError(f"{key} is a {manifest['stage']} output, not a model", field="--model")
+    base = store.local_path(manifest["inputs"]["base_model"], "files", "model")
+    tokenizer = AutoTokenizer.from_pretrained(store.local_path(key, "files", "tokenizer"))
+    model = AutoModelForCausalLM.from_pretrained(base)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, store.local_path(key, "files", "adapter"))
+    return Loaded(model, tokenizer, adapter, f"{key} ({'with' if adapter else 'without'} adapter)",
+                  training_system_prompt(store, manifest["inputs"].get("tokenized")))
+
+
+def training_system_prompt(store: Store, tokenized_key: str | None) -> str | None:
+    """format.system of the data a model was trained on (None: each template's default applied)."""
+    try:
+        return (store.manifest(tokenized_key).get("params") or {}).get("system") if tokenized_key else None
+    except DatasetMissing:
+        return None
+
+
+def render_prompt(tokenizer: Any, prompt: str, system: str | None = None) -> str:
+    if not getattr(tokenizer, "chat_template", None):
+        raise BadInputError("this tokenizer has no chat_template to render prompts with", field="--model")
+    # "" is "no system prompt" (as format.system=""), None leaves the template's default
+    messages = ([{"role": "system", "content": system}] if system is not None else []) + \
+        [{"role": "user", "content": prompt}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompt(tokenizer: Any, text: str) -> Any:
+    """Token ids exactly as the format stage made them: BOS prepended only where the tokenizer adds one."""
+    from tasks.tokenize import tokenizer_adds_bos
+
+    batch = tokenizer(text, return_tensors="pt", add_special_tokens=False, return_token_type_ids=False)
+    bos = tokenizer.bos_token
+    if bos and tokenizer_adds_bos(tokenizer) and not text.startswith(bos):
+        batch = tokenizer(bos + text, return_tensors="pt", add_special_tokens=False, return_token_type_ids=False)
+    return batch
+
+
+def answer(model: Any, tokenizer: Any, prompts: list[str], *, system: str | None = None, max_new_tokens: int = 64,
+           temperature: float = 0.0) -> list[dict[str, Any]]:
+    """Greedy (temperature 0) or sampled answers, one prompt at a time (no padding effects)."""
+    import torch
+
+    model.eval()
+    device = next(model.parameters()).device
+    results = []
+    for prompt in prompts:
+        batch = encode_prompt(tokenizer, render_prompt(tokenizer, prompt, system)).to(device)
+        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        began = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **sampling)
+        new = out[0, batch["input_ids"].shape[1]:]
+        results.append({"prompt": prompt, "answer": tokenizer.decode(new, skip_special_tokens=True).strip(),
+                        "new_tokens": int(new.numel()), "seconds": round(time.perf_counter() - began, 3)})
+    return results
+
+
+def compare_markdown(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> str:
+    lines = ["## Sample answers (same template; base model vs. trained adapter)", ""]
+    for b, a in zip(before, after):
+        lines += [f"**Prompt:** {b['prompt']}", "", f"- before: {_quote(b['answer'])}",
+                  f"- after: {_quote(a['answer'])}", ""]
+    return "\n".join(lines)
+
+
+def _quote(text: str) -> str:
+    return " ".join(text.split())[:500] or "(empty)"

@@ -1,0 +1,130 @@
+"""The Trainer run: checkpoints in a working folder keyed by the stage key, so a retry resumes there."""
+from __future__ import annotations
+
+import logging
+import math
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.train.data import Prepared, TokenDataset
+from tasks.train.model import DEFAULT_LEARNING_RATE, PROMPT_LEARNING, Device
+
+log = logging.getLogger("sftflow")
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+COMPLETE_MARK = "trainer_state.json"  # the Trainer writes it after the weights, optimizer and RNG states
+
+
+@dataclass
+class FitResult:
+    log_history: list[dict[str, Any]]
+    resumed_from_step: int | None
+    steps: int
+    seconds: float
+    tokens: int  # non-padding tokens seen by this process (not those before a resume)
+    eval_loss_before: float | None
+    eval_loss_after: float | None
+
+
+class CountingCollator:
+    """Wraps the collator and counts the real (unpadded) tokens it hands to the model."""
+
+    def __init__(self, collator: Callable[[list[dict]], dict]):
+        self.collator, self.tokens = collator, 0
+
+    def __call__(self, features: list[dict]) -> dict:
+        self.tokens += sum(len(f["input_ids"]) for f in features)  # rows are truncated before; packs pad none
+        return self.collator(features)
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint; half-written ones (a kill during saving) are removed."""
+    if not folder.is_dir():
+        return None
+    found = []
+    for path in folder.iterdir():
+        match = CHECKPOINT.match(path.name)
+        if not match:
+            continue
+        if (path / COMPLETE_MARK).is_file():
+            found.append((int(match.group(1)), path))
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+    return max(found)[1] if found else None
+
+
+def planned_steps(params: Any, train_rows: int) -> int:
+    if params.max_steps:
+        return params.max_steps
+    per_epoch = math.ceil(math.ceil(train_rows / params.batch_size) / params.grad_accumulation)
+    return max(1, math.ceil(per_epoch * params.epochs))
+
+
+def fit(model: Any, collator: Callable, prepared: Prepared, params: Any, device: Device, checkpoints: Path,
+        progress: Callable[[int | None, str], Callable[[int], None]]) -> FitResult:
+    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+
+    total = planned_steps(params, len(prepared.train))
+    advance = progress(total, "train steps")
+
+    class StepProgress(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001 - transformers' signature
+            advance(1)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if logs and ("eval_loss" in logs or state.global_step % 10 == 0):
+                log.info("train step %d/%d: %s", state.global_step, state.max_steps,
+                         {k: round(v, 4) for k, v in logs.items() if isinstance(v, float)})
+
+    has_eval = len(prepared.eval) > 0
+    use_gc = device.kind == "cuda" and params.gradient_checkpointing and params.method not in PROMPT_LEARNING
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        max_steps=total,
+        per_device_train_batch_size=params.batch_size,
+        per_device_eval_batch_size=params.batch_size,
+        gradient_accumulation_steps=params.grad_accumulation,
+        learning_rate=params.learning_rate or DEFAULT_LEARNING_RATE[params.method],
+        lr_scheduler_type=params.lr_scheduler,
+        warmup_ratio=params.warmup_ratio,
+        logging_steps=1,
+        eval_strategy="steps" if has_eval and params.eval_steps else "no",
+        eval_steps=params.eval_steps,
+        save_strategy="steps",
+        save_steps=params.save_steps,
+        save_total_limit=2,
+        seed=params.seed,
+        data_seed=params.seed,
+        bf16=device.precision == "bf16",
+        fp16=device.precision == "fp16",
+        gradient_checkpointing=use_gc,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if use_gc else None,
+        optim="paged_adamw_8bit" if params.method == "qlora" else "adamw_torch",
+        use_cpu=device.kind == "cpu",
+        report_to=[],
+        remove_unused_columns=False,
+        label_names=["labels"],  # a PeftModel's forward hides `labels`; without this there is no eval loss
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    counting = CountingCollator(collator)
+    trainer = Trainer(model=model, args=args, train_dataset=TokenDataset(prepared.train),
+                      eval_dataset=TokenDataset(prepared.eval) if has_eval else None, data_collator=counting,
+                      callbacks=[StepProgress()])
+    trainer.remove_callback(PrinterCallback)  # it prints logs on stdout, where `--json` output goes
+    resume = latest_checkpoint(checkpoints)
+    before = None
+    if has_eval and resume is None:
+        before = trainer.evaluate()["eval_loss"]
+    counting.tokens = 0
+    began = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.perf_counter() - began
+    tokens = counting.tokens
+    after = trainer.evaluate()["eval_loss"] if has_eval else None
+    return FitResult(trainer.state.log_history, int(CHECKPOINT.match(resume.name).group(1)) if resume else None,
+                     output.global_step, seconds, tokens, before, after)

@@ -1,0 +1,167 @@
+"""IQS: revision layouts and bad input (fast), and a tiny real COMET model trained, reloaded in a new
+process, evaluated on held-back CaR pairs and used to score a conversation table."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.errors import BadInputError
+from tasks.iqs.revisions import (
+    load_pairs,
+    normalize_whitespace,
+    ranking_triples,
+    read_revisions,
+    regression_rows,
+    split_pairs,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_REVISIONS = ROOT / "demo" / "revisions_demo.jsonl"
+
+
+def write_csv(path: Path, rows: list[list[str]]) -> Path:
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    return path
+
+
+def record(raw: str, revised: str, **extra) -> dict:
+    return {"Raw Instruction": "List two colours.", "Raw Input": "", "Raw Response": raw,
+            "Revised Instruction": "List two colours.", "Revised Input": "", "Revised Response": revised, **extra}
+
+
+# -- layouts ---------------------------------------------------------------------------------------------
+def test_records_become_car_text_with_distance_filter(tmp_path):
+    path = tmp_path / "rev.jsonl"
+    long_answer = "Two colours are red and blue.\nRed is a warm colour; blue is a cool one. " * 4
+    path.write_text("\n".join(json.dumps(r) for r in [
+        record("red", long_answer),  # far apart: kept
+        record("red blue", "red, blue"),  # closer than 200 characters: dropped
+        record("red", "blue", Distance=900),  # a given Distance wins
+    ]))
+    pairs, stats = load_pairs([path])
+    assert stats == {"pairs_read": 3, "pairs_below_min_distance": 1, "pairs_kept": 2}
+    assert pairs[0].raw == "Instruction: List two colours. Response: red"
+    assert pairs[0].distance >= 200 and pairs[1].distance == 900
+    rows = regression_rows(pairs)
+    assert rows.column("score").to_pylist() == [0.0, 1.0, 0.0, 1.0]
+    assert "\n" not in rows.column("src")[1].as_py()
+    assert "\n" in regression_rows(pairs, normalize=False).column("src")[1].as_py()
+    triples = ranking_triples(pairs).to_pylist()
+    assert triples[0] == {"src": "Instruction: List two colours.", "pos": "Response: " + normalize_whitespace(
+        long_answer), "neg": "Response: red"}
+
+
+def test_csv_pairs_and_deterministic_split(tmp_path):
+    rows = [["src", "score"]]
+    for i in range(40):
+        rows += [[f"Instruction: q{i} Response: short", "0"], [f"Instruction: q{i} Response: long answer {i}", "1"]]
+    pairs, layout = read_revisions(write_csv(tmp_path / "p.csv", rows))
+    assert layout == "pairs_csv" and len(pairs) == 40
+    train, valid = split_pairs(pairs, 0.25, seed=0)
+    assert len(train) + len(valid) == 40 and 0 < len(valid) < 20
+    assert split_pairs(list(reversed(pairs)), 0.25, seed=0)[1] == list(reversed(valid))  # order-free
+    # prepared CSVs keep close pairs unless asked
+    assert load_pairs([tmp_path / "p.csv"])[1]["pairs_kept"] == 40
+    assert load_pairs([tmp_path / "p.csv"], filter_csv=True, min_distance=12)[1]["pairs_kept"] == 30
+
+
+@pytest.mark.parametrize("rows, field, message", [
+    ([["text", "score"], ["a", "0"]], "src", "missing column(s) src"),
+    ([["src", "label"], ["a", "0"]], "score", "missing column(s) score"),
+    ([["src", "score"], ["Instruction: a Response: b", "0"], ["Instruction: a Response: c", "1.5"]],
+     "score", "outside [0, 1]"),
+    ([["src", "score"], ["Instruction: a Response: b", "0"], ["  ", "1"]], "src", "empty text"),
+    ([["src", "score"], ["Instruction: a Response: b", "0"], ["Instruction: a Response: c", "x"]],
+     "score", "not a number"),
+    ([["src", "score"], ["Instruction: a Response: b", "1"], ["Instruction: a Response: c", "0"]],
+     "score", "raw row then a better-scored revision"),
+])
+def test_bad_csv_names_file_row_and_field(tmp_path, rows, field, message):
+    path = write_csv(tmp_path / "bad.csv", rows)
+    with pytest.raises(BadInputError) as info:
+        read_revisions(path)
+    assert info.value.field == field and message in str(info.value) and "bad.csv" in str(info.value)
+
+
+def test_bad_records(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(record("red", "")) + "\n")
+    with pytest.raises(BadInputError, match="row 1, field 'Revised Response': empty text"):
+        read_revisions(path)
+    path.write_text(json.dumps({"Raw Instruction": "x"}) + "\n")
+    with pytest.raises(BadInputError, match="field 'Raw Response'"):
+        read_revisions(path)
+    path.write_text(json.dumps(record("red", "red.")) + "\n")
+    with pytest.raises(BadInputError, match="no revision pairs left"):
+        load_pairs([path])
+
+
+def test_demo_revisions_are_valid():
+    pairs, stats = load_pairs([DEMO_REVISIONS])
+    assert stats["pairs_read"] == 40 and stats["pairs_kept"] >= 35
+
+
+# -- a real tiny model -------------------------------------------------------------------------------------
+def run_cli(*args: str, home: Path) -> dict:
+    env = {**os.environ, "SFTFLOW_HOME": str(home)}
+    done = subprocess.run([sys.executable, "-m", "flows", *args, "--json"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_tiny_model_trains_reloads_in_new_process_and_ranks(tmp_path, shared_data):
+    from flows.config import IQSConfig
+    from storage.schema import make_record, records_to_table
+    from storage.stage import run_stage
+    from storage.store import Store
+    from tasks.iqs import TRAIN_STAGE
+
+    with (shared_data / "car" / "APE_score_train.csv").open() as fh:
+        train = list(csv.reader(fh))
+    with (shared_data / "car" / "APE_score_valid.csv").open() as fh:
+        valid = list(csv.reader(fh))
+    train_csv = write_csv(tmp_path / "train.csv", train[:1 + 2 * 48])
+    valid_csv = write_csv(tmp_path / "valid.csv", valid[:1 + 2 * 8])
+    held_back = write_csv(tmp_path / "held_back.csv", [valid[0]] + valid[1 + 2 * 8:1 + 2 * 40])
+
+    home = tmp_path / "home"
+    store = Store(str(home / "store"))
+    params = IQSConfig(revisions=[str(train_csv)], validation_revisions=[str(valid_csv)], epochs=1,
+                       nr_frozen_epochs=0, hidden_sizes=[64], learning_rate=1e-3, accumulate_grad_batches=1)
+    result = run_stage(TRAIN_STAGE, params, {}, store)
+    files = {f["name"] for f in store.manifest(result.ref.key)["files"]}
+    assert {"files/model/hparams.yaml", "files/model/checkpoints/model.ckpt", "files/probe.json",
+            "files/metrics.json", "files/model.json"} <= files
+    assert result.ref.kind == "model"
+    info = json.loads(store.read_file(result.ref.key, "model.json"))
+    assert store.read_table(info["data_key"]).num_rows == 2 * (48 + 8)
+
+    evaluated = run_cli("iqs", "eval", "--model", result.ref.key, "--pairs", str(held_back), home=home)
+    assert evaluated["pairs"] == 32
+    assert evaluated["pairwise_accuracy"] > 0.6, evaluated  # chance is 0.5
+    assert set(evaluated["baselines"]) == {"response_length_words", "newline_then_length", "minilm_logreg"}
+
+    pairs, _ = read_revisions(held_back)
+    records = []
+    for i, pair in enumerate(pairs[:6]):
+        for side, text in (("raw", pair.raw), ("revised", pair.revised)):
+            instruction, response = text.split(" Response: ", 1)
+            records.append(make_record(
+                uri="test", fmt="test", row=len(records), system=None, messages=[{"role": "user", "content": instruction.removeprefix("Instruction: ")},
+                          {"role": "assistant", "content": response}], meta={"pair": i, "side": side}))
+    store.publish_table("conversations-test", "ingest", records_to_table(records))
+    scored = run_cli("iqs", "score", "--model", result.ref.key, "conversations-test", home=home)
+    table = store.read_table(scored["key"]).to_pylist()
+    assert len(table) == 12 and sorted(r["iqs_rank"] for r in table) == list(range(1, 13))
+    assert all(isinstance(r["iqs_score"], float) for r in table)
+    again = run_cli("iqs", "score", "--model", result.ref.key, "conversations-test", home=home)
+    assert again["status"] == "cached" and again["key"] == scored["key"]

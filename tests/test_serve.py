@@ -27,7 +27,8 @@ pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-LATER_STAGES_RAN = {stage: ["Completed"] for stage in ("ingest", "embed", "cluster", "select")}
+LATER_STAGES_RAN = {stage: ["Completed"] for stage in ("ingest", "embed", "cluster", "select", "train.base", "format",
+                                                      "train")}
 
 
 def free_port() -> int:
@@ -103,11 +104,11 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(shared_data, tmp_path_factory):
+def served(shared_data, tmp_path_factory, tiny_lm):
     home = tmp_path_factory.mktemp("serve-home")
     sources = write_sources(shared_data, home / "sources", count=3, rows=15)
     config_path = home / "pipeline.yaml"
-    config_path.write_text(yaml.safe_dump(pipeline_config(None, sources, name="nightly-demo").model_dump(
+    config_path.write_text(yaml.safe_dump(pipeline_config(None, sources, tiny_lm, name="nightly-demo").model_dump(
         mode="json", exclude_none=True)))
     served = Served(home, config_path)
     served.started = served.serve()

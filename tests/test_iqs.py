@@ -191,3 +191,46 @@ def test_tiny_model_trains_reloads_in_new_process_and_ranks(tmp_path, shared_dat
     again = run_stage(SCORE_STAGE, IQSConfig.model_validate({**info["hyperparameters"], "model": result.ref.key}),
                       {"conversations": store.ref("conversations-test"), "model": result.ref}, store)
     assert again.status == "cached" and again.ref.key == scored["key"]  # unchanged data and model
+
+
+def test_probe_model_scores_with_the_embed_stage_vectors(store):
+    import numpy as np
+
+    from flows.config import IQSConfig
+    from storage.schema import make_record, records_to_table
+    from storage.stage import run_stage
+    from tasks.embed import embeddings_table
+    from tasks.iqs import SCORE_STAGE, TRAIN_STAGE
+    from tasks.iqs.probe import Probe, encode
+    from tasks.text import table_texts
+
+    params = IQSConfig(scorer="probe", revisions=[str(DEMO_REVISIONS)], valid_fraction=0.25)
+    trained = run_stage(TRAIN_STAGE, params, {}, store)
+    files = {f["name"] for f in store.manifest(trained.ref.key)["files"]}
+    assert "files/probe.json" in files and not any(f.startswith("files/model/") for f in files)
+    metrics = json.loads(store.read_file(trained.ref.key, "metrics.json"))["validation"]
+    assert metrics["pairwise_accuracy"] == metrics["baselines"]["minilm_logreg"]
+
+    records = [make_record(uri="t", fmt="t", row=i, system=None, messages=[
+        {"role": "user", "content": q}, {"role": "assistant", "content": a}]) for i, (q, a) in enumerate([
+            ("What is the capital of France?", "Paris."),
+            ("What is the capital of France?", "The capital of France is Paris, its largest city, on the Seine."),
+            ("Name a prime number.", "7 is a prime number: its only divisors are 1 and itself.")])]
+    conversations = store.publish_table("conv", "ingest", records_to_table(records))
+    table = store.read_table("conv")
+    vectors = encode(table_texts(table))
+    embeddings = store.publish_table("emb", "embed", embeddings_table(table.column("id").to_pylist(), vectors))
+    scored = run_stage(SCORE_STAGE, params, {"conversations": conversations, "model": trained.ref,
+                                             "embeddings": embeddings}, store)
+    out = store.read_table(scored.ref.key).to_pylist()
+    expected = Probe.from_json(store.read_file(trained.ref.key, "probe.json")).scores(vectors)
+    assert np.allclose([r["iqs_score"] for r in out], expected, atol=1e-6)
+    assert sorted(r["iqs_rank"] for r in out) == [1, 2, 3]
+
+    short = store.publish_table("emb-short", "embed", embeddings_table(table.column("id").to_pylist(), vectors[:, :8]))
+    with pytest.raises(BadInputError, match="8 dimensions"):
+        run_stage(SCORE_STAGE, params, {"conversations": conversations, "model": trained.ref,
+                                        "embeddings": short}, store)
+    with pytest.raises(BadInputError, match="no COMET checkpoint"):
+        run_stage(SCORE_STAGE, params.model_copy(update={"scorer": "comet"}),
+                  {"conversations": conversations, "model": trained.ref}, store)

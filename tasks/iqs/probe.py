@@ -6,26 +6,27 @@ probe is stored as plain JSON (weights, bias, encoder), not a pickle.
 """
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 
-def encode(texts: Sequence[str], model_path: str | None = None, batch_size: int = 64) -> np.ndarray:
-    """L2-normalized sentence embeddings (float32) with sentence-transformers; the bundled MiniLM by default.
+@functools.lru_cache(maxsize=2)
+def _embedder(model_name: str | None) -> Any:
+    from tasks import embed
 
-    Same model and normalization as the embed stage; kept here for training the probe on revision texts.
-    """
-    from sentence_transformers import SentenceTransformer
+    return embed.load_model(model_name)
 
-    from tasks.iqs.train import bundled_minilm
 
-    model = SentenceTransformer(model_path or bundled_minilm(), device=None)
-    vectors = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                           convert_to_numpy=True, show_progress_bar=False)
-    return vectors.astype(np.float32)
+def encode(texts: Sequence[str], model_name: str | None = None, batch_size: int = 64) -> np.ndarray:
+    """The embed stage's vectors for `texts` (same model, L2-normalized float32): the bundled MiniLM by default."""
+    from tasks import embed
+
+    return embed.encode(_embedder(model_name), list(texts), batch_size)
 
 
 @dataclass

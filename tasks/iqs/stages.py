@@ -155,10 +155,11 @@ def load_scorer(store: Store, key: str, scorer: str, batch_size: int = 32):
 
 # -- scoring ----------------------------------------------------------------------------------------------
 def embeddings_by_id(store: Store, ref: DatasetRef) -> Mapping[str, np.ndarray]:
+    from tasks.embed import embedding_matrix
+
     table = store.read_table(ref.key, columns=["id", "embedding"])
-    vectors = np.asarray(table.column("embedding").combine_chunks().flatten().to_numpy(), np.float32)
-    vectors = vectors.reshape(table.num_rows, -1)
-    return dict(zip(table.column("id").to_pylist(), vectors))
+    ids = table.column("id").to_pylist()
+    return dict(zip(ids, embedding_matrix(table.column("embedding"), ids)))
 
 
 def build_score(ctx: StageContext, conversations: DatasetRef, model: DatasetRef,
@@ -186,7 +187,12 @@ def build_score(ctx: StageContext, conversations: DatasetRef, model: DatasetRef,
                                  batch_size=p.batch_size, advance=advance)
             scores, truncated = result.scores, truncated + result.truncated
         else:
-            scores = probe.scores(shard_embeddings(vectors, shard_ids, table, embeddings))
+            matrix = shard_embeddings(vectors, shard_ids, table, embeddings)
+            if matrix.shape[1] != len(probe.weights):
+                raise BadInputError(f"embeddings have {matrix.shape[1]} dimensions, the probe of {model.key} "
+                                    f"{len(probe.weights)}: embed with the probe's model ({probe.encoder})",
+                                    field="embedding")
+            scores = probe.scores(matrix)
             advance(len(shard_ids))
         ids += shard_ids
         parts.append(scores)

@@ -34,7 +34,7 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not gpu and not slow" -x $(PYTEST_ARGS)
 
-serve: install
+serve: install $(DEMO_DATA)  # the deployments default to the demo config
 	$(BIN)/sftflow serve
 
 bench: install

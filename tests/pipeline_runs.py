@@ -23,10 +23,15 @@ def write_sources(shared_data: Path, folder: Path, count: int = 3, rows: int = 2
     return paths
 
 
-def pipeline_config(store_url: str, sources: list[str], **sections: Any) -> Any:
+def pipeline_config(store_url: str | None, sources: list[str], base_model: Path, **sections: Any) -> Any:
+    """The whole pipeline, kept quick: no IQS model (selection by clusters alone), the session's tiny LM as the
+    base model, one training step."""
     from flows.config import PipelineConfig
 
-    data = {"name": "orchestration-test", "store": store_url, "ingest": {"sources": [{"path": p} for p in sources]}}
+    data = {"name": "orchestration-test", "store": store_url, "ingest": {"sources": [{"path": p} for p in sources]},
+            "iqs": {"scorer": "none"}, "format": {"max_length": 128},
+            "train": {"base_model": str(base_model), "max_steps": 1, "sample_prompts": ["Hi"],
+                      "sample_max_new_tokens": 2}}
     data.update(sections)
     return PipelineConfig.model_validate(data)
 

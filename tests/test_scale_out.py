@@ -22,13 +22,13 @@ def outputs(store, report) -> dict[str, tuple[int, list[str]]]:
 
 
 @pytest.mark.slow
-def test_dask_local_cluster_matches_the_default_runner(prefect_api, shared_data, tmp_path):
+def test_dask_local_cluster_matches_the_default_runner(prefect_api, shared_data, tmp_path, tiny_lm):
     from storage.store import Store
 
     sources = write_sources(shared_data, tmp_path / "sources", count=4, rows=25)
     thread_store, dask_store = Store(str(tmp_path / "thread")), Store(str(tmp_path / "dask"))
-    _, expected = run_flow(pipeline_config(thread_store.url, sources))
-    config = pipeline_config(dask_store.url, sources, runner={"task_runner": "dask", "workers": 2})
+    _, expected = run_flow(pipeline_config(thread_store.url, sources, tiny_lm))
+    config = pipeline_config(dask_store.url, sources, tiny_lm, runner={"task_runner": "dask", "workers": 2})
     # started the way a deployment or the UI starts it (on the default runner): the stages move to a Dask subflow
     flow_run_id, report = run_flow(config)
     assert report["ok"] and all(row["status"] == "ran" for row in report["stages"])
@@ -57,7 +57,8 @@ def test_remote_cluster_with_a_local_store_is_refused(tmp_path):
 def test_cli_refuses_a_remote_cluster_with_a_local_store(shared_data, tmp_path):
     sources = write_sources(shared_data, tmp_path / "sources", count=1, rows=5)
     path = tmp_path / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(pipeline_config(str(tmp_path / "store"), sources).model_dump(mode="json")))
+    config = pipeline_config(str(tmp_path / "store"), sources, tmp_path / "no-model")
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     done = subprocess.run([PYTHON, "-m", "flows", "run", str(path), "--task-runner", "dask",
                            "--address", "tcp://10.1.2.3:8786"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr

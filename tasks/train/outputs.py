@@ -58,9 +58,10 @@ def model_card(*, base: dict[str, Any], data_key: str, template: str, params: di
                stats: dict[str, Any], upstream: list[dict[str, Any]]) -> str:
     selection = [u for u in upstream if u["stage"] == "select"]
     lines = [
-        "---", "library_name: peft", f"base_model: {base.get('reference')}", "tags: [sftflow, "
+        "---", "library_name: peft", f"base_model: {base.get('name') or base.get('reference')}", "tags: [sftflow, "
         f"{params['method']}, sft]", "---", "", f"# {params['method'].upper()} adapter trained by sftflow", "",
-        f"- base model: `{base.get('reference')}` (store key `{base.get('key')}`, {base.get('model_type')})",
+        f"- base model: `{base.get('name') or base.get('reference')}` from `{base.get('reference')}` "
+        f"(store key `{base.get('key')}`, {base.get('model_type')})",
         f"- training data: store key `{data_key}` ({stats.get('train_rows')} training rows, "
         f"{stats.get('eval_rows')} held out)",
         f"- chat template: `{template}` (written into the tokenizer's `chat_template`; generate with "

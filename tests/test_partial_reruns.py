@@ -16,8 +16,9 @@ from tests.pipeline_runs import PYTHON, ROOT, api_env, pipeline_config, run_flow
 pytest.importorskip("tasks.ingest", reason="the ingest stage is not in this checkout yet")
 
 
-# the stages a failure in (or `--from`) cluster runs again
-FROM_CLUSTER = ("cluster", "select", "train.base", "format", "train")
+# the stages a failure in (or `--from`) cluster runs again: tasks as Prefect names them, and the run table's labels
+FROM_CLUSTER = ("cluster", "select", "base_model", "format", "train")
+FROM_CLUSTER_LABELS = ("cluster", "select", "train.base", "format", "train")
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def test_one_changed_parameter_reruns_only_that_stage_and_later(prefect_api, sto
     changed = config.model_copy(deep=True)
     changed.select.n2 = 2
     flow_run_id, second = run_flow(changed)
-    assert task_states(flow_run_id) == expected(["Cached"] * 3, cached=("ingest", "embed", "cluster", "train.base"),
+    assert task_states(flow_run_id) == expected(["Cached"] * 3, cached=("ingest", "embed", "cluster", "base_model"),
                                                 ran=("select", "format", "train"))
     before, after = stage_keys(first), stage_keys(second)
     assert all(after[s] == before[s] for s in ("ingest", "embed", "cluster"))
@@ -87,7 +88,7 @@ def test_from_stage_forces_it_and_everything_after(prefect_api, store, sources, 
     flow_run_id, again = run_flow(config, from_stage="cluster")
     assert task_states(flow_run_id) == expected(["Cached"] * 3, cached=("ingest", "embed"), ran=FROM_CLUSTER)
     assert stage_keys(again) == keys  # same keys, rebuilt in place
-    assert statuses(again) == {**{s: "cached" for s in keys}, **{s: "ran" for s in FROM_CLUSTER}}
+    assert statuses(again) == {**{s: "cached" for s in keys}, **{s: "ran" for s in FROM_CLUSTER_LABELS}}
     assert created(store, keys["cluster"]) != before and store.verify(keys["cluster"])
 
 
@@ -102,7 +103,7 @@ def test_deleted_or_corrupted_datasets_are_rebuilt_not_served(prefect_api, store
     # ingest[2] is rebuilt; its content is the same, so the merge key is too and everything after is a hit, except
     # the deleted cluster dataset, which is rebuilt
     assert task_states(flow_run_id) == expected(["Cached", "Cached", "Completed"], ran=("cluster",),
-                                                cached=("ingest", "embed", "select", "train.base", "format", "train"))
+                                                cached=("ingest", "embed", "select", "base_model", "format", "train"))
     assert stage_keys(again) == keys and all(store.verify(key) for key in keys.values())
     assert store.read_table(keys["ingest[2]"]).num_rows == first["stages"][2]["rows_out"]
 

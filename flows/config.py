@@ -2,7 +2,7 @@
 
 Each stage reads its own section; a section is also the stage's cache-key parameters, so a field that does
 not change the stage's output (a batch size, a device) is marked `json_schema_extra=NOT_IN_KEY` to stay out of
-the key. Not pydantic's `exclude=True`: Prefect serializes flow parameters with model_dump, which drops those.
+the key. Not pydantic's `json_schema_extra=NOT_IN_KEY`: Prefect serializes flow parameters with model_dump, which drops those.
 """
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ class IQSConfig(Section):
     encoder_model: str = Field("BERT", description="COMET encoder class: BERT (MiniLM), XLM-RoBERTa (CaR), ...")
     epochs: int = Field(3, ge=1, description="maximum epochs (early stopping on validation pairwise accuracy)")
     patience: int = Field(1, ge=0, description="epochs without improvement before stopping")
-    limit_train_batches: float = Field(1.0, gt=0, description="share of training batches per epoch (<1: quick runs)")
+    limit_train_batches: int | float = Field(1.0, gt=0, description="share (float) or number (int) of training "
+                                             "batches per epoch, for quick runs")
     train_batch_size: int = Field(8, ge=1)
     accumulate_grad_batches: int = Field(2, ge=1)
     encoder_learning_rate: float = Field(3e-5, gt=0, description="CaR: 1e-6 (xlm-roberta-large)")
@@ -107,13 +108,16 @@ class ClusterConfig(Section):
     pca_components: int | None = Field(None, ge=1, description="a fixed number of PCA components instead")
     k: int | None = Field(None, ge=1, description="number of clusters; int(sqrt(n/2)) when empty (CaR)")
     seed: int = 42
-    niter: int = Field(20, ge=1, description="k-means (Lloyd) iterations")
+    niter: int = Field(10, ge=1, description="k-means (Lloyd) iterations; after k-means++ seeding 10 reach "
+                                            "what 20 do (benchmarks/cluster.py)")
     init: Literal["kmeans++", "random"] = Field(
         "kmeans++", description="kmeans++: greedy k-means++ seeding (as sklearn/CaR) on a sample of 50 points per "
                                 "cluster; random: faiss's random seeding")
     max_points_per_centroid: int | None = Field(
-        None, ge=1, description="faiss trains on at most k times this many sampled points; empty: every point")
-    device: Literal["auto", "cpu", "gpu"] = Field("auto", json_schema_extra=NOT_IN_KEY, description="auto: gpu when faiss sees one")
+        128, ge=1, description="faiss trains on at most k times this many sampled points (every row is then "
+                               "assigned); empty (null): train on every point, as CaR's sklearn run")
+    device: Literal["auto", "cpu", "gpu"] = Field("auto", json_schema_extra=NOT_IN_KEY,
+                                                  description="auto: gpu when faiss sees one")
 
 
 class SelectConfig(Section):

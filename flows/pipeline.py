@@ -19,7 +19,7 @@ from tasks.base_model import BaseModelParams
 from tasks.errors import BadInputError
 
 # "iqs.train" (only when iqs.model is empty) sits before "iqs": `--from iqs` rescores without retraining.
-ORDER = ("ingest", "embed", "iqs.train", "iqs", "cluster", "select", "train.base", "format", "train")
+ORDER = ("ingest", "embed", "iqs.train", "iqs", "cluster", "select", "base_model", "format", "train")
 RUNNER_CLASSES = {"thread": "ThreadPoolTaskRunner", "dask": "DaskTaskRunner", "ray": "RayTaskRunner"}
 
 
@@ -50,7 +50,7 @@ def sft_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
         select_inputs["scored"] = scored
     selection = tracker.run("select", stages.select, config.select, select_inputs)
     # the base model comes before format, which tokenizes with its tokenizer
-    base_model = tracker.run("train.base", stages.base_model, BaseModelParams(reference=config.train.base_model), {})
+    base_model = tracker.run("base_model", stages.base_model, BaseModelParams(reference=config.train.base_model), {})
     tokenized = tracker.run("format", stages.format, config.format, {"selection": selection, "base_model": base_model})
     tracker.run("train", stages.train, config.train, {"tokenized": tokenized, "base_model": base_model})
     return tracker.finish(f"sft-pipeline: {config.name}")

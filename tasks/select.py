@@ -249,7 +249,8 @@ def plots(clusters: pa.Table, scored: pa.Table | None, selection: pa.Table) -> d
     cluster = clusters.column("cluster").to_numpy()
     colors = plt.get_cmap("tab20")(cluster % 20)
     fig, ax = plt.subplots(figsize=(8, 7))
-    ax.scatter(pc1, pc2, c=colors, s=3, alpha=0.35, linewidths=0, rasterized=True)
+    dot = float(np.clip(8000 / max(len(pc1), 1), 2, 16))  # visible on small sets, not a blot on large ones
+    ax.scatter(pc1, pc2, c=colors, s=dot, alpha=0.5, linewidths=0, rasterized=True)
     for reason, marker, size in ((TOP_SCORE, "o", 14), (CLUSTER_TOP, "*", 60)):
         rows = chosen[reasons == reason]
         if len(rows):

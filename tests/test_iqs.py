@@ -108,6 +108,30 @@ def test_demo_revisions_are_valid():
     assert stats["pairs_read"] == 40 and stats["pairs_kept"] >= 35
 
 
+def test_rank_breaks_ties_by_id_and_baselines_compare_pairs():
+    import numpy as np
+
+    from tasks.iqs.evaluate import evaluate_pairs
+    from tasks.iqs.revisions import RevisionPair
+    from tasks.iqs.score import rank
+
+    assert rank(["b", "a", "c"], np.array([0.5, 0.5, 0.9])).tolist() == [3, 2, 1]
+    pairs = [RevisionPair("Instruction: a Response: one two", "Instruction: a Response: one\ntwo", 9, "x:1"),
+             RevisionPair("Instruction: b Response: one", "Instruction: b Response: one two three", 9, "x:3")]
+    result = evaluate_pairs(pairs, scorer=lambda texts: np.array([len(t) for t in texts], float))
+    assert result["pairwise_accuracy"] == 0.5  # the equal-length pair is a tie: a miss
+    assert result["baselines"] == {"response_length_words": 0.5, "newline_then_length": 1.0}
+    assert result["baselines_normalized"]["newline_then_length"] == 0.5
+
+
+def test_demo_config_names_the_demo_revisions():
+    from flows.config import load_config
+
+    config = load_config(ROOT / "demo" / "pipeline.yaml")
+    assert [Path(p) for p in config.iqs.revisions] == [DEMO_REVISIONS]
+    assert config.iqs.scorer == "comet" and config.iqs.epochs == 1
+
+
 # -- a real tiny model -------------------------------------------------------------------------------------
 def run_cli(*args: str, home: Path) -> dict:
     env = {**os.environ, "SFTFLOW_HOME": str(home)}
@@ -123,7 +147,7 @@ def test_tiny_model_trains_reloads_in_new_process_and_ranks(tmp_path, shared_dat
     from storage.schema import make_record, records_to_table
     from storage.stage import run_stage
     from storage.store import Store
-    from tasks.iqs import TRAIN_STAGE
+    from tasks.iqs import SCORE_STAGE, TRAIN_STAGE
 
     with (shared_data / "car" / "APE_score_train.csv").open() as fh:
         train = list(csv.reader(fh))
@@ -155,13 +179,15 @@ def test_tiny_model_trains_reloads_in_new_process_and_ranks(tmp_path, shared_dat
     for i, pair in enumerate(pairs[:6]):
         for side, text in (("raw", pair.raw), ("revised", pair.revised)):
             instruction, response = text.split(" Response: ", 1)
-            records.append(make_record(
-                uri="test", fmt="test", row=len(records), system=None, messages=[{"role": "user", "content": instruction.removeprefix("Instruction: ")},
-                          {"role": "assistant", "content": response}], meta={"pair": i, "side": side}))
+            messages = [{"role": "user", "content": instruction.removeprefix("Instruction: ")},
+                        {"role": "assistant", "content": response}]
+            records.append(make_record(uri="test", fmt="test", row=len(records), system=None, messages=messages,
+                                       meta={"pair": i, "side": side}))
     store.publish_table("conversations-test", "ingest", records_to_table(records))
     scored = run_cli("iqs", "score", "--model", result.ref.key, "conversations-test", home=home)
     table = store.read_table(scored["key"]).to_pylist()
     assert len(table) == 12 and sorted(r["iqs_rank"] for r in table) == list(range(1, 13))
     assert all(isinstance(r["iqs_score"], float) for r in table)
-    again = run_cli("iqs", "score", "--model", result.ref.key, "conversations-test", home=home)
-    assert again["status"] == "cached" and again["key"] == scored["key"]
+    again = run_stage(SCORE_STAGE, IQSConfig.model_validate({**info["hyperparameters"], "model": result.ref.key}),
+                      {"conversations": store.ref("conversations-test"), "model": result.ref}, store)
+    assert again.status == "cached" and again.ref.key == scored["key"]  # unchanged data and model

@@ -16,9 +16,8 @@ from tests.pipeline_runs import PYTHON, ROOT, api_env, pipeline_config, run_flow
 pytest.importorskip("tasks.ingest", reason="the ingest stage is not in this checkout yet")
 
 
-# the stages a failure in (or `--from`) cluster runs again: tasks as Prefect names them, and the run table's labels
+# the stages a failure in (or `--from`) cluster runs again
 FROM_CLUSTER = ("cluster", "select", "base_model", "format", "train")
-FROM_CLUSTER_LABELS = ("cluster", "select", "train.base", "format", "train")
 
 
 @pytest.fixture
@@ -88,7 +87,7 @@ def test_from_stage_forces_it_and_everything_after(prefect_api, store, sources, 
     flow_run_id, again = run_flow(config, from_stage="cluster")
     assert task_states(flow_run_id) == expected(["Cached"] * 3, cached=("ingest", "embed"), ran=FROM_CLUSTER)
     assert stage_keys(again) == keys  # same keys, rebuilt in place
-    assert statuses(again) == {**{s: "cached" for s in keys}, **{s: "ran" for s in FROM_CLUSTER_LABELS}}
+    assert statuses(again) == {**{s: "cached" for s in keys}, **{s: "ran" for s in FROM_CLUSTER}}
     assert created(store, keys["cluster"]) != before and store.verify(keys["cluster"])
 
 

@@ -148,21 +148,25 @@ def test_lora_trains_saves_merges_and_reloads(store, base, tokenized):
     assert max(abs(a - b) for a, b in zip(other, with_adapter[-1].tolist())) < 1e-4
 
 
-def test_generate_cli_with_and_without_adapter(store, base, tokenized, tmp_path):
+def test_generate_cli_with_and_without_adapter(store, base, tokenized, tmp_path, capsys):
+    """The CLI in-process (the adapter's reload in a new process is tested above)."""
+    from flows.cli import main
+
     result = run_stage(train_stage.STAGE, fast_config(max_steps=5), {"tokenized": tokenized, "base_model": base},
                        store)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("What is the capital of France?\n\nWrite a short poem about the sea.\n")
     for flag in ([], ["--no-adapter"]):
-        cmd = [sys.executable, "-m", "flows", "generate", "--model", result.ref.key[:12], "--prompts", str(prompts),
-               "--max-new-tokens", "12", "--store", store.url, "--json", *flag]
-        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr[-2000:]
-        payload = json.loads(out.stdout)
+        capsys.readouterr()
+        code = main(["generate", "--model", result.ref.key[:12], "--prompts", str(prompts), "--max-new-tokens", "12",
+                     "--store", store.url, "--json", *flag])
+        assert code == 0
+        payload = json.loads(capsys.readouterr().out)
         assert payload["adapter"] is (not flag) and payload["model"].startswith(result.ref.key)
         assert [a["prompt"] for a in payload["answers"]] == ["What is the capital of France?",
                                                             "Write a short poem about the sea."]
         assert all(1 <= a["new_tokens"] <= 12 for a in payload["answers"])
+    assert main(["generate", "--model", "train-nosuchkey", "--prompt", "hi", "--store", store.url]) == 2
 
 
 @pytest.mark.parametrize("method", ["ptuning", "prefix"])

@@ -58,7 +58,7 @@ def _train(args: argparse.Namespace, store) -> int:
         updates["revisions"] = [str(p) for p in args.revisions]
     if args.validation:
         updates["validation_revisions"] = [str(p) for p in args.validation]
-    params = config.iqs.model_validate({**config.iqs.model_dump(), **updates})
+    params = config.iqs.model_copy(update=updates)
     result = run_stage(TRAIN_STAGE, params, {}, store, force=args.force)
     metrics = json.loads(store.read_file(result.ref.key, "metrics.json"))
     out = {"model": result.ref.key, "status": result.status, "seconds": round(result.seconds, 1),
@@ -78,10 +78,9 @@ def _eval(args: argparse.Namespace, store) -> int:
     info = model_info(store, args.model)
     scorer_name = args.scorer or info["scorer"]
     pairs, _ = read_revisions(args.pairs)
-    scorer, info = load_scorer(store, args.model, scorer_name)
     probe = probe_scorer(Probe.from_json(store.read_file(args.model, "probe.json")))
-    result = evaluate_pairs(pairs, scorer, probe, scorer_normalizes=info["normalize_whitespace"]
-                            or scorer_name == "probe")
+    result = evaluate_pairs(pairs, load_scorer(store, args.model, scorer_name), probe,
+                            scorer_normalizes=info["normalize_whitespace"] or scorer_name == "probe")
     out = {"model": args.model, "scorer": scorer_name, **result}
     emit(out, args.json, _comparison_text(result, scorer_name) +
          f"\nkendall_tau={result['kendall_tau']:.4f}\npairwise_accuracy={result['pairwise_accuracy']:.4f}")

@@ -88,7 +88,10 @@ def build_train(ctx: StageContext) -> StageOutput:
 
     training: dict[str, Any] = {}
     if p.scorer == "comet":
-        total = int(p.epochs * train_rows.num_rows * min(1.0, p.limit_train_batches))
+        limit = p.limit_train_batches
+        per_epoch = min(train_rows.num_rows, limit * p.train_batch_size) if isinstance(limit, int) else \
+            int(train_rows.num_rows * limit)
+        total = p.epochs * per_epoch
         training = train_model(train_rows, valid_rows, p.comet_hparams(), work / "model", epochs=p.epochs,
                                accumulate_grad_batches=p.accumulate_grad_batches, patience=p.patience,
                                seed=p.seed, limit_train_batches=p.limit_train_batches,
@@ -132,18 +135,22 @@ def model_info(store: Store, key: str) -> dict[str, Any]:
         raise BadInputError(f"{key} in {store.url} is not an IQS model (no model.json)", field="model") from exc
 
 
-def load_scorer(store: Store, key: str, scorer: str, batch_size: int = 32):
-    """(score function over texts, model info) for a stored model; `scorer` is comet or probe."""
-    info = model_info(store, key)
-    if scorer == "probe":
-        return probe_scorer(Probe.from_json(store.read_file(key, "probe.json"))), info
+def load_comet(store: Store, key: str, info: dict[str, Any]):
+    """The COMET model of a stored IQS model (BadInputError when it was trained as a probe only)."""
     if info["scorer"] != "comet":
         raise BadInputError(f"model {key} was trained with scorer {info['scorer']!r}: it has no COMET "
                             "checkpoint; set iqs.scorer=probe or train a comet model", field="iqs.scorer")
     from tasks.iqs.train import load_model
 
-    model = load_model(store.local_path(key, "files", "model"))
-    return comet_scorer(model, info["normalize_whitespace"], batch_size), info
+    return load_model(store.local_path(key, "files", "model"))
+
+
+def load_scorer(store: Store, key: str, scorer: str, batch_size: int = 32):
+    """A score function over texts for a stored model; `scorer` is comet or probe."""
+    info = model_info(store, key)
+    if scorer == "probe":
+        return probe_scorer(Probe.from_json(store.read_file(key, "probe.json")))
+    return comet_scorer(load_comet(store, key, info), info["normalize_whitespace"], batch_size)
 
 
 # -- scoring ----------------------------------------------------------------------------------------------
@@ -162,12 +169,7 @@ def build_score(ctx: StageContext, conversations: DatasetRef, model: DatasetRef,
     info = model_info(store, model.key)
     comet_model, probe, vectors = None, None, None
     if p.scorer == "comet":
-        if info["scorer"] != "comet":
-            raise BadInputError(f"model {model.key} has no COMET checkpoint (trained with scorer "
-                                f"{info['scorer']!r})", field="iqs.scorer")
-        from tasks.iqs.train import load_model
-
-        comet_model = load_model(store.local_path(model.key, "files", "model"))
+        comet_model = load_comet(store, model.key, info)
     else:
         probe = Probe.from_json(store.read_file(model.key, "probe.json"))
         vectors = embeddings_by_id(store, embeddings) if embeddings is not None else None

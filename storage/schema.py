@@ -41,14 +41,23 @@ def normalize_text(text: str) -> str:
 
 def record_id(system: str | None, messages: Sequence[Mapping[str, str]]) -> str:
     """Stable content hash: the same normalized conversation always gets the same id, whatever its source."""
-    return _normalized_id(normalize_text(system or ""), [(m["role"], normalize_text(m["content"])) for m in messages])
+    return normalized_id(normalize_text(system or ""), [(m["role"], normalize_text(m["content"])) for m in messages])
 
 
-def _normalized_id(system: str, turns: Sequence[tuple[str, str]]) -> str:
+def normalized_id(system: str, turns: Sequence[tuple[str, str]]) -> str:
+    """record_id of text that is normalized already: system ("" for none) and (role, content) turns."""
     # = digest([system, [[role, content], ...]], chars=32): orjson writes the same compact, non-ASCII-preserving
     # JSON as storage.keys.canonical_json for lists of strings, about 10x faster (ingest computes one per row)
     payload = orjson.dumps([system, turns])  # tuples are written as arrays
     return hashlib.blake2b(payload, digest_size=32).hexdigest()[:32]
+
+
+def normalize_conversation(system: str | None, messages: Sequence[Mapping[str, str]]
+                           ) -> tuple[str, str | None, list[tuple[str, str]]]:
+    """(id, normalized system or None when blank, normalized (role, content) turns): what a record stores."""
+    turns = [(m["role"], normalize_text(m["content"])) for m in messages]
+    sys_text = normalize_text(system) if system and system.strip() else None
+    return normalized_id(sys_text or "", turns), sys_text, turns
 
 
 def make_record(
@@ -62,10 +71,9 @@ def make_record(
     meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build one canonical row (normalized text, id computed) ready for `records_to_table`."""
-    turns = [(m["role"], normalize_text(m["content"])) for m in messages]
-    sys_text = normalize_text(system) if system and system.strip() else None
+    conv_id, sys_text, turns = normalize_conversation(system, messages)
     return {
-        "id": _normalized_id(sys_text or "", turns),
+        "id": conv_id,
         "source": {"uri": uri, "format": fmt, "split": split, "row": row},
         "system": sys_text,
         "messages": [{"role": role, "content": content} for role, content in turns],

@@ -13,10 +13,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from storage.schema import make_record, records_to_table
 from storage.stage import Progress
 from tasks.errors import BadInputError
 from tasks.ingest import hf, xlsx
+from tasks.ingest.columns import RecordColumns
 from tasks.ingest.dedupe import IdSet
 from tasks.ingest.formats import (
     FORMATS,
@@ -142,30 +142,29 @@ def read_source(config: Any, progress: Progress | None = None, batch_rows: int =
 
     def tables() -> Iterator[pa.Table]:
         seen = IdSet()
-        batch: list[dict[str, Any]] = []
+        batch = RecordColumns(uri, fmt, split)
         produced, reported = False, 0
 
         def flush() -> pa.Table:
             nonlocal reported
-            first = seen.add_new([record["id"] for record in batch])
+            first = seen.add_new(batch.ids)
             stats["duplicates"] += len(batch) - int(first.sum())
             stats["kept"] += int(first.sum())
             if advance:
                 advance(stats["read"] - reported)
                 reported = stats["read"]
-            return records_to_table(record for record, keep in zip(batch, first) if keep)
+            return batch.table(first)
 
         for row, result, raw in conversations(items, fmt, opts):
             stats["read"] += 1
             if isinstance(result, Rejected):
                 quarantine.add(uri, row, result, raw)
                 continue
-            batch.append(make_record(messages=result.messages, system=result.system, uri=uri, fmt=fmt, row=row,
-                                     split=split, meta=result.meta))
+            batch.add(row, result.system, result.messages, result.meta)
             if len(batch) >= batch_rows:
                 yield flush()
-                produced, batch = True, []
-        if batch or not produced:
+                produced, batch = True, RecordColumns(uri, fmt, split)
+        if len(batch) or not produced:
             yield flush()
         stats["quarantined"] = dict(sorted(quarantine.counts.items()))
         if blank_rows is not None:

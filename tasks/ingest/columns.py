@@ -1,0 +1,58 @@
+"""Canonical records collected column by column: one list per field, turned into Arrow arrays per batch.
+
+Equivalent to `records_to_table([make_record(...), ...])` (the same normalization and ids, storage.schema),
+without a dict per record and per message, which made building the table the costliest part of ingest.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from storage.schema import CONVERSATION_SCHEMA, MESSAGE_TYPE, SOURCE_TYPE, meta_json, normalize_conversation
+
+MESSAGES_TYPE = CONVERSATION_SCHEMA.field("messages").type
+
+
+class RecordColumns:
+    """The records of one source (uri, format and split are shared), appended one conversation at a time."""
+
+    def __init__(self, uri: str, fmt: str, split: str | None) -> None:
+        self.uri, self.fmt, self.split = uri, fmt, split
+        self.ids: list[str] = []
+        self.rows: list[int] = []
+        self.systems: list[str | None] = []
+        self.metas: list[str] = []
+        self.offsets: list[int] = [0]  # messages of record i: roles/contents[offsets[i]:offsets[i + 1]]
+        self.roles: list[str] = []
+        self.contents: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, row: int, system: str | None, messages: Sequence[Mapping[str, str]],
+            meta: Mapping[str, Any] | None) -> None:
+        conv_id, sys_text, turns = normalize_conversation(system, messages)
+        self.ids.append(conv_id)
+        self.rows.append(row)
+        self.systems.append(sys_text)
+        self.metas.append(meta_json(meta))
+        for role, content in turns:
+            self.roles.append(role)
+            self.contents.append(content)
+        self.offsets.append(len(self.contents))
+
+    def table(self, keep: np.ndarray | None = None) -> pa.Table:
+        """The records as a CONVERSATION_SCHEMA table; `keep` (a mask) selects rows."""
+        n = len(self.ids)
+        source = pa.StructArray.from_arrays(
+            [pa.array([self.uri] * n, pa.string()), pa.array([self.fmt] * n, pa.string()),
+             pa.array([self.split] * n, pa.string()), pa.array(self.rows, pa.int64())], fields=list(SOURCE_TYPE))
+        turns = pa.StructArray.from_arrays([pa.array(self.roles, pa.string()), pa.array(self.contents, pa.string())],
+                                           fields=list(MESSAGE_TYPE))
+        messages = pa.ListArray.from_arrays(pa.array(self.offsets, pa.int32()), turns, type=MESSAGES_TYPE)
+        table = pa.Table.from_arrays([pa.array(self.ids, pa.string()), source, pa.array(self.systems, pa.string()),
+                                      messages, pa.array(self.metas, pa.string())], schema=CONVERSATION_SCHEMA)
+        return table if keep is None or keep.all() else table.filter(keep)

@@ -56,8 +56,13 @@ def normalize_conversation(system: str | None, messages: Sequence[Mapping[str, s
                            ) -> tuple[str, str | None, list[tuple[str, str]]]:
     """(id, normalized system or None when blank, normalized (role, content) turns): what a record stores."""
     turns = [(m["role"], normalize_text(m["content"])) for m in messages]
-    sys_text = normalize_text(system) if system and system.strip() else None
+    sys_text = normalize_system(system)
     return normalized_id(sys_text or "", turns), sys_text, turns
+
+
+def normalize_system(system: str | None) -> str | None:
+    """A system prompt as stored: normalized, None when there is none or it is blank."""
+    return normalize_text(system) if system and system.strip() else None
 
 
 def make_record(

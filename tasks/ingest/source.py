@@ -16,6 +16,7 @@ import pyarrow as pa
 from storage.stage import Progress
 from tasks.errors import BadInputError
 from tasks.ingest import hf, xlsx
+from tasks.ingest.columnar import CHUNK_PARSERS
 from tasks.ingest.columns import RecordColumns
 from tasks.ingest.dedupe import IdSet
 from tasks.ingest.formats import (
@@ -146,24 +147,38 @@ def read_source(config: Any, progress: Progress | None = None, batch_rows: int =
         produced, reported = False, 0
 
         def flush() -> pa.Table:
-            nonlocal reported
-            first = seen.add_new(batch.ids)
+            nonlocal reported, batch, produced
+            table = batch.table()
+            first = seen.add_new(table.column("id").to_pylist())
             stats["duplicates"] += len(batch) - int(first.sum())
             stats["kept"] += int(first.sum())
             if advance:
                 advance(stats["read"] - reported)
                 reported = stats["read"]
-            return batch.table(first)
+            produced, batch = True, RecordColumns(uri, fmt, split)
+            return table if first.all() else table.filter(first)
 
-        for row, result, raw in conversations(items, fmt, opts):
-            stats["read"] += 1
-            if isinstance(result, Rejected):
-                quarantine.add(uri, row, result, raw)
-                continue
-            batch.add(row, result.system, result.messages, result.meta)
-            if len(batch) >= batch_rows:
-                yield flush()
-                produced, batch = True, RecordColumns(uri, fmt, split)
+        def take(parsed: Iterable[tuple[int, Conversation | Rejected, Any]]) -> Iterator[pa.Table]:
+            for row, result, raw in parsed:
+                stats["read"] += 1
+                if isinstance(result, Rejected):
+                    quarantine.add(uri, row, result, raw)
+                    continue
+                batch.add(row, result.system, result.messages, result.meta)
+                if len(batch) >= batch_rows:
+                    yield flush()
+
+        chunk_parser = CHUNK_PARSERS.get(fmt)
+        if chunk_parser is None:
+            yield from take(conversations(items, fmt, opts))
+        else:  # plain rows a chunk at a time, the others row by row (columnar.py)
+            while chunk := list(itertools.islice(items, batch_rows)):
+                parsed_before = len(batch)
+                others = chunk_parser(chunk, opts, batch)
+                stats["read"] += len(batch) - parsed_before
+                yield from take(conversations(others, fmt, opts))
+                if len(batch):
+                    yield flush()
         if len(batch) or not produced:
             yield flush()
         stats["quarantined"] = dict(sorted(quarantine.counts.items()))

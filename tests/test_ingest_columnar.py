@@ -1,0 +1,88 @@
+"""The column-wise paths (columns.py, columnar.py) give exactly the records of the row-by-row ones."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from storage.schema import make_record, records_to_table
+from tasks.ingest import source
+from tasks.ingest.columns import RecordColumns
+from tests.conftest import ROOT
+from tests.ingest_helpers import ingest, write_json
+
+# plain rows and every kind the chunk parser leaves to the row parsers, with duplicates across both kinds
+MIXED = [
+    {"instruction": "Add.", "input": 5, "output": "5"},  # a number: row by row
+    {"instruction": "Add.", "input": "5", "output": "5"},  # plain, the same record as row 0: a duplicate
+    {"instruction": " Cafe\u0301\r\nline ", "input": None, "output": "ok\r", "system": "Be brief."},
+    {"instruction": "Hi", "output": "  "},  # empty answer: quarantined
+    {"instruction": "\t", "output": "x"},  # empty instruction: quarantined
+    {"instruction": "Q", "output": "A", "history": [["h1", "a1"]], "system": ""},  # a history: row by row
+    {"instruction": "Q", "output": ["A"]},  # not text: quarantined
+    {"instruction": "Q2", "output": "A2", "history": [], "extra": {"k": 1}, "id": 7},
+    {"instruction": "Q", "output": "A", "system": 3},
+    {"instruction": "Add.", "input": "5", "output": "5"},  # a duplicate of rows 0 and 1
+]
+
+
+def _row_by_row(monkeypatch: pytest.MonkeyPatch, path, **config):
+    with monkeypatch.context() as patched:
+        patched.setattr(source, "CHUNK_PARSERS", {})
+        return ingest(path, **config)
+
+
+def _same(fast, slow) -> None:
+    assert fast[0].equals(slow[0]), "records differ"
+    assert fast[1] == slow[1], "counts differ"
+    assert fast[2].equals(slow[2]), "quarantine differs"
+
+
+@pytest.mark.parametrize("batch_rows", [3, 20_000])
+def test_mixed_rows_in_chunks_match_row_by_row(tmp_path, monkeypatch, batch_rows):
+    path = write_json(tmp_path / "mixed.json", MIXED)
+    fast = ingest(path, batch_rows=batch_rows)
+    _same(fast, _row_by_row(monkeypatch, path, batch_rows=batch_rows))
+    assert [s["row"] for s in fast[0].column("source").to_pylist()] == [0, 2, 5, 7, 8]
+    assert fast[1]["duplicates"] == 2 and fast[1]["quarantined"] == {"empty_assistant": 1, "empty_user": 1,
+                                                                       "not_text": 1}
+
+
+@pytest.mark.parametrize(("name", "config"), [
+    ("llama-factory/alpaca_en_demo.json", {}),
+    ("car/CaR_selected_result.json", {}),
+    ("alpaca/seed_tasks.jsonl", {}),
+    ("car/APE_score_valid.csv", {"mapping": {"input": "src", "output": "score"}}),
+])
+def test_real_files_match_row_by_row(shared_data, monkeypatch, name, config):
+    fast = ingest(shared_data / name, batch_rows=400, **config)
+    _same(fast, _row_by_row(monkeypatch, shared_data / name, batch_rows=400, **config))
+    assert fast[0].num_rows > 150
+
+
+def test_demo_data_matches_row_by_row(tmp_path, monkeypatch):
+    subprocess.run([sys.executable, str(ROOT / "demo" / "build_data.py"), str(tmp_path)], check=True, timeout=60,
+                   capture_output=True)
+    for name in ("medicationqa_demo.xlsx", "guanaco_demo.jsonl", "alpaca_demo.json"):
+        _same(ingest(tmp_path / name, batch_rows=7), _row_by_row(monkeypatch, tmp_path / name, batch_rows=7))
+
+
+def test_record_columns_equal_make_record():
+    conversations = [
+        (4, " Sys\r\n ", [{"role": "user", "content": "Cafe\u0301 "}, {"role": "assistant", "content": "a"}], {"k": 1}),
+        (2, None, [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"},
+                   {"role": "user", "content": "u2"}, {"role": "assistant", "content": "a2"}], None),
+        (3, "  ", [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], {"z": [1]}),
+    ]
+    columns = RecordColumns("file.json", "alpaca", "train")
+    for row, system, turns, meta in conversations:
+        columns.add(row, system, turns, meta)
+    columns.add_pairs([1], ["S"], [" q "], ["r"], [{"instruction": "q"}])
+    expected = [make_record(messages=turns, system=system, uri="file.json", fmt="alpaca", row=row, split="train",
+                            meta=meta) for row, system, turns, meta in conversations]
+    expected.append(make_record(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "r"}],
+                                system="S", uri="file.json", fmt="alpaca", row=1, split="train",
+                                meta={"instruction": "q"}))
+    expected.sort(key=lambda record: record["source"]["row"])  # the table comes in source row order
+    assert columns.table().equals(records_to_table(expected))

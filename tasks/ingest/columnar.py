@@ -29,8 +29,13 @@ def _optional_text(value: Any) -> bool:
 
 
 def _plain_alpaca(obj: Any) -> bool:
-    return (type(obj) is dict and _text(obj.get("instruction")) and _text(obj.get("output"))
-            and _optional_text(obj.get("input")) and _optional_text(obj.get("system")) and not obj.get("history"))
+    if type(obj) is not dict:
+        return False
+    instruction, output, input_text, system = (obj.get("instruction"), obj.get("output"), obj.get("input"),
+                                                obj.get("system"))
+    return (type(instruction) is str and type(output) is str and instruction and output
+            and (input_text is None or type(input_text) is str) and (system is None or type(system) is str)
+            and not obj.get("history") and not instruction.isspace() and not output.isspace())
 
 
 def _split(items: list[Item], plain: Callable[[Any], bool]) -> tuple[list[Item], list[Item]]:

@@ -59,7 +59,7 @@ class RecordColumns:
         users = [normalize_text(text) for text in users]
         answers = [normalize_text(text) for text in answers]
         sys_texts = [normalize_system(system) for system in systems]
-        self.ids += [normalized_id(system or "", (("user", user), ("assistant", answer)))
+        self.ids += [normalized_id(system or "", [["user", user], ["assistant", answer]])
                      for system, user, answer in zip(sys_texts, users, answers)]
         self.rows += rows
         self.systems += sys_texts

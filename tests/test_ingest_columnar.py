@@ -4,11 +4,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
-from storage.schema import make_record, records_to_table
+from storage.schema import make_record, record_id, records_to_table
 from tasks.ingest import source
+from tasks.ingest.arrow import mask, numbers, strings
 from tasks.ingest.columns import RecordColumns
+from tasks.ingest.dedupe import id_keys
 from tests.conftest import ROOT
 from tests.ingest_helpers import ingest, write_json
 
@@ -86,3 +90,20 @@ def test_record_columns_equal_make_record():
                                 meta={"instruction": "q"}))
     expected.sort(key=lambda record: record["source"]["row"])  # the table comes in source row order
     assert columns.table().equals(records_to_table(expected))
+
+
+def test_arrays_from_buffers_equal_pa_array():
+    texts = ["a", None, "", "Café ☕", "x" * 1000, None]
+    assert strings(texts).equals(pa.array(texts, pa.string()))
+    assert strings([]).equals(pa.array([], pa.string()))
+    assert numbers([3, 0, 2**40]).equals(pa.array([3, 0, 2**40], pa.int64()))
+    flags = np.array([True, False, True] * 5)
+    assert mask(flags).equals(pa.array(flags.tolist(), pa.bool_()))
+
+
+def test_id_keys_from_an_arrow_column_equal_the_hex_digits():
+    ids = [record_id(None, [{"role": "user", "content": str(i)}]) for i in range(50)]
+    expected = np.array([bytes.fromhex(i) for i in ids], dtype="S16")
+    column = pa.chunked_array([pa.array(ids[:20]), pa.array(ids[20:])])
+    assert (id_keys(column) == expected).all() and (id_keys(pa.array(ids).slice(5, 10)) == expected[5:15]).all()
+    assert (id_keys(pa.array(["AB" * 16])) == np.array([bytes.fromhex("AB" * 16)], dtype="S16")).all()

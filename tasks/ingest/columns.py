@@ -21,6 +21,7 @@ from storage.schema import (
     normalize_text,
     normalized_id,
 )
+from tasks.ingest.arrow import numbers, strings
 
 MESSAGES_TYPE = CONVERSATION_SCHEMA.field("messages").type
 
@@ -75,13 +76,12 @@ class RecordColumns:
         """The records as a CONVERSATION_SCHEMA table, in source row order."""
         n = len(self.ids)
         source = pa.StructArray.from_arrays(
-            [pa.array([self.uri] * n, pa.string()), pa.array([self.fmt] * n, pa.string()),
-             pa.array([self.split] * n, pa.string()), pa.array(self.rows, pa.int64())], fields=list(SOURCE_TYPE))
-        turns = pa.StructArray.from_arrays([pa.array(self.roles, pa.string()), pa.array(self.contents, pa.string())],
-                                           fields=list(MESSAGE_TYPE))
-        messages = pa.ListArray.from_arrays(pa.array(self.offsets, pa.int32()), turns, type=MESSAGES_TYPE)
-        table = pa.Table.from_arrays([pa.array(self.ids, pa.string()), source, pa.array(self.systems, pa.string()),
-                                      messages, pa.array(self.metas, pa.string())], schema=CONVERSATION_SCHEMA)
+            [strings([self.uri] * n), strings([self.fmt] * n), strings([self.split] * n), numbers(self.rows)],
+            fields=list(SOURCE_TYPE))
+        turns = pa.StructArray.from_arrays([strings(self.roles), strings(self.contents)], fields=list(MESSAGE_TYPE))
+        messages = pa.ListArray.from_arrays(numbers(self.offsets, np.int32), turns, type=MESSAGES_TYPE)
+        table = pa.Table.from_arrays([strings(self.ids), source, strings(self.systems), messages, strings(self.metas)],
+                                     schema=CONVERSATION_SCHEMA)
         order = np.argsort(np.asarray(self.rows, dtype=np.int64), kind="stable")
         sorted_already = bool((order == np.arange(n)).all())
-        return table if sorted_already else table.take(order)
+        return table if sorted_already else table.take(numbers(order))

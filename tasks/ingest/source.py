@@ -16,6 +16,7 @@ import pyarrow as pa
 from storage.stage import Progress
 from tasks.errors import BadInputError
 from tasks.ingest import hf, xlsx
+from tasks.ingest.arrow import mask
 from tasks.ingest.columnar import CHUNK_PARSERS
 from tasks.ingest.columns import RecordColumns
 from tasks.ingest.dedupe import IdSet
@@ -149,14 +150,14 @@ def read_source(config: Any, progress: Progress | None = None, batch_rows: int =
         def flush() -> pa.Table:
             nonlocal reported, batch, produced
             table = batch.table()
-            first = seen.add_new(table.column("id").to_pylist())
+            first = seen.add_new(table.column("id"))
             stats["duplicates"] += len(batch) - int(first.sum())
             stats["kept"] += int(first.sum())
             if advance:
                 advance(stats["read"] - reported)
                 reported = stats["read"]
             produced, batch = True, RecordColumns(uri, fmt, split)
-            return table if first.all() else table.filter(first)
+            return table if first.all() else table.filter(mask(first))
 
         def take(parsed: Iterable[tuple[int, Conversation | Rejected, Any]]) -> Iterator[pa.Table]:
             for row, result, raw in parsed:

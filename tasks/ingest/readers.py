@@ -75,16 +75,21 @@ def read_jsonl(uri: str) -> Iterator[Item]:
             return
         row, lines = 0, [first]
         while lines:
-            for line in lines:  # the common case inline: this runs once per line
-                try:
-                    obj = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    if line.strip():
-                        yield row, _unparsable(line, exc)
-                else:
-                    yield _json_item(row, line) if type(obj) is not dict else (row, obj)
-                row += 1
+            yield from jsonl_items(lines, row)
+            row += len(lines)
             lines = fh.readlines(LINES_BLOCK)
+
+
+def jsonl_items(lines: list[bytes], first_row: int) -> Iterator[Item]:
+    """(row, record or Unreadable) of JSONL lines numbered from `first_row`; blank lines are skipped."""
+    for row, line in enumerate(lines, first_row):  # the common case inline: this runs once per line
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            if line.strip():
+                yield row, _unparsable(line, exc)
+        else:
+            yield _json_item(row, line) if type(obj) is not dict else (row, obj)
 
 
 def read_json(uri: str) -> Iterator[Item]:

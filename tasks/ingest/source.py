@@ -7,7 +7,7 @@ memory stays flat however large a JSONL file is (only the set of ids seen grows,
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from storage.stage import Progress
 from tasks.errors import BadInputError
-from tasks.ingest import hf, xlsx
+from tasks.ingest import hf, parallel, xlsx
 from tasks.ingest.arrow import mask
 from tasks.ingest.columnar import CHUNK_PARSERS
 from tasks.ingest.columns import RecordColumns
@@ -24,16 +24,14 @@ from tasks.ingest.formats import (
     FORMATS,
     MEDICATIONQA_MAPPING,
     MEDICATIONQA_SHEET,
-    PARSERS,
-    Conversation,
     FormatOptions,
     check_columns,
     detect_format,
     options_for,
     undetected,
 )
-from tasks.ingest.oasst import parse_oasst1
-from tasks.ingest.quarantine import QuarantineLog, Rejected, Unreadable
+from tasks.ingest.parse import add_parsed, conversations, parse_chunk
+from tasks.ingest.quarantine import QuarantineLog
 from tasks.ingest.readers import READERS, file_kind
 from tasks.ingest.revision import source_revision
 
@@ -71,28 +69,28 @@ def _peek(items: Iterator[tuple[int, Any]]) -> tuple[Iterator[tuple[int, Any]], 
     return iter(seen), None
 
 
-def conversations(items: Iterable[tuple[int, Any]], fmt: str, opts: FormatOptions
-                  ) -> Iterator[tuple[int, Conversation | Rejected, Any]]:
-    """(row, conversation or rejection, raw row) for every candidate conversation of the source."""
-    if fmt == "oasst1":
-        readable = []
-        for row, obj in items:
-            if isinstance(obj, Unreadable):
-                yield row, obj, obj.raw
-            else:
-                readable.append((row, obj))
-        yield from parse_oasst1(readable, opts)
+def parsed_chunks(items: Iterator[tuple[int, Any]], uri: str, fmt: str, split: str | None, opts: FormatOptions,
+                  quarantine: QuarantineLog, batch_rows: int) -> Iterator[tuple[pa.Table, int]]:
+    """(records in source row order, conversations read) for successive chunks of the source; rejections go to
+    `quarantine`. Large JSONL files are parsed in worker processes (parallel.py)."""
+    if fmt in CHUNK_PARSERS and parallel.worth_it(uri):
+        yield from parallel.parsed_chunks(uri, fmt, split, opts, quarantine)
         return
-    parse = PARSERS[fmt]
-    for row, obj in items:
-        if isinstance(obj, Unreadable):
-            yield row, obj, obj.raw
-            continue
-        try:
-            for result in parse(obj, opts):
-                yield row, result, obj
-        except Rejected as rejected:
-            yield row, rejected, obj
+    if fmt in CHUNK_PARSERS:
+        while chunk := list(itertools.islice(items, batch_rows)):
+            records = RecordColumns(uri, fmt, split)
+            read = parse_chunk(chunk, fmt, opts, records, quarantine, uri)
+            yield records.table(), read
+        return
+    records, read = RecordColumns(uri, fmt, split), 0
+    for row, result, raw in conversations(items, fmt, opts):
+        add_parsed(row, result, raw, records, quarantine, uri)
+        read += 1
+        if len(records) >= batch_rows:
+            yield records.table(), read
+            records, read = RecordColumns(uri, fmt, split), 0
+    if read:
+        yield records.table(), read
 
 
 def open_source(config: Any) -> tuple[Iterator[tuple[int, Any]], str | None, str | None, list[str] | None,
@@ -144,44 +142,28 @@ def read_source(config: Any, progress: Progress | None = None, batch_rows: int =
 
     def tables() -> Iterator[pa.Table]:
         seen = IdSet()
-        batch = RecordColumns(uri, fmt, split)
-        produced, reported = False, 0
+        reported = 0
 
-        def flush() -> pa.Table:
-            nonlocal reported, batch, produced
-            table = batch.table()
+        def new_rows(table: pa.Table, read: int) -> pa.Table:
+            """Count the chunk and drop the records seen before."""
+            nonlocal reported
             first = seen.add_new(table.column("id"))
-            stats["duplicates"] += len(batch) - int(first.sum())
+            stats["read"] += read
+            stats["duplicates"] += table.num_rows - int(first.sum())
             stats["kept"] += int(first.sum())
             if advance:
                 advance(stats["read"] - reported)
                 reported = stats["read"]
-            produced, batch = True, RecordColumns(uri, fmt, split)
             return table if first.all() else table.filter(mask(first))
 
-        def take(parsed: Iterable[tuple[int, Conversation | Rejected, Any]]) -> Iterator[pa.Table]:
-            for row, result, raw in parsed:
-                stats["read"] += 1
-                if isinstance(result, Rejected):
-                    quarantine.add(uri, row, result, raw)
-                    continue
-                batch.add(row, result.system, result.messages, result.meta)
-                if len(batch) >= batch_rows:
-                    yield flush()
-
-        chunk_parser = CHUNK_PARSERS.get(fmt)
-        if chunk_parser is None:
-            yield from take(conversations(items, fmt, opts))
-        else:  # plain rows a chunk at a time, the others row by row (columnar.py)
-            while chunk := list(itertools.islice(items, batch_rows)):
-                parsed_before = len(batch)
-                others = chunk_parser(chunk, opts, batch)
-                stats["read"] += len(batch) - parsed_before
-                yield from take(conversations(others, fmt, opts))
-                if len(batch):
-                    yield flush()
-        if len(batch) or not produced:
-            yield flush()
+        produced = False
+        for table, read in parsed_chunks(items, uri, fmt, split, opts, quarantine, batch_rows):
+            kept = new_rows(table, read)
+            if kept.num_rows:
+                produced = True
+                yield kept
+        if not produced:
+            yield RecordColumns(uri, fmt, split).table()
         stats["quarantined"] = dict(sorted(quarantine.counts.items()))
         if blank_rows is not None:
             stats["blank_rows"] = len(blank_rows)

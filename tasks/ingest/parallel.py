@@ -2,7 +2,7 @@
 block into a table of records in row order plus its quarantine rows (parse.py, the same code as in-process),
 and the parent drops duplicates in row order, so the output is the same as reading the file in one process.
 
-Worth it only for big, uncompressed local files: a spawned worker costs about a second of imports.
+Worth it only for big, uncompressed local files, on machines that can fork (Linux, macOS).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from tasks.ingest.parse import parse_chunk
 from tasks.ingest.quarantine import QuarantineLog
 from tasks.ingest.readers import COMPRESSED, file_kind, jsonl_items, open_binary
 
-WORKERS = min(2, os.cpu_count() or 1)
+WORKERS = min(2, os.cpu_count() or 1) if "fork" in mp.get_all_start_methods() else 1
 MIN_BYTES = 48 << 20  # smaller files are done before the workers have started
 BLOCK_BYTES = 4 << 20
 
@@ -59,8 +59,9 @@ def _blocks(uri: str) -> Iterator[tuple[int, list[bytes]]]:
 def parsed_chunks(uri: str, fmt: str, split: str | None, opts: FormatOptions, quarantine: QuarantineLog
                   ) -> Iterator[tuple[pa.Table, int]]:
     """(records, conversations read) per block, in file order; a few blocks in flight, so memory stays flat."""
-    # spawn, not fork: a forked child would inherit the locks of pyarrow's thread pools
-    with ProcessPoolExecutor(WORKERS, mp_context=mp.get_context("spawn")) as pool:
+    # fork: a spawned worker would import the caller's main module again (and re-run an unguarded script); the
+    # workers only parse and build Arrow arrays, which are fork-safe (Arrow re-creates its thread pool)
+    with ProcessPoolExecutor(WORKERS, mp_context=mp.get_context("fork")) as pool:
         pending: deque[Future] = deque()
 
         def collect() -> tuple[pa.Table, int]:

@@ -156,14 +156,14 @@ def read_source(config: Any, progress: Progress | None = None, batch_rows: int =
                 reported = stats["read"]
             return table if first.all() else table.filter(mask(first))
 
-        produced = False
+        pending: list[pa.Table] = []  # kept records, joined up to batch_rows a table (the store's shards)
         for table, read in parsed_chunks(items, uri, fmt, split, opts, quarantine, batch_rows):
-            kept = new_rows(table, read)
-            if kept.num_rows:
-                produced = True
-                yield kept
-        if not produced:
-            yield RecordColumns(uri, fmt, split).table()
+            pending.append(new_rows(table, read))
+            if sum(t.num_rows for t in pending) >= batch_rows:
+                yield pa.concat_tables(pending)
+                pending = []
+        if pending or not stats["kept"]:
+            yield pa.concat_tables(pending) if pending else RecordColumns(uri, fmt, split).table()
         stats["quarantined"] = dict(sorted(quarantine.counts.items()))
         if blank_rows is not None:
             stats["blank_rows"] = len(blank_rows)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from storage.schema import make_record, record_id, records_to_table
-from tasks.ingest import parallel, source
+from tasks.ingest import source
 from tasks.ingest.arrow import mask, numbers, strings
 from tasks.ingest.columns import RecordColumns
 from tasks.ingest.dedupe import id_keys
@@ -54,6 +54,16 @@ def test_mixed_rows_in_chunks_match_row_by_row(tmp_path, monkeypatch, batch_rows
                                                                        "not_text": 1}
 
 
+def test_jsonl_with_blank_and_bad_lines_in_chunks_matches_row_by_row(tmp_path, monkeypatch):
+    lines = [json.dumps(record).encode() for record in MIXED * 3]
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"\n".join(lines[:4] + [b"", b"{not json", b"[1, 2]", b"\xff\xfe{}", b"  "] + lines[4:]) + b"\n")
+    fast = ingest(path, batch_rows=4)
+    _same(fast, _row_by_row(monkeypatch, path, batch_rows=4))
+    assert {"malformed_json", "not_an_object", "invalid_utf8"} <= set(fast[1]["quarantined"])
+    assert fast[0].column("source").to_pylist()[2]["row"] == 10  # blank lines count in the line numbers
+
+
 @pytest.mark.parametrize(("name", "config"), [
     ("llama-factory/alpaca_en_demo.json", {}),
     ("car/CaR_selected_result.json", {}),
@@ -71,19 +81,6 @@ def test_demo_data_matches_row_by_row(tmp_path, monkeypatch):
                    capture_output=True)
     for name in ("medicationqa_demo.xlsx", "guanaco_demo.jsonl", "alpaca_demo.json"):
         _same(ingest(tmp_path / name, batch_rows=7), _row_by_row(monkeypatch, tmp_path / name, batch_rows=7))
-
-
-def test_large_jsonl_in_worker_processes_matches_one_process(tmp_path, monkeypatch):
-    lines = [json.dumps(r).encode() for r in MIXED * 40] + [b"", b"{not json", b"[1, 2]", b"\xff\xfe{}"]
-    path = tmp_path / "large.jsonl"
-    path.write_bytes(b"\n".join(lines[:200] + lines[-4:] + lines[200:-4]) + b"\n")
-    one_process = ingest(path, batch_rows=64)
-    monkeypatch.setattr(parallel, "MIN_BYTES", 0)
-    monkeypatch.setattr(parallel, "WORKERS", 2)
-    monkeypatch.setattr(parallel, "BLOCK_BYTES", 2_000)  # many blocks
-    assert parallel.worth_it(str(path))
-    _same(ingest(path), one_process)
-    assert set(one_process[2].column("reason").to_pylist()) >= {"malformed_json", "not_an_object", "invalid_utf8"}
 
 
 def test_record_columns_equal_make_record():

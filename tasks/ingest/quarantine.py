@@ -61,11 +61,6 @@ class QuarantineLog:
         self.rows.append({"uri": uri, "row": row, "field": rejected.field, "reason": rejected.reason,
                           "detail": rejected.detail, "excerpt": excerpt(raw)})
 
-    def extend(self, rows: list[dict[str, Any]]) -> None:
-        """Rows another log collected (a worker process's)."""
-        self.counts.update(row["reason"] for row in rows)
-        self.rows.extend(rows)
-
     def __len__(self) -> int:
         return len(self.rows)
 

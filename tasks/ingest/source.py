@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from storage.stage import Progress
 from tasks.errors import BadInputError
-from tasks.ingest import hf, parallel, xlsx
+from tasks.ingest import hf, xlsx
 from tasks.ingest.arrow import mask
 from tasks.ingest.columnar import CHUNK_PARSERS
 from tasks.ingest.columns import RecordColumns
@@ -72,10 +72,7 @@ def _peek(items: Iterator[tuple[int, Any]]) -> tuple[Iterator[tuple[int, Any]], 
 def parsed_chunks(items: Iterator[tuple[int, Any]], uri: str, fmt: str, split: str | None, opts: FormatOptions,
                   quarantine: QuarantineLog, batch_rows: int) -> Iterator[tuple[pa.Table, int]]:
     """(records in source row order, conversations read) for successive chunks of the source; rejections go to
-    `quarantine`. Large JSONL files are parsed in worker processes (parallel.py)."""
-    if fmt in CHUNK_PARSERS and parallel.worth_it(uri):
-        yield from parallel.parsed_chunks(uri, fmt, split, opts, quarantine)
-        return
+    `quarantine`."""
     if fmt in CHUNK_PARSERS:
         while chunk := list(itertools.islice(items, batch_rows)):
             records = RecordColumns(uri, fmt, split)

@@ -29,6 +29,7 @@ MIXED = [
     {"instruction": "Q2", "output": "A2", "history": [], "extra": {"k": 1}, "id": 7},
     {"instruction": "Q", "output": "A", "system": 3},
     {"instruction": "Add.", "input": "5", "output": "5"},  # a duplicate of rows 0 and 1
+    {"instruction": "Sum", "input": " 1\r\n2 ", "output": "3"},  # the input normalized in meta too
 ]
 
 
@@ -49,7 +50,7 @@ def test_mixed_rows_in_chunks_match_row_by_row(tmp_path, monkeypatch, batch_rows
     path = write_json(tmp_path / "mixed.json", MIXED)
     fast = ingest(path, batch_rows=batch_rows)
     _same(fast, _row_by_row(monkeypatch, path, batch_rows=batch_rows))
-    assert [s["row"] for s in fast[0].column("source").to_pylist()] == [0, 2, 5, 7, 8]
+    assert [s["row"] for s in fast[0].column("source").to_pylist()] == [0, 2, 5, 7, 8, 10]
     assert fast[1]["duplicates"] == 2 and fast[1]["quarantined"] == {"empty_assistant": 1, "empty_user": 1,
                                                                        "not_text": 1}
 

@@ -2,7 +2,9 @@
 conversation table, with a quarantine for unusable rows and exports to the common SFT formats.
 
 Modules: readers (files), xlsx, hf (datasets), formats (record parsers + detection), oasst (message trees),
-source (one source → tables + counts), revision (content fingerprints), quarantine, exports, stages.
+columnar (plain rows of the flat formats a chunk at a time), parse (rows → records), columns (records → Arrow
+column by column), arrow (arrays from buffers), dedupe, source (one source → tables + counts), revision (content
+fingerprints), quarantine, exports, stages.
 """
 from tasks.ingest.exports import EXPORT_FORMATS, parse_spec, write_export
 from tasks.ingest.formats import FORMATS, MEDICATIONQA_SYSTEM, detect_format

@@ -9,6 +9,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pyarrow as pa
+
+HEX_DIGIT = np.full(256, 255, dtype=np.uint8)
+HEX_DIGIT[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
+
+
+def id_keys(ids: Sequence[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The 16-byte keys of 32-digit hex ids; an Arrow column is decoded from its buffer, without Python strings."""
+    if isinstance(ids, (pa.Array, pa.ChunkedArray)):
+        column = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+        if len(column) and column.null_count == 0 and column.type == pa.string():
+            offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset:column.offset + len(column) + 1]
+            data = np.frombuffer(column.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+            if (np.diff(offsets) == 32).all():
+                digits = HEX_DIGIT[data].reshape(-1, 32)
+                if (digits < 16).all():
+                    return np.ascontiguousarray((digits[:, 0::2] << 4) | digits[:, 1::2]).view("S16").ravel()
+        ids = column.to_pylist()
+    return np.array([bytes.fromhex(i) for i in ids], dtype="S16")
 
 
 class IdSet:
@@ -25,10 +44,10 @@ class IdSet:
             found |= run[at] == keys
         return found
 
-    def add_new(self, ids: Sequence[str]) -> np.ndarray:
+    def add_new(self, ids: Sequence[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
         """A mask, True where the id is seen for the first time (earlier batches or earlier in this one);
         the new ids are added."""
-        keys = np.array([bytes.fromhex(i) for i in ids], dtype="S16")
+        keys = id_keys(ids)
         first = np.zeros(len(keys), dtype=bool)
         if not len(keys):
             return first

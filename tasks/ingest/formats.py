@@ -92,8 +92,10 @@ def conversation(turns: Iterable[tuple[str, Any, str]], system: Any = None, meta
 
 def rest(obj: Mapping[str, Any], used: Iterable[str]) -> dict[str, Any]:
     """The record's other fields, kept in meta."""
-    skip = used if isinstance(used, frozenset) else frozenset(used)
-    return {k: v for k, v in obj.items() if k not in skip}
+    meta = dict(obj)  # a copy and a few pops: about twice as fast as a comprehension (this runs once per row)
+    for name in used:
+        meta.pop(name, None)
+    return meta
 
 
 def require(obj: Mapping[str, Any], name: str, kind: type = list) -> Any:
@@ -116,9 +118,14 @@ def parse_alpaca(obj: Mapping[str, Any], opts: FormatOptions) -> Iterator[Conver
         turns += [("user", pair[0], "history"), ("assistant", pair[1], "history")]
     user = alpaca_user_content(instruction, input_text) if instruction else ""
     turns += [("user", user, "instruction"), ("assistant", obj.get("output"), "output")]
+    yield conversation(turns, obj.get("system") or opts.system_prompt, alpaca_meta(obj, instruction, input_text))
+
+
+def alpaca_meta(obj: Mapping[str, Any], instruction: str, input_text: str) -> dict[str, Any]:
+    """The record's other fields plus the normalized pair the user turn was built from (exports split it back)."""
     meta = rest(obj, ALPACA_OWN)
     meta.update(instruction=instruction, input=input_text)
-    yield conversation(turns, obj.get("system") or opts.system_prompt, meta)
+    return meta
 
 
 def parse_self_instruct(obj: Mapping[str, Any], opts: FormatOptions) -> Iterator[Conversation | Rejected]:

@@ -65,4 +65,6 @@ class QuarantineLog:
         return len(self.rows)
 
     def table(self) -> pa.Table:
+        if not self.rows:  # from_pylist would import pandas (tasks/ingest/arrow.py) for nothing
+            return pa.Table.from_batches([], schema=QUARANTINE_SCHEMA)
         return pa.Table.from_pylist(self.rows, schema=QUARANTINE_SCHEMA)

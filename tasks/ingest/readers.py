@@ -24,6 +24,7 @@ COMPRESSED = (".gz", ".gzip")
 KINDS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv",
          ".parquet": "parquet", ".pq": "parquet", ".xlsx": "xlsx", ".xlsm": "xlsx"}
 PARQUET_BATCH = 10_000
+LINES_BLOCK = 1 << 20  # bytes of JSONL lines read at a time
 
 
 def file_kind(uri: str) -> str:
@@ -50,32 +51,45 @@ def _json_item(row: int, line: bytes) -> Item:
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError as bad:
-            return row, Unreadable("invalid_utf8", line, f"invalid UTF-8 at byte {bad.start}")
-        return row, Unreadable("malformed_json", line, str(exc))
-    if not isinstance(obj, dict):
+        return row, _unparsable(line, exc)
+    if type(obj) is not dict:
         return row, Unreadable("not_an_object", line, f"expected a JSON object, found {type(obj).__name__}")
     return row, obj
 
 
+def _unparsable(line: bytes, exc: orjson.JSONDecodeError) -> Unreadable:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return Unreadable("invalid_utf8", line, f"invalid UTF-8 at byte {bad.start}")
+    return Unreadable("malformed_json", line, str(exc))
+
+
 def read_jsonl(uri: str) -> Iterator[Item]:
     """Line by line, never the whole file. A file that is really one JSON array (as the seed's converter
-    wrote into a .jsonl file) is read as an array."""
+    wrote into a .jsonl file) is read as an array. Blank lines are skipped (and counted in the row numbers)."""
     with open_binary(uri) as fh:
         first = fh.readline()
         if first.lstrip().startswith(b"["):
             yield from _array_items(uri, first + fh.read())
             return
-        for row, line in enumerate(_chain_first(first, fh)):
+        row, lines = 0, [first]
+        while lines:
+            yield from jsonl_items(lines, row)
+            row += len(lines)
+            lines = fh.readlines(LINES_BLOCK)
+
+
+def jsonl_items(lines: list[bytes], first_row: int) -> Iterator[Item]:
+    """(row, record or Unreadable) of JSONL lines numbered from `first_row`; blank lines are skipped."""
+    for row, line in enumerate(lines, first_row):  # the common case inline: this runs once per line
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
             if line.strip():
-                yield _json_item(row, line)
-
-
-def _chain_first(first: bytes, fh: Any) -> Iterator[bytes]:
-    yield first
-    yield from fh
+                yield row, _unparsable(line, exc)
+        else:
+            yield _json_item(row, line) if type(obj) is not dict else (row, obj)
 
 
 def read_json(uri: str) -> Iterator[Item]:

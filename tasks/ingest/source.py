@@ -7,31 +7,31 @@ memory stays flat however large a JSONL file is (only the set of ids seen grows,
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
-from storage.schema import make_record, records_to_table
 from storage.stage import Progress
 from tasks.errors import BadInputError
 from tasks.ingest import hf, xlsx
+from tasks.ingest.arrow import mask
+from tasks.ingest.columnar import CHUNK_PARSERS
+from tasks.ingest.columns import RecordColumns
 from tasks.ingest.dedupe import IdSet
 from tasks.ingest.formats import (
     FORMATS,
     MEDICATIONQA_MAPPING,
     MEDICATIONQA_SHEET,
-    PARSERS,
-    Conversation,
     FormatOptions,
     check_columns,
     detect_format,
     options_for,
     undetected,
 )
-from tasks.ingest.oasst import parse_oasst1
-from tasks.ingest.quarantine import QuarantineLog, Rejected, Unreadable
+from tasks.ingest.parse import add_parsed, conversations, parse_chunk
+from tasks.ingest.quarantine import QuarantineLog
 from tasks.ingest.readers import READERS, file_kind
 from tasks.ingest.revision import source_revision
 
@@ -69,28 +69,25 @@ def _peek(items: Iterator[tuple[int, Any]]) -> tuple[Iterator[tuple[int, Any]], 
     return iter(seen), None
 
 
-def conversations(items: Iterable[tuple[int, Any]], fmt: str, opts: FormatOptions
-                  ) -> Iterator[tuple[int, Conversation | Rejected, Any]]:
-    """(row, conversation or rejection, raw row) for every candidate conversation of the source."""
-    if fmt == "oasst1":
-        readable = []
-        for row, obj in items:
-            if isinstance(obj, Unreadable):
-                yield row, obj, obj.raw
-            else:
-                readable.append((row, obj))
-        yield from parse_oasst1(readable, opts)
+def parsed_chunks(items: Iterator[tuple[int, Any]], uri: str, fmt: str, split: str | None, opts: FormatOptions,
+                  quarantine: QuarantineLog, batch_rows: int) -> Iterator[tuple[pa.Table, int]]:
+    """(records in source row order, conversations read) for successive chunks of the source; rejections go to
+    `quarantine`."""
+    if fmt in CHUNK_PARSERS:
+        while chunk := list(itertools.islice(items, batch_rows)):
+            records = RecordColumns(uri, fmt, split)
+            read = parse_chunk(chunk, fmt, opts, records, quarantine, uri)
+            yield records.table(), read
         return
-    parse = PARSERS[fmt]
-    for row, obj in items:
-        if isinstance(obj, Unreadable):
-            yield row, obj, obj.raw
-            continue
-        try:
-            for result in parse(obj, opts):
-                yield row, result, obj
-        except Rejected as rejected:
-            yield row, rejected, obj
+    records, read = RecordColumns(uri, fmt, split), 0
+    for row, result, raw in conversations(items, fmt, opts):
+        add_parsed(row, result, raw, records, quarantine, uri)
+        read += 1
+        if len(records) >= batch_rows:
+            yield records.table(), read
+            records, read = RecordColumns(uri, fmt, split), 0
+    if read:
+        yield records.table(), read
 
 
 def open_source(config: Any) -> tuple[Iterator[tuple[int, Any]], str | None, str | None, list[str] | None,
@@ -142,31 +139,28 @@ def read_source(config: Any, progress: Progress | None = None, batch_rows: int =
 
     def tables() -> Iterator[pa.Table]:
         seen = IdSet()
-        batch: list[dict[str, Any]] = []
-        produced, reported = False, 0
+        reported = 0
 
-        def flush() -> pa.Table:
+        def new_rows(table: pa.Table, read: int) -> pa.Table:
+            """Count the chunk and drop the records seen before."""
             nonlocal reported
-            first = seen.add_new([record["id"] for record in batch])
-            stats["duplicates"] += len(batch) - int(first.sum())
+            first = seen.add_new(table.column("id"))
+            stats["read"] += read
+            stats["duplicates"] += table.num_rows - int(first.sum())
             stats["kept"] += int(first.sum())
             if advance:
                 advance(stats["read"] - reported)
                 reported = stats["read"]
-            return records_to_table(record for record, keep in zip(batch, first) if keep)
+            return table if first.all() else table.filter(mask(first))
 
-        for row, result, raw in conversations(items, fmt, opts):
-            stats["read"] += 1
-            if isinstance(result, Rejected):
-                quarantine.add(uri, row, result, raw)
-                continue
-            batch.append(make_record(messages=result.messages, system=result.system, uri=uri, fmt=fmt, row=row,
-                                     split=split, meta=result.meta))
-            if len(batch) >= batch_rows:
-                yield flush()
-                produced, batch = True, []
-        if batch or not produced:
-            yield flush()
+        pending: list[pa.Table] = []  # kept records, joined up to batch_rows a table (the store's shards)
+        for table, read in parsed_chunks(items, uri, fmt, split, opts, quarantine, batch_rows):
+            pending.append(new_rows(table, read))
+            if sum(t.num_rows for t in pending) >= batch_rows:
+                yield pa.concat_tables(pending)
+                pending = []
+        if pending or not stats["kept"]:
+            yield pa.concat_tables(pending) if pending else RecordColumns(uri, fmt, split).table()
         stats["quarantined"] = dict(sorted(quarantine.counts.items()))
         if blank_rows is not None:
             stats["blank_rows"] = len(blank_rows)

@@ -85,7 +85,7 @@ def build_merge(ctx: StageContext, **inputs: DatasetRef) -> StageOutput:
         seen = IdSet()
         for ref in refs:
             for batch in store.iter_batches(ref.key, MERGE_BATCH):
-                first_time = seen.add_new(batch.column("id").to_pylist())
+                first_time = seen.add_new(batch.column("id"))
                 dropped = batch.num_rows - int(first_time.sum())
                 stats["duplicates_across_sources"] += dropped
                 stats["duplicates"] += dropped

@@ -1,0 +1,87 @@
+"""Canonical records collected column by column: one list per field, turned into Arrow arrays per batch.
+
+Equivalent to `records_to_table([make_record(...), ...])` (the same normalization and ids, storage.schema),
+without a dict per record and per message, which made building the table the costliest part of ingest.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from storage.schema import (
+    CONVERSATION_SCHEMA,
+    MESSAGE_TYPE,
+    SOURCE_TYPE,
+    meta_json,
+    normalize_conversation,
+    normalize_system,
+    normalize_text,
+    normalized_id,
+)
+from tasks.ingest.arrow import numbers, strings
+
+MESSAGES_TYPE = CONVERSATION_SCHEMA.field("messages").type
+
+
+class RecordColumns:
+    """The records of one source (uri, format and split are shared), appended one conversation at a time."""
+
+    def __init__(self, uri: str, fmt: str, split: str | None) -> None:
+        self.uri, self.fmt, self.split = uri, fmt, split
+        self.ids: list[str] = []
+        self.rows: list[int] = []
+        self.systems: list[str | None] = []
+        self.metas: list[str] = []
+        self.offsets: list[int] = [0]  # messages of record i: roles/contents[offsets[i]:offsets[i + 1]]
+        self.roles: list[str] = []
+        self.contents: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, row: int, system: str | None, messages: Sequence[Mapping[str, str]],
+            meta: Mapping[str, Any] | None) -> None:
+        conv_id, sys_text, turns = normalize_conversation(system, messages)
+        self.ids.append(conv_id)
+        self.rows.append(row)
+        self.systems.append(sys_text)
+        self.metas.append(meta_json(meta))
+        for role, content in turns:
+            self.roles.append(role)
+            self.contents.append(content)
+        self.offsets.append(len(self.contents))
+
+    def add_pairs(self, rows: Sequence[int], systems: Sequence[str | None], users: Sequence[str],
+                  answers: Sequence[str], metas: Sequence[Mapping[str, Any]]) -> None:
+        """Many (user, assistant) records a column at a time: the same as `add` for each, with less overhead."""
+        users = [normalize_text(text) for text in users]
+        answers = [normalize_text(text) for text in answers]
+        sys_texts = [normalize_system(system) for system in systems]
+        self.ids += [normalized_id(system or "", [["user", user], ["assistant", answer]])
+                     for system, user, answer in zip(sys_texts, users, answers)]
+        self.rows += rows
+        self.systems += sys_texts
+        self.metas += [meta_json(meta) for meta in metas]
+        contents: list[str] = [""] * (2 * len(users))
+        contents[0::2], contents[1::2] = users, answers
+        self.contents += contents
+        self.roles += ["user", "assistant"] * len(users)
+        end = self.offsets[-1]
+        self.offsets += range(end + 2, end + 2 * len(users) + 1, 2)
+
+    def table(self) -> pa.Table:
+        """The records as a CONVERSATION_SCHEMA table, in source row order."""
+        n = len(self.ids)
+        source = pa.StructArray.from_arrays(
+            [strings([self.uri] * n), strings([self.fmt] * n), strings([self.split] * n), numbers(self.rows)],
+            fields=list(SOURCE_TYPE))
+        turns = pa.StructArray.from_arrays([strings(self.roles), strings(self.contents)], fields=list(MESSAGE_TYPE))
+        messages = pa.ListArray.from_arrays(numbers(self.offsets, np.int32), turns, type=MESSAGES_TYPE)
+        table = pa.Table.from_arrays([strings(self.ids), source, strings(self.systems), messages, strings(self.metas)],
+                                     schema=CONVERSATION_SCHEMA)
+        order = np.argsort(np.asarray(self.rows, dtype=np.int64), kind="stable")
+        sorted_already = bool((order == np.arange(n)).all())
+        return table if sorted_already else table.take(numbers(order))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DEFAULT_THRESHOLD = 0.7
+PARALLEL_MIN_PAIRS = 2_000_000
 SURROGATES = range(0xD800, 0xE000)
 
 
@@ -81,6 +82,10 @@ class RougeDeduplicator:
         from rapidfuzz.distance import LCSseq
         from rapidfuzz.process import cdist
 
+        # Threads only where they pay off: small comparisons (a few candidates against the seeds) stay on one
+        # thread, which also keeps short CLI runs clear of an intermittent abort at exit with the thread pool.
+        if len(targets) * len(predictions) < PARALLEL_MIN_PAIRS:
+            workers = 1
         return cdist(targets, predictions, scorer=LCSseq.similarity, dtype=np.int32, workers=workers)
 
     def _scores(self, targets: list[str], predictions: list[str]) -> np.ndarray:

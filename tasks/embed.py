@@ -1,8 +1,11 @@
 """The `embed` stage: one L2-normalized sentence embedding per conversation, next to its id.
 
 CaR encodes one text at a time; here texts are encoded in batches sorted by length (less padding), on the GPU
-when there is one. The model's identity (its name and a checksum of its files) is part of the stage key, so a
-changed model folder re-embeds instead of serving stale vectors.
+when there is one. On a CPU the model's matrix products dominate (CaR's texts average about 110 tokens), so
+batching alone gains little there; `precision` trades exactness for speed: `bf16` (bfloat16 autocast, for
+CPUs with AVX512-BF16/AMX and GPUs) and `int8` (dynamic int8 quantization of the Linear layers, CPU only).
+The model's identity (its name and a checksum of its files) is part of the stage key, so a changed model
+folder re-embeds instead of serving stale vectors.
 """
 from __future__ import annotations
 
@@ -118,10 +121,38 @@ def pick_device(device: str) -> str:
     return device
 
 
-def load_model(name: str | None, device: str = "auto") -> Any:
+def load_model(name: str | None, device: str = "auto", precision: str = "fp32") -> Any:
+    """The sentence-transformers model, ready for `encode(..., precision=precision)`."""
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(resolve_model(name)), device=pick_device(device))
+    device = pick_device(device)
+    if precision == "int8" and device != "cpu":
+        raise BadInputError(f"embed.precision int8 (dynamic quantization) runs on the CPU only, not on {device}; "
+                            "use bf16 on a GPU", field="embed.precision")
+    model = SentenceTransformer(str(resolve_model(name)), device=device)
+    if precision == "int8":
+        quantize_int8(model)
+    return model
+
+
+def quantize_int8(model: Any) -> None:
+    """Swap every torch.nn.Linear of the transformer for a dynamically quantized one, in place: int8 weights
+    (per output channel), activations quantized per batch at run time (fbgemm's int8 GEMMs, VNNI on x86)."""
+    import warnings
+
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():  # torch 2.10+ points eager-mode quantization users to torchao
+        warnings.simplefilter("ignore")
+        model[0].auto_model = quantize_dynamic(model[0].auto_model, {torch.nn.Linear: per_channel_dynamic_qconfig},
+                                               inplace=False)
+
+
+def is_int8(model: Any) -> bool:
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    return any(isinstance(m, DynamicQuantizedLinear) for m in model.modules())
 
 
 def embedding_dimension(model: Any) -> int:
@@ -135,9 +166,13 @@ def encode(model: Any, texts: Sequence[str], batch_size: int = 64,
            advance: Callable[[int], None] | None = None, precision: str = "fp32") -> np.ndarray:
     """(n, dim) float32, L2-normalized. Texts go longest first in batches of similar length, so padding is
     small and a batch too large for memory fails at once; the result comes back in the input order.
-    `precision="bf16"` runs the model under bfloat16 autocast (CPUs with AVX512-BF16 or AMX, and GPUs)."""
+    `precision="bf16"` runs the model under bfloat16 autocast (CPUs with AVX512-BF16 or AMX, and GPUs);
+    `precision="int8"` needs a model from `load_model(..., precision="int8")`."""
     import torch
 
+    if (precision == "int8") != is_int8(model):
+        raise ValueError(f"encode(precision={precision!r}) on a model "
+                         f"{'with' if is_int8(model) else 'without'} int8 layers: load it with that precision")
     if precision == "bf16":
         with torch.autocast(torch.device(model.device).type, dtype=torch.bfloat16):
             return encode(model, texts, batch_size, advance)
@@ -186,7 +221,7 @@ def build(ctx: StageContext, conversations: DatasetRef) -> StageOutput:
         raise BadInputError(f"dataset {conversations.key} has no rows to embed", field="conversations")
     folder = resolve_model(params.model)
     device = pick_device(params.device)
-    model = load_model(params.model, params.device)
+    model = load_model(params.model, params.device, params.precision)
     batch_size = params.batch_size or BATCH_SIZE.get(device, 16)
     stats: dict[str, Any] = {"model": params.model or BUNDLED_MODEL, "model_path": str(folder),
                              "weights_sha256": model_checksum(folder), "text": params.text,

@@ -10,6 +10,7 @@ folder re-embeds instead of serving stale vectors.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
@@ -31,6 +32,8 @@ BATCH_SIZE = {"cpu": 16, "cuda": 128}  # measured on CPU: 16 beats 64 (less padd
 READ_ROWS = 8192  # conversations read (and embeddings written) per step; bounds memory on any dataset size
 # files that never change what the model computes: left out of its checksum
 IGNORED_PARTS = {"onnx", "openvino", ".git", ".cache", ".gitattributes", "README.md"}
+# BERT-family names of the FFN down-projection (BertOutput.dense, not BertSelfOutput's attention.output.dense)
+FFN_DOWN_PROJECTION = re.compile(r"(?<!attention)\.output\.dense$")
 # formats sentence-transformers does not load (pytorch weights only)
 HUB_IGNORE = ["onnx/*", "openvino/*", "*.h5", "*.msgpack", "*.ot", "tf_model*", "flax_model*", "rust_model*"]
 
@@ -136,17 +139,20 @@ def load_model(name: str | None, device: str = "auto", precision: str = "fp32") 
 
 
 def quantize_int8(model: Any) -> None:
-    """Swap every torch.nn.Linear of the transformer for a dynamically quantized one, in place: int8 weights
-    (per output channel), activations quantized per batch at run time (fbgemm's int8 GEMMs, VNNI on x86)."""
+    """Swap the transformer's torch.nn.Linear layers for dynamically quantized ones, in place: int8 weights per
+    output channel, activations quantized per batch at run time (fbgemm's int8 GEMMs, VNNI on x86). The FFN
+    down-projections stay fp32: their inputs are post-GELU activations with outliers that one int8 scale per
+    tensor flattens (measured on CaR's texts: mean cosine to fp32 0.978 -> 0.989 at the same speed)."""
     import warnings
 
     import torch
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
+    spec = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and not FFN_DOWN_PROJECTION.search(name)}
     with warnings.catch_warnings():  # torch 2.10+ points eager-mode quantization users to torchao
         warnings.simplefilter("ignore")
-        model[0].auto_model = quantize_dynamic(model[0].auto_model, {torch.nn.Linear: per_channel_dynamic_qconfig},
-                                               inplace=False)
+        quantize_dynamic(model, spec, inplace=True)
 
 
 def is_int8(model: Any) -> bool:

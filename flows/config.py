@@ -97,7 +97,8 @@ class EmbedConfig(Section):
     precision: Literal["fp32", "bf16", "int8"] = Field(
         "fp32", description="fp32: exact; bf16: bfloat16 autocast (CPUs with AVX512-BF16/AMX, GPUs), cosine to "
                             "fp32 above 0.9999; int8: dynamic int8 quantization of the Linear layers (CPU only), "
-                            "cosine to fp32 about 0.99")
+                            "mean cosine to fp32 0.99; its activation scales are per batch, so vectors "
+                            "vary slightly with batch_size")
     batch_size: int | None = Field(None, ge=1, json_schema_extra=NOT_IN_KEY,
                                    description="texts per forward pass; 16 on CPU, 128 on a GPU when empty")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=NOT_IN_KEY, description="auto: cuda when available")

@@ -173,7 +173,9 @@ def encode(model: Any, texts: Sequence[str], batch_size: int = 64,
     """(n, dim) float32, L2-normalized. Texts go longest first in batches of similar length, so padding is
     small and a batch too large for memory fails at once; the result comes back in the input order.
     `precision="bf16"` runs the model under bfloat16 autocast (CPUs with AVX512-BF16 or AMX, and GPUs);
-    `precision="int8"` needs a model from `load_model(..., precision="int8")`."""
+    `precision="int8"` needs a model from `load_model(..., precision="int8")`; its activations are quantized
+    with one scale per batch, so its vectors depend slightly on which texts share a batch (deterministic for a
+    given input and batch size)."""
     import torch
 
     if (precision == "int8") != is_int8(model):

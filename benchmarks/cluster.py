@@ -1,8 +1,9 @@
 """Embedding and k-means against CaR's way of doing them, measured in the same run.
 
 (1) Embedding N texts (CaR's expert-revision texts) with the bundled MiniLM: our batched, length-sorted
-    `tasks.embed.encode` (fp32 at two batch sizes, and bf16) against CaR's loop of `model.encode(text)` one
-    text at a time; same model object.
+    `tasks.embed.encode` at every `embed.precision` (fp32 at two batch sizes, bf16, int8) against CaR's loop of
+    `model.encode(text)` one text at a time on the same fp32 model; the quality of each is its min and mean
+    cosine to CaR's vectors and the adjusted Rand index of the clusters (PCA + k-means) they give.
 (2) k-means on 52,000 × 384 synthetic clustered, L2-normalized vectors after PCA (0.95): our faiss k-means
     (`tasks.cluster.kmeans`, default settings) against sklearn `KMeans(n_clusters, random_state=42)`, CaR's call;
     time and inertia (sum of squared distances) on two synthetic data sets.
@@ -61,21 +62,43 @@ def car_texts(n: int) -> list[str]:
     return (texts * (n // len(texts) + 1))[:n]
 
 
+EMBED_OPTIONS = (("fp32", 16), ("fp32", 64), ("bf16", 16), ("int8", 16))  # (embed.precision, batch size)
+
+
+def cluster_agreement(a: np.ndarray, b: np.ndarray, seed: int = 42) -> float:
+    """Adjusted Rand index between the cluster stage's defaults (PCA 0.95, faiss k-means) on two embeddings
+    of the same texts: 1.0 when the clusters are the same up to their numbering."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from tasks.cluster import default_k, kmeans, reduce
+
+    k = default_k(len(a))
+    labels = [kmeans(reduce(x, 0.95, None, seed).x, k, seed=seed).labels for x in (a, b)]
+    return float(adjusted_rand_score(*labels))
+
+
 def bench_embedding(n: int) -> list[dict[str, Any]]:
     from tasks.embed import encode, load_model
 
-    model = load_model(None, "auto")
     texts = car_texts(n)
-    encode(model, texts[:64])  # warm-up, both paths share it
+    models = {precision: load_model(None, "cpu" if precision == "int8" else "auto", precision)
+              for precision in {p for p, _ in EMBED_OPTIONS}}
+    model = models["fp32"]
+    for precision, m in models.items():  # warm-up, the baseline shares the fp32 one
+        encode(m, texts[:64], 16, None, precision)
     baseline_s, singles = timed(lambda: np.stack([model.encode(t) for t in texts]))  # CaR's loop
     singles = singles / np.linalg.norm(singles, axis=1, keepdims=True)
     rows = []
-    for precision, batch_size in (("fp32", 16), ("fp32", 64), ("bf16", 16)):
-        ours_s, batched = timed(encode, model, texts, batch_size, None, precision)
-        rows.append({"name": f"embed {n} texts (MiniLM, {model.device}, {precision}, batch {batch_size})",
+    for precision, batch_size in EMBED_OPTIONS:
+        m = models[precision]
+        ours_s, batched = timed(encode, m, texts, batch_size, None, precision)
+        cosine = (batched * singles).sum(axis=1)
+        rows.append({"name": f"embed {n} texts (MiniLM, {m.device}, {precision}, batch {batch_size})",
                      "ours_s": round(ours_s, 2), "baseline_s": round(baseline_s, 2),
                      "ours_rows_per_s": round(n / ours_s, 1), "baseline_rows_per_s": round(n / baseline_s, 1),
-                     "min_cosine_to_baseline": round(float((batched * singles).sum(axis=1).min()), 6)})
+                     "min_cosine_to_baseline": round(float(cosine.min()), 6),
+                     "mean_cosine_to_baseline": round(float(cosine.mean()), 6),
+                     "cluster_ari_to_baseline": round(cluster_agreement(singles, batched), 4)})
     return rows
 
 

@@ -94,9 +94,11 @@ class EmbedConfig(Section):
     text: Literal["car", "user", "full"] = Field(
         "car", description="what is embedded: car = CaR's 'Instruction: … Input: … Response: …' (multi-turn: "
                            "turns with role names), user = the user turns, full = system prompt and every turn")
-    precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="bf16: bfloat16 autocast, about 1.7x faster on CPUs with AVX512-BF16/AMX and on GPUs; "
-                            "cosine to fp32 above 0.9999")
+    precision: Literal["fp32", "bf16", "int8"] = Field(
+        "fp32", description="fp32: exact; bf16: bfloat16 autocast (CPUs with AVX512-BF16/AMX, GPUs), cosine to "
+                            "fp32 above 0.9999; int8: dynamic int8 quantization of the Linear layers (CPU only), "
+                            "mean cosine to fp32 0.99; its activation scales are per batch, so vectors "
+                            "vary slightly with batch_size")
     batch_size: int | None = Field(None, ge=1, json_schema_extra=NOT_IN_KEY,
                                    description="texts per forward pass; 16 on CPU, 128 on a GPU when empty")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=NOT_IN_KEY, description="auto: cuda when available")

@@ -103,3 +103,28 @@ def test_bad_input(store):
         run_stage(embed_stage.STAGE, EmbedConfig(device="cpu"), {"conversations": empty}, store)
     with pytest.raises(BadInputError, match="embed.model"):
         embed_stage.STAGE.key(EmbedConfig(model="/no/such/folder"), {})
+
+
+def test_int8_is_close_to_fp32_and_part_of_the_key(minilm, store):
+    texts = [row_text("car", r["system"], r["messages"], r["meta"]) for r in records()]
+    int8 = load_model(None, "cpu", "int8")
+    quantized = encode(int8, texts, batch_size=2, precision="int8")
+    exact = encode(minilm, texts, batch_size=2)
+    assert quantized.dtype == np.float32 and quantized.shape == exact.shape
+    np.testing.assert_allclose(np.linalg.norm(quantized, axis=1), 1.0, atol=1e-5)
+    cosine = (quantized * exact).sum(axis=1)
+    assert cosine.min() > 0.95 and cosine.mean() > 0.97
+    assert not np.allclose(quantized, exact, atol=1e-4)  # close, yet really quantized
+    with pytest.raises(ValueError, match="int8"):
+        encode(minilm, texts, precision="int8")
+    with pytest.raises(ValueError, match="int8"):
+        encode(int8, texts)
+    conv = store.publish_table("conv", "ingest", records_to_table(records()))
+    keys = {embed_stage.STAGE.key(EmbedConfig(precision=p), {"conversations": conv}) for p in ("fp32", "bf16", "int8")}
+    assert len(keys) == 3
+    # dynamic quantization scales activations per batch: same batches, same vectors
+    result = run_stage(embed_stage.STAGE, EmbedConfig(precision="int8", device="cpu", batch_size=2),
+                       {"conversations": conv}, store)
+    assert result.stats["precision"] == "int8"
+    stored = embedding_matrix(store.read_table(result.ref.key).column("embedding"))
+    np.testing.assert_allclose(stored, quantized, atol=1e-5)

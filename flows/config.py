@@ -2,7 +2,7 @@
 
 Each stage reads its own section; a section is also the stage's cache-key parameters, so a field that does
 not change the stage's output (a batch size, a device) is marked `json_schema_extra=NOT_IN_KEY` to stay out of
-the key. Not pydantic's `json_schema_extra=NOT_IN_KEY`: Prefect serializes flow parameters with model_dump, which drops those.
+the key. Not pydantic's `exclude=True`: Prefect serializes flow parameters with model_dump, which drops those.
 """
 from __future__ import annotations
 
@@ -101,7 +101,8 @@ class EmbedConfig(Section):
                             "vary slightly with batch_size")
     batch_size: int | None = Field(None, ge=1, json_schema_extra=NOT_IN_KEY,
                                    description="texts per forward pass; 16 on CPU, 128 on a GPU when empty")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=NOT_IN_KEY, description="auto: cuda when available")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=NOT_IN_KEY,
+                                                   description="auto: cuda when available")
 
 
 class ClusterConfig(Section):
@@ -182,8 +183,10 @@ class TrainConfig(Section):
     merge: bool = Field(False, description="also store the merged model (merge_and_unload), LoRA/QLoRA only")
     seed: int = 42
     gradient_checkpointing: bool = Field(True, json_schema_extra=NOT_IN_KEY, description="on CUDA, for LoRA/QLoRA")
-    save_steps: int = Field(10, ge=1, json_schema_extra=NOT_IN_KEY, description="checkpoint every N steps (a retry resumes there)")
-    sample_prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_SAMPLE_PROMPTS), json_schema_extra=NOT_IN_KEY,
+    save_steps: int = Field(10, ge=1, json_schema_extra=NOT_IN_KEY,
+                            description="checkpoint every N steps (a retry resumes there)")
+    sample_prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_SAMPLE_PROMPTS),
+                                      json_schema_extra=NOT_IN_KEY,
                                       description="answered before and after training in the report")
     sample_max_new_tokens: int = Field(64, ge=1, json_schema_extra=NOT_IN_KEY)
 

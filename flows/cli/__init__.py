@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 from pathlib import Path
@@ -45,5 +46,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def entry() -> None:
+    """The process entry point (the `sftflow` script and `python -m flows`)."""
+    code = main()
+    if "prefect" in sys.modules:  # Prefect's exit handlers stop the servers and workers it started
+        sys.exit(code)
+    # Work done and output written: skip the interpreter's teardown, where a native thread pool still alive
+    # can abort the process after success ("terminate called without an active exception", apache/arrow#34314).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -223,7 +223,9 @@ def test_half_written_checkpoint_is_ignored(tmp_path):
     (tmp_path / "checkpoint-10" / "trainer_state.json").write_text("{}")
     (tmp_path / "checkpoint-15").mkdir()  # killed while saving: no trainer_state.json
     assert train_stage.latest_checkpoint(tmp_path).name == "checkpoint-10"
-    assert not (tmp_path / "checkpoint-15").exists()
+    assert (tmp_path / "checkpoint-15").exists()  # looking is read-only: it may still be being written
+    train_stage.discard_incomplete_checkpoints(tmp_path)
+    assert not (tmp_path / "checkpoint-15").exists() and (tmp_path / "checkpoint-10").exists()
 
 
 # -- bad input, all before any model is loaded ---------------------------------------------------------------

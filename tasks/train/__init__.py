@@ -18,11 +18,11 @@ from storage.stage import StageContext, StageDef, StageOutput
 from storage.store import DatasetRef
 from tasks.errors import BadInputError
 from tasks.train.data import check_template, effective_limit, prepare
-from tasks.train.loop import CountingCollator, fit, latest_checkpoint
+from tasks.train.loop import CountingCollator, discard_incomplete_checkpoints, fit, latest_checkpoint
 from tasks.train.model import PROMPT_LEARNING, load_base, pick_device, position_limit, trainable_parameters, wrap
 from tasks.train.outputs import lineage, loss_curve_png, merge_adapter, model_card
 
-__all__ = ["STAGE", "CountingCollator", "latest_checkpoint", "work_folder"]
+__all__ = ["STAGE", "CountingCollator", "discard_incomplete_checkpoints", "latest_checkpoint", "work_folder"]
 
 
 def work_folder(key: str) -> Path:

@@ -41,20 +41,25 @@ class CountingCollator:
         return self.collator(features)
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The newest complete checkpoint; half-written ones (a kill during saving) are removed."""
+def _checkpoints(folder: Path) -> list[tuple[int, Path, bool]]:
+    """(step, path, complete) of every checkpoint folder; complete = its trainer state was written."""
     if not folder.is_dir():
-        return None
-    found = []
-    for path in folder.iterdir():
-        match = CHECKPOINT.match(path.name)
-        if not match:
-            continue
-        if (path / COMPLETE_MARK).is_file():
-            found.append((int(match.group(1)), path))
-        else:
+        return []
+    return [(int(match.group(1)), path, (path / COMPLETE_MARK).is_file())
+            for path in folder.iterdir() if (match := CHECKPOINT.match(path.name))]
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint. Read-only: a checkpoint being written is simply not complete yet."""
+    complete = [(step, path) for step, path, done in _checkpoints(folder) if done]
+    return max(complete)[1] if complete else None
+
+
+def discard_incomplete_checkpoints(folder: Path) -> None:
+    """Before resuming: remove what a kill during saving left half-written."""
+    for _, path, done in _checkpoints(folder):
+        if not done:
             shutil.rmtree(path, ignore_errors=True)
-    return max(found)[1] if found else None
 
 
 def planned_steps(params: Any, train_rows: int) -> int:
@@ -116,6 +121,7 @@ def fit(model: Any, collator: Callable, prepared: Prepared, params: Any, device:
                       eval_dataset=TokenDataset(prepared.eval) if has_eval else None, data_collator=counting,
                       callbacks=[StepProgress()])
     trainer.remove_callback(PrinterCallback)  # it prints logs on stdout, where `--json` output goes
+    discard_incomplete_checkpoints(checkpoints)
     resume = latest_checkpoint(checkpoints)
     before = None
     if has_eval and resume is None:

@@ -1,9 +1,10 @@
 """API keys from Prefect Secret blocks, handed to Prefect-free stage code through an environment variable."""
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from tasks.env import temporary_env
 
 
 @contextmanager
@@ -15,13 +16,5 @@ def secret_in_env(block_name: str | None, env_name: str) -> Iterator[None]:
         return
     from prefect.blocks.system import Secret
 
-    value = Secret.load(block_name).get()
-    previous = os.environ.get(env_name)
-    os.environ[env_name] = str(value)
-    try:
+    with temporary_env(env_name, str(Secret.load(block_name).get())):
         yield
-    finally:
-        if previous is None:
-            os.environ.pop(env_name, None)
-        else:
-            os.environ[env_name] = previous

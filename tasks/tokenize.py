@@ -13,7 +13,6 @@ a sample left with no supervised token goes to quarantine with its reason instea
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from tasks.env import temporary_env
 from tasks.errors import BadInputError
 from tasks.templates import ASSISTANT, END, Template, for_tokenizer, template_messages
 
@@ -206,15 +206,8 @@ class ConversationEncoder:
 def tokenizers_parallelism(enabled: bool):
     """flows/settings.py turns the Rust thread pool off process-wide (fork safety for Prefect workers); one
     batched call may use it: tokenizers re-reads the variable on every call and disables itself in a fork."""
-    before = os.environ.get(PARALLELISM_ENV)
-    os.environ[PARALLELISM_ENV] = "true" if enabled else "false"
-    try:
+    with temporary_env(PARALLELISM_ENV, "true" if enabled else "false"):
         yield
-    finally:
-        if before is None:
-            os.environ.pop(PARALLELISM_ENV, None)
-        else:
-            os.environ[PARALLELISM_ENV] = before
 
 
 def _token_ranges(encoding: Any, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

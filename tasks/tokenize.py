@@ -159,7 +159,7 @@ class ConversationEncoder:
         n = len(encodings)
         bos = [self.add_bos and not t.startswith(self.bos_token) for t in texts] if self.bos_token else [False] * n
         self.counts["bos_added"] += sum(bos)
-        lengths = np.fromiter((len(e.ids) + b for e, b in zip(encodings, bos)), np.int64, n)
+        lengths = np.fromiter((len(e) + b for e, b in zip(encodings, bos)), np.int64, n)
         starts = np.zeros(n + 1, np.int64)
         np.cumsum(lengths, out=starts[1:])
         bases = starts[:-1] + np.array(bos, np.int64)

@@ -235,23 +235,17 @@ class SpecialTokenSpans:
     added: re.Pattern  # every added token, longest first (the tokenizer's leftmost-longest match)
     added_ids: dict[str, int]
     is_added: np.ndarray  # by token id
-    probes: dict[str, int | None] = field(default_factory=dict)  # probe lead -> header tokens in context
+    # lead -> header tokens in context (None: no clean split); as many as distinct answer openings
+    probes: dict[str, int | None] = field(default_factory=dict)
 
     LEAD = re.compile(r"\s*.{0,3}", re.DOTALL)
-    TEXT_NORMALIZERS = (False, {"type": "Sequence", "normalizers": []})
 
     @classmethod
     def for_template(cls, tokenizer: Any, template: Template) -> SpecialTokenSpans | None:
-        from tokenizers import models, pre_tokenizers
-
         backend = tokenizer.backend_tokenizer
-        pre, normalizer = backend.pre_tokenizer, backend.normalizer
         plain_added = all(not (t.lstrip or t.rstrip or t.single_word or t.normalized)
                           for t in tokenizer.added_tokens_decoder.values())
-        if (template.jinja is not None or not plain_added or not isinstance(backend.model, models.BPE)
-                or backend.model.dropout is not None or not isinstance(pre, pre_tokenizers.ByteLevel)
-                or not pre.use_regex or pre.add_prefix_space
-                or (normalizer is not None and json.loads(normalizer.__getstate__())) not in cls.TEXT_NORMALIZERS):
+        if template.jinja is not None or not plain_added or not _gpt2_byte_level_bpe(backend):
             return None
         added_ids = {t.content: i for i, t in tokenizer.added_tokens_decoder.items()}
         added = re.compile("|".join(re.escape(t) for t in sorted(added_ids, key=len, reverse=True)))
@@ -327,6 +321,17 @@ class SpecialTokenSpans:
             offsets = self.backend.encode(probe, add_special_tokens=False).offsets
             self.probes[lead] = sum(stop <= split for _, stop in offsets) if clean else None
         return self.probes[lead]
+
+
+def _gpt2_byte_level_bpe(backend: Any) -> bool:
+    """No normalizer, the ByteLevel pre-tokenizer with its GPT-2 regex and no prefix space, plain BPE."""
+    from tokenizers import models, pre_tokenizers
+
+    pre, normalizer = backend.pre_tokenizer, backend.normalizer
+    normalizer = json.loads(normalizer.__getstate__()) if normalizer is not None else None
+    return (normalizer in (None, {"type": "Sequence", "normalizers": []})
+            and isinstance(pre, pre_tokenizers.ByteLevel) and pre.use_regex
+            and not pre.add_prefix_space and isinstance(backend.model, models.BPE) and backend.model.dropout is None)
 
 
 @contextmanager

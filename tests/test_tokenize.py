@@ -264,9 +264,9 @@ def test_special_token_spans_equal_the_offsets_mask(smollm2_tokenizer, name, tra
     assert 0 < encoder.counts["masked_by_offsets"] < len(table_rows) // 2 or train_on == "prompt"
 
 
-def test_special_token_spans_need_a_byte_level_tokenizer(tiny_lm, metaspace_tokenizer):
+def test_special_token_spans_need_special_token_turns_and_a_byte_level_tokenizer(tiny_lm, metaspace_tokenizer):
     from transformers import AutoTokenizer
 
-    chatml = get_template("chatml")
-    assert ConversationEncoder(AutoTokenizer.from_pretrained(tiny_lm), get_template("alpaca"))._special_spans is None
-    assert ConversationEncoder(metaspace_tokenizer, chatml)._special_spans is None
+    tiny = AutoTokenizer.from_pretrained(tiny_lm)
+    assert ConversationEncoder(tiny, get_template("alpaca"))._special_spans is None  # plain-text turn markers
+    assert ConversationEncoder(metaspace_tokenizer, get_template("chatml"))._special_spans is None  # not GPT-2 BPE

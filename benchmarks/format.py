@@ -1,10 +1,14 @@
 """Conversations per second through the format stage's batched tokenization vs a per-sample loop written like
 the seed's (LinkSoul / Firefly: encode each turn, build labels in Python), same tokenizer and template, same
-run; the outputs (input_ids and labels of every sample) must be identical.
+run; the outputs (input_ids and labels of every sample) must be identical. Each side is timed to its own output:
+ours to the Arrow tables the stage writes, the loop to its Python lists (ours are converted afterwards, untimed).
 
 Data: multi-turn conversations chained from real Alpaca pairs (../shared/data: LLaMA-Factory's alpaca_en_demo
 and CaR's selection), 1-4 turns each, a third with a system prompt; `chat` keeps only each instruction and the
-first sentence of each answer (chat-length turns). Tokenizer: SmolLM2-135M-Instruct (GGUF).
+first sentence of each answer (chat-length turns). Tokenizer: SmolLM2-135M-Instruct (GGUF). The conversations
+reuse a few thousand pairs, so turns repeat; `unique_turns` says how much, and `header_probes` how many answer
+openings the encoder tokenized to place the assistant header's end (its only cache that sees content: the first
+characters of each answer, which any real data repeats as well).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from benchmarks.common import timed
+from benchmarks.common import timed_cpu
 from storage.schema import make_record, records_to_table
 from tasks.text import alpaca_user_content
 
@@ -68,12 +72,13 @@ def load_tokenizer(path: str | None) -> Any:
     return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-def ours(encoder: Any, table: pa.Table, batch_size: int) -> list[tuple[list[int], list[int]]]:
-    out = []
-    for start in range(0, table.num_rows, batch_size):
-        batch = encoder.encode(table.slice(start, batch_size)).table
-        out += zip(batch.column("input_ids").to_pylist(), batch.column("labels").to_pylist())
-    return out
+def ours(encoder: Any, table: pa.Table, batch_size: int) -> list[pa.Table]:
+    """What the format stage writes: one tokenized Arrow table per batch."""
+    return [encoder.encode(table.slice(start, batch_size)).table for start in range(0, table.num_rows, batch_size)]
+
+
+def as_lists(tables: list[pa.Table]) -> list[tuple[list[int], list[int]]]:
+    return [pair for t in tables for pair in zip(t.column("input_ids").to_pylist(), t.column("labels").to_pylist())]
 
 
 def per_sample_loop(encoder: Any, table: pa.Table) -> list[tuple[list[int], list[int]]]:
@@ -107,16 +112,23 @@ def per_sample_loop(encoder: Any, table: pa.Table) -> list[tuple[list[int], list
 
 
 def compare(encoder: Any, table: pa.Table, batch_size: int, name: str) -> dict[str, Any]:
+    """Ours, then the loop, on the same rows and encoder; the outputs must be equal."""
     warm = table.slice(0, 200)
     ours(encoder, warm, batch_size), per_sample_loop(encoder, warm)
-    ours_s, ours_out = timed(ours, encoder, table, batch_size)
-    base_s, base_out = timed(per_sample_loop, encoder, table)
+    ours_s, ours_cpu, tables = timed_cpu(ours, encoder, table, batch_size)
+    ours_out = as_lists(tables)  # untimed: each side is timed to its own output, Arrow tables vs Python lists
+    base_s, base_cpu, base_out = timed_cpu(per_sample_loop, encoder, table)
     mismatches = sum(a != b for a, b in zip(ours_out, base_out)) + abs(len(ours_out) - len(base_out))
     n = table.num_rows
-    turns = sum(len(m) for m in table.column("messages").to_pylist()) / 2
+    messages = [m["content"] for conv in table.column("messages").to_pylist() for m in conv]
+    special = encoder._special_spans
     return {"name": name, "ours_s": round(ours_s, 2), "baseline_s": round(base_s, 2),
             "ours_conv_per_s": round(n / ours_s), "baseline_conv_per_s": round(n / base_s),
-            "tokens_per_turn": round(sum(len(ids) for ids, _ in ours_out) / turns, 1),
+            "ours_cpu_s": round(ours_cpu, 2), "baseline_cpu_s": round(base_cpu, 2),
+            "tokens_per_turn": round(sum(len(ids) for ids, _ in ours_out) / (len(messages) / 2), 1),
+            "unique_turns": f"{len(set(messages)):,} of {len(messages):,}",
+            "header_probes": len(special.probes) if special else None,
+            "masked_by_offsets": encoder.counts["masked_by_offsets"],
             "identical": mismatches == 0, "mismatched_samples": mismatches}
 
 
@@ -125,9 +137,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from tasks.tokenize import ConversationEncoder
 
     tokenizer = load_tokenizer(args.tokenizer)
-    encoder = ConversationEncoder(tokenizer, get_template(args.template), max_length=args.max_length)
     kinds = ["alpaca", "chat"] if args.data == "both" else [args.data]
-    rows = [compare(encoder, conversations(args.samples, chat=kind == "chat"), args.batch_size,
+    rows = [compare(ConversationEncoder(tokenizer, get_template(args.template), max_length=args.max_length),
+                    conversations(args.samples, chat=kind == "chat"), args.batch_size,
                     f"{args.samples:,} {kind} conversations ({args.template})") for kind in kinds]
     return {"benchmark": "format", "comparisons": rows, "samples": args.samples,
             "tokenizer": args.tokenizer or "SmolLM2-135M-Instruct", "cores": os.cpu_count(),

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from functools import lru_cache
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -76,8 +76,7 @@ class Template(BaseModel):
         eos = self.default_eos if eos_token is None else eos_token
         if self.jinja is not None:
             return _jinja_pieces(self.jinja, system, messages, add_generation_prompt, bos, eos)
-        values = {"bos": bos, "eos": eos}
-        fill = _filler(values)
+        fill = _filler(bos, eos)
         pieces: list[Piece] = []
         first_input = bool(messages and messages[0].get("role") == "user" and messages[0].get("input"))
         if system is None:
@@ -178,18 +177,33 @@ class Template(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
-@dataclass(frozen=True)
-class Piece:
+class Piece(NamedTuple):
     text: str
     kind: str  # MARKUP, SYSTEM, USER, ASSISTANT or END
     turn: int = -1  # index of the message it belongs to
 
 
-def _filler(values: Mapping[str, str]):
-    def fill(fmt: str, **extra: str) -> str:
+@lru_cache(maxsize=1024)
+def _format_parts(fmt: str, bos: str, eos: str) -> tuple[str, ...]:
+    """`fmt` with {bos} and {eos} filled in, split at its other placeholders: literal text at even indexes,
+    placeholder names at odd ones (formats are few; rendering a row then only joins strings)."""
+    parts = PLACEHOLDER.split(fmt)
+    out = [parts[0]]
+    for name, literal in zip(parts[1::2], parts[2::2]):
+        if name in ("bos", "eos"):
+            out[-1] += (bos if name == "bos" else eos) + literal
+        else:
+            out += [name, literal]
+    return tuple(out)
+
+
+def _filler(bos: str, eos: str):
+    def fill(fmt: str, **values: str) -> str:
         # one pass: placeholders inside inserted content are never expanded again
-        merged = {**values, **extra}
-        return PLACEHOLDER.sub(lambda m: merged.get(m.group(1), m.group(0)), fmt)
+        parts = _format_parts(fmt, bos, eos)
+        if len(parts) == 1:
+            return parts[0]
+        return "".join([values.get(p, "{" + p + "}") if i % 2 else p for i, p in enumerate(parts)])
 
     return fill
 

@@ -5,6 +5,8 @@ that carry loss (assistant content plus the end-of-turn marker after it: the EOS
 learn to stop on). The whole text is tokenized in one batched call — so the ids equal what
 `apply_chat_template` gives at inference, token boundaries included — and a token is supervised when any of
 its characters falls in a supervised span (`Encoding.char_to_token` at the span ends, no per-token Python).
+Where the turns are delimited by special tokens on a byte-level BPE tokenizer (chatml, llama3),
+`SpecialTokenSpans` finds the same tokens without character offsets, so the batch skips computing them.
 
 `train_on`: `all_assistant` (every assistant turn, the default), `last_assistant` (only the final answer),
 `prompt` (every token). Labels are -100 everywhere else. BOS is prepended once, only when the tokenizer adds
@@ -13,6 +15,9 @@ a sample left with no supervised token goes to quarantine with its reason instea
 """
 from __future__ import annotations
 
+import bisect
+import json
+import re
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,7 +56,8 @@ class Rendered:
 
 def supervised_spans(pieces: Sequence[Any], train_on: TrainOn) -> list[tuple[int, int]]:
     spans, pos = [], 0
-    last_turn = max((p.turn for p in pieces if p.kind == ASSISTANT), default=None)
+    # END, not ASSISTANT: an empty answer renders no ASSISTANT piece
+    last_turn = max((p.turn for p in pieces if p.kind in (ASSISTANT, END)), default=None)
     for piece in pieces:
         end = pos + len(piece.text)
         if train_on == "prompt" or (piece.kind in (ASSISTANT, END)
@@ -91,7 +97,7 @@ class ConversationEncoder:
     system: str | None = None  # replaces every row's system prompt when set ("" = none at all)
     parallel: bool = True  # let the Rust tokenizer spread a batch over every core
     warnings: list[str] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=lambda: {"truncated": 0, "bos_added": 0})
+    counts: dict[str, int] = field(default_factory=lambda: {"truncated": 0, "bos_added": 0, "masked_by_offsets": 0})
 
     def __post_init__(self) -> None:
         if not getattr(self.tokenizer, "is_fast", False):
@@ -101,6 +107,7 @@ class ConversationEncoder:
         self.eos_token = self.tokenizer.eos_token or ""
         self.add_bos = tokenizer_adds_bos(self.tokenizer)
         self._backend = self.tokenizer.backend_tokenizer
+        self._special_spans = SpecialTokenSpans.for_template(self.tokenizer, self.template)
         self._check_end_marker()
 
     def _check_end_marker(self) -> None:
@@ -145,50 +152,56 @@ class ConversationEncoder:
 
     def encode_rendered(self, ids: list[str], rendered: list[Rendered]) -> tuple[pa.Table, list[dict[str, Any]]]:
         texts = [r.text for r in rendered]
+        special = self._special_spans
         with tokenizers_parallelism(self.parallel):
-            encodings = self._backend.encode_batch(texts, add_special_tokens=False)
+            encode = self._backend.encode_batch_fast if special else self._backend.encode_batch  # with offsets
+            encodings = encode(texts, add_special_tokens=False)
         n = len(encodings)
         bos = [self.add_bos and not t.startswith(self.bos_token) for t in texts] if self.bos_token else [False] * n
         self.counts["bos_added"] += sum(bos)
-        lengths = np.fromiter((len(e.ids) + b for e, b in zip(encodings, bos)), np.int64, n)
+        lengths = np.fromiter((len(e) + b for e, b in zip(encodings, bos)), np.int64, n)
         starts = np.zeros(n + 1, np.int64)
         np.cumsum(lengths, out=starts[1:])
+        bases = starts[:-1] + np.array(bos, np.int64)
         token_ids = np.empty(starts[-1], np.int32)
         mask = np.zeros(starts[-1], bool)
-        bos_id = self.tokenizer.bos_token_id
-        for i, (enc, r) in enumerate(zip(encodings, rendered)):
-            base = starts[i] + bos[i]
-            if bos[i]:
-                token_ids[starts[i]] = bos_id
-            token_ids[base:starts[i + 1]] = enc.ids
-            for first, last in _token_ranges(enc, r.spans):
-                mask[base + first: base + last + 1] = True
+        token_ids[starts[:-1][bases > starts[:-1]]] = self.tokenizer.bos_token_id
+        for i, enc in enumerate(encodings):
+            token_ids[bases[i]:starts[i + 1]] = enc.ids
+        unmasked = special.mark(rendered, token_ids, bases, starts[1:], mask) if special else range(n)
+        if special and unmasked:  # the few samples the special-token rules do not cover
+            with tokenizers_parallelism(self.parallel):
+                encodings = self._backend.encode_batch([texts[i] for i in unmasked], add_special_tokens=False)
+        self.counts["masked_by_offsets"] += len(unmasked)
+        for i, enc in zip(unmasked, encodings):
+            for first, last in _token_ranges(enc, rendered[i].spans):
+                mask[bases[i] + first: bases[i] + last + 1] = True
         return self._truncate(ids, rendered, token_ids, mask, starts)
 
     def _truncate(self, ids: list[str], rendered: list[Rendered], token_ids: np.ndarray, mask: np.ndarray,
                   starts: np.ndarray) -> tuple[pa.Table, list[dict[str, Any]]]:
         """Keep the first max_length tokens; when a sample is cut, also drop the unsupervised tail (a prompt
         with no answer left). Samples with nothing supervised go to quarantine."""
-        n = len(ids)
         lengths = np.diff(starts)
         keep_len = np.minimum(lengths, self.max_length)
         for i in np.flatnonzero(lengths > self.max_length):
             supervised = np.flatnonzero(mask[starts[i]: starts[i] + keep_len[i]])
             keep_len[i] = supervised[-1] + 1 if len(supervised) else 0
-        position = np.arange(starts[-1]) - np.repeat(starts[:-1], lengths)
-        kept = position < np.repeat(keep_len, lengths)
-        sample = np.repeat(np.arange(n), lengths)
-        num_supervised = np.bincount(sample[kept & mask], minlength=n)
+        supervised_before = np.zeros(starts[-1] + 1, np.int64)
+        np.cumsum(mask, out=supervised_before[1:])
+        num_supervised = supervised_before[starts[:-1] + keep_len] - supervised_before[starts[:-1]]
         ok = num_supervised > 0
-        kept &= np.repeat(ok, lengths)
-        out_lengths = np.where(ok, keep_len, 0)[ok]
+        keep_len[~ok] = 0
+        if (keep_len < lengths).any():  # only cut or dropped samples need a per-token selection
+            kept = np.arange(starts[-1]) - np.repeat(starts[:-1], lengths) < np.repeat(keep_len, lengths)
+            token_ids, mask = token_ids[kept], mask[kept]
+        out_lengths = keep_len[ok]
         offsets = np.zeros(len(out_lengths) + 1, np.int32)
         np.cumsum(out_lengths, out=offsets[1:])
-        values = token_ids[kept]
-        labels = np.where(mask[kept], values, IGNORE_INDEX).astype(np.int32)
+        labels = np.where(mask, token_ids, IGNORE_INDEX).astype(np.int32)
         table = pa.Table.from_arrays([
             pa.array([i for i, good in zip(ids, ok) if good], pa.string()),
-            pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
+            pa.ListArray.from_arrays(pa.array(offsets), pa.array(token_ids)),
             pa.ListArray.from_arrays(pa.array(offsets), pa.array(labels)),
             pa.array(out_lengths.astype(np.int32)),
             pa.array(num_supervised[ok].astype(np.int32)),
@@ -200,6 +213,125 @@ class ConversationEncoder:
                                f"max_length={self.max_length}"}
                     for i in np.flatnonzero(~ok)]
         return table, too_long
+
+
+@dataclass
+class SpecialTokenSpans:
+    """Token ranges of supervised spans from the ids alone, for templates whose assistant turns open and close
+    with special tokens (chatml, llama3) on a byte-level BPE tokenizer: the batch then needs no offsets.
+
+    The tokenizer splits added tokens out before pre-tokenizing, so in the ids of a whole text the k-th
+    added-token id stands for the k-th added-token string in the text (checked for every sample). A span that
+    ends with the end-of-turn token ends at that token. A span that starts after the assistant header starts
+    `n` tokens after the header's last special token, `n` being the token count of the rest of the header
+    (`header`, e.g. "assistant\n") in context: the GPT-2 pre-tokenizer regex reads at most the whitespace run
+    after the header and three more characters (a contraction) to place its split, so a probe of the header
+    plus those characters gives `n`, or shows that the content's first pre-token starts inside the header.
+    Any sample these rules do not cover gets its mask from character offsets instead.
+    """
+
+    backend: Any
+    header: str  # the assistant header after its last special token
+    added: re.Pattern  # every added token, longest first (the tokenizer's leftmost-longest match)
+    added_ids: dict[str, int]
+    is_added: np.ndarray  # by token id
+    # lead -> header tokens in context (None: no clean split); as many as distinct answer openings
+    probes: dict[str, int | None] = field(default_factory=dict)
+
+    LEAD = re.compile(r"\s*.{0,3}", re.DOTALL)
+
+    @classmethod
+    def for_template(cls, tokenizer: Any, template: Template) -> SpecialTokenSpans | None:
+        backend = tokenizer.backend_tokenizer
+        plain_added = all(not (t.lstrip or t.rstrip or t.single_word or t.normalized)
+                          for t in tokenizer.added_tokens_decoder.values())
+        if template.jinja is not None or not plain_added or not _gpt2_byte_level_bpe(backend):
+            return None
+        added_ids = {t.content: i for i, t in tokenizer.added_tokens_decoder.items()}
+        added = re.compile("|".join(re.escape(t) for t in sorted(added_ids, key=len, reverse=True)))
+        fill = {"{bos}": tokenizer.bos_token or "", "{eos}": tokenizer.eos_token or ""}
+        header = template.assistant_prefix + template.assistant_lead
+        end = template.assistant_end
+        for placeholder, value in fill.items():
+            header, end = header.replace(placeholder, value), end.replace(placeholder, value)
+        header_specials = list(added.finditer(header))
+        if end not in added_ids or not header_specials:
+            return None
+        is_added = np.zeros(backend.get_vocab_size(with_added_tokens=True), bool)
+        is_added[list(added_ids.values())] = True
+        return cls(backend, header[header_specials[-1].end():], added, added_ids, is_added)
+
+    def mark(self, rendered: list[Rendered], token_ids: np.ndarray, bases: np.ndarray, stops: np.ndarray,
+             mask: np.ndarray) -> list[int]:
+        """Set `mask` over the supervised tokens of every sample (tokens `bases[i]:stops[i]` of the batch);
+        returns the samples these rules do not cover, untouched."""
+        specials = np.flatnonzero(self.is_added[token_ids])
+        special_ids = token_ids[specials].tolist()
+        specials = specials.tolist()
+        lows, highs = np.searchsorted(specials, bases).tolist(), np.searchsorted(specials, stops).tolist()
+        unmasked = []
+        for i, r in enumerate(rendered):
+            lo, hi = lows[i], highs[i]
+            ranges = self.token_ranges(r, specials[lo:hi], special_ids[lo:hi], int(bases[i]), int(stops[i]))
+            if ranges is None:
+                unmasked.append(i)
+            for first, last in ranges or ():
+                mask[first:last + 1] = True
+        return unmasked
+
+    def token_ranges(self, rendered: Rendered, positions: list[int], ids: list[int], base: int, stop: int
+                     ) -> list[tuple[int, int]] | None:
+        """First and last token of each supervised span, given the positions and ids of the added tokens among
+        the sample's tokens `base:stop`; None where the rules do not apply."""
+        text = rendered.text
+        found = list(self.added.finditer(text))
+        if ids != [self.added_ids[m.group()] for m in found]:
+            return None
+        ends = [m.end() for m in found]
+        ranges = []
+        for start, end in rendered.spans:
+            if start == 0:
+                first = base
+            else:
+                k = bisect.bisect_right(ends, start) - 1  # the header's last special token
+                following = found[k + 1].start() if k + 1 < len(found) else len(text)
+                if k < 0 or following < start or text[ends[k]:start] != self.header:
+                    return None
+                count = self.header_tokens(self.LEAD.match(text, start, following).group())
+                if count is None:
+                    return None
+                first = positions[k] + 1 + count
+            if end == len(text):
+                last = stop - 1
+            else:
+                k = bisect.bisect_left(ends, end)
+                if k == len(ends) or ends[k] != end:
+                    return None
+                last = positions[k]
+            ranges.append((first, last))
+        return ranges
+
+    def header_tokens(self, lead: str) -> int | None:
+        """Tokens of `header` followed by content starting with `lead`; None when they share a pre-token."""
+        if lead not in self.probes:
+            split = len(self.header)
+            probe = self.header + lead
+            words = self.backend.pre_tokenizer.pre_tokenize_str(probe)
+            clean = not (split and lead) or any(start == split for _, (start, _) in words)
+            offsets = self.backend.encode(probe, add_special_tokens=False).offsets
+            self.probes[lead] = sum(stop <= split for _, stop in offsets) if clean else None
+        return self.probes[lead]
+
+
+def _gpt2_byte_level_bpe(backend: Any) -> bool:
+    """No normalizer, the ByteLevel pre-tokenizer with its GPT-2 regex and no prefix space, plain BPE."""
+    from tokenizers import models, pre_tokenizers
+
+    pre, normalizer = backend.pre_tokenizer, backend.normalizer
+    normalizer = json.loads(normalizer.__getstate__()) if normalizer is not None else None
+    return (normalizer in (None, {"type": "Sequence", "normalizers": []})
+            and isinstance(pre, pre_tokenizers.ByteLevel) and pre.use_regex
+            and not pre.add_prefix_space and isinstance(backend.model, models.BPE) and backend.model.dropout is None)
 
 
 @contextmanager

@@ -214,3 +214,59 @@ def test_sentencepiece_style_tokenizer(metaspace_tokenizer, name):
         answers = [m["content"] for m in record["messages"] if m["role"] == "assistant"]
         assert supervised.count("</s>") == len(answers)
         assert supervised.replace("</s>", "").replace(" ", "") == "".join(answers).replace(" ", "")
+
+
+# Answers that stress the boundary between the assistant header and its content: leading whitespace, a
+# contraction, special-token strings inside content, empty answers, non-ASCII; raw rows (no ingest stripping).
+BOUNDARY_CONTENTS = ["", " ", "  lead", "\n\nHi", "\nx", "'re fine", "'s", " 're", "<|im_end|>oops", "x<|im_end|>",
+                     "a<|im_start|>b", "<|eot_id|>", "\t\ttab", "日本語です。", "\u3000全角", "\x1cfs", "\u00a0nbsp",
+                     "123", "!!!", " !x", "trailing  ", "\r\nwin", "'", "''s", "Plain answer."]
+
+
+def boundary_rows(n: int = 300) -> list[dict]:
+    import random
+
+    rng = random.Random(0)
+    out = []
+    for i in range(n):
+        messages = []
+        for _ in range(rng.randint(1, 3)):
+            messages += [{"role": "user", "content": rng.choice(BOUNDARY_CONTENTS)},
+                         {"role": "assistant", "content": rng.choice(BOUNDARY_CONTENTS) + rng.choice(["", "word"])}]
+        out.append({"id": str(i), "system": rng.choice([None, "", "Sys"]), "messages": messages, "meta": None})
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["chatml", "llama3"])
+@pytest.mark.parametrize("train_on", ["all_assistant", "last_assistant", "prompt"])
+def test_special_token_spans_equal_the_offsets_mask(smollm2_tokenizer, name, train_on):
+    """Templates delimited by special tokens get their mask from the ids alone (no offsets); it must equal
+    the character-offset mask, and the ids the whole text's, on every sample — the ones the rules leave to
+    offsets included. llama3 runs on SmolLM2's byte-level BPE with llama3's header tokens added."""
+    import copy
+
+    tok = smollm2_tokenizer
+    if name == "llama3":
+        tok = copy.deepcopy(tok)
+        tok.add_special_tokens({"additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>",
+                                                              "<|eot_id|>"]})
+    encoder = ConversationEncoder(tok, get_template(name), max_length=10**6, train_on=train_on)
+    assert encoder._special_spans is not None
+    table_rows = boundary_rows()
+    out = encoder.encode(table_rows).table.to_pylist()
+    assert len(out) == len(table_rows)
+    for row, got in zip(table_rows, out):
+        rendered = encoder.render(row["system"], row["messages"], row["meta"])
+        assert got["input_ids"] == tok(rendered.text, add_special_tokens=False)["input_ids"]
+        assert [lab != IGNORE_INDEX for lab in got["labels"]] == offsets_mask(tok, rendered.text, rendered.spans)
+    # most samples take the special-token path; leading whitespace and stray special tokens fall back
+    assert 0 < encoder.counts["masked_by_offsets"] < len(table_rows) // 2 or train_on == "prompt"
+
+
+def test_special_token_spans_need_special_token_turns_and_a_byte_level_tokenizer(tiny_lm, metaspace_tokenizer):
+    from transformers import AutoTokenizer
+
+    tiny = AutoTokenizer.from_pretrained(tiny_lm)
+    assert ConversationEncoder(tiny, get_template("alpaca"))._special_spans is None  # plain-text turn markers
+    assert ConversationEncoder(metaspace_tokenizer, get_template("chatml"))._special_spans is None  # not GPT-2 BPE

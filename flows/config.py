@@ -73,6 +73,8 @@ class IQSConfig(Section):
     layer_transformation: Literal["sparsemax", "softmax"] = "sparsemax"
     pair_loss_weight: float = Field(0.0, ge=0, description="weight of a pairwise margin ranking loss added to MSE")
     pair_margin: float = Field(0.5, ge=0)
+    length_grouped: bool = Field(True, description="training batches of similar length (about half the padding); "
+                                 "false: random batches, as stock COMET")
     seed: int = 42
     probe_c: float = Field(1.0, gt=0, description="inverse regularization of the probe's logistic regression")
     batch_size: int = Field(32, ge=1, json_schema_extra=NOT_IN_KEY, description="scoring batch size")
@@ -84,7 +86,8 @@ class IQSConfig(Section):
                 "layerwise_decay": self.layerwise_decay, "nr_frozen_epochs": self.nr_frozen_epochs,
                 "hidden_sizes": list(self.hidden_sizes), "dropout": self.dropout, "pool": self.pool,
                 "layer_transformation": self.layer_transformation, "batch_size": self.train_batch_size,
-                "pair_loss_weight": self.pair_loss_weight, "pair_margin": self.pair_margin}
+                "pair_loss_weight": self.pair_loss_weight, "pair_margin": self.pair_margin,
+                "length_grouped": self.length_grouped}
 
 
 class EmbedConfig(Section):

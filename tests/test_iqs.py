@@ -234,3 +234,19 @@ def test_probe_model_scores_with_the_embed_stage_vectors(store):
     with pytest.raises(BadInputError, match="no COMET checkpoint"):
         run_stage(SCORE_STAGE, params.model_copy(update={"scorer": "comet"}),
                   {"conversations": conversations, "model": trained.ref}, store)
+
+
+def test_training_batches_grouped_by_length_or_random():
+    from torch.utils.data import DataLoader
+
+    from tasks.iqs.metric import batching
+
+    rows = [{"src": "x" * n, "score": 0.0} for n in range(1, 801)]
+    grouped = list(DataLoader(rows, **batching(rows, 8, True), collate_fn=lambda b: [len(r["src"]) for r in b]))
+    random = list(DataLoader(rows, **batching(rows, 8, False), collate_fn=lambda b: [len(r["src"]) for r in b]))
+    for batches in (grouped, random):
+        assert sorted(n for b in batches for n in b) == list(range(1, 801))  # every row once an epoch
+    spread = [max(b) - min(b) for b in grouped], [max(b) - min(b) for b in random]
+    assert max(spread[0]) < 50 < sum(spread[1]) / len(spread[1])
+    pairs = [(rows[i], rows[i + 1]) for i in range(0, 800, 2)]
+    assert len(list(DataLoader(pairs, **batching(pairs, 8, True), collate_fn=list))) == 50

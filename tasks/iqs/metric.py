@@ -16,7 +16,7 @@ from comet.models import str2model
 from comet.models.regression.regression_metric import RegressionMetric
 from comet.models.utils import Prediction, Target
 from comet.modules import FeedForward
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, RandomSampler, Sampler
 
 CLASS_IDENTIFIER = "instruction_metric"
 TRAIN_SUBSET_ROWS = 200
@@ -26,7 +26,8 @@ class InstructionMetric(RegressionMetric):
     """Defaults follow CaR's instruction_score.yaml, except the encoder (set by tasks.iqs.train).
 
     `pair_loss_weight` > 0 adds a pairwise margin ranking term: training batches then hold whole pairs
-    (raw, revised) and the revision must score `pair_margin` above its raw text.
+    (raw, revised) and the revision must score `pair_margin` above its raw text. `length_grouped` batches
+    rows of similar length (less padding); False draws them at random, as stock COMET does.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class InstructionMetric(RegressionMetric):
         final_activation: str | None = None,
         pair_loss_weight: float = 0.0,
         pair_margin: float = 0.5,
+        length_grouped: bool = True,
         class_identifier: str = CLASS_IDENTIFIER,
         load_pretrained_weights: bool = True,
         local_files_only: bool = False,
@@ -147,10 +149,9 @@ class InstructionMetric(RegressionMetric):
         return rows
 
     def train_dataloader(self) -> DataLoader:
-        """COMET's loader, but batches of similar length (random otherwise): about half the padding."""
+        """COMET's loader; with `length_grouped`, batches of similar length: about half the padding."""
         data = self.read_training_data(self.hparams.train_data[self.current_epoch % len(self.hparams.train_data)])
-        lengths = [sum(len(r["src"]) for r in item) if isinstance(item, tuple) else len(item["src"]) for item in data]
-        return DataLoader(data, batch_sampler=LengthBucketSampler(lengths, self.hparams.batch_size),
+        return DataLoader(data, **batching(data, self.hparams.batch_size, self.hparams.get("length_grouped", True)),
                           collate_fn=lambda s: self.prepare_sample(s, stage="fit"),
                           num_workers=2 * self.trainer.num_devices)
 
@@ -165,6 +166,14 @@ class InstructionMetric(RegressionMetric):
             # COMET re-predicts up to 1,000 training rows every validation for its train_* log metrics;
             # TRAIN_SUBSET_ROWS are enough for those and save minutes an epoch on CPU
             self.train_subset = [self.train_subset[i] for i in range(min(TRAIN_SUBSET_ROWS, len(self.train_subset)))]
+
+
+def batching(data: list, batch_size: int, length_grouped: bool) -> dict:
+    """DataLoader arguments for training items (rows, or (raw, revised) pairs)."""
+    if not length_grouped:
+        return {"batch_size": batch_size, "sampler": RandomSampler(data)}
+    lengths = [sum(len(r["src"]) for r in item) if isinstance(item, tuple) else len(item["src"]) for item in data]
+    return {"batch_sampler": LengthBucketSampler(lengths, batch_size)}
 
 
 class LengthBucketSampler(Sampler[list[int]]):

@@ -21,7 +21,7 @@ from storage.schema import (
     normalize_text,
     normalized_id,
 )
-from tasks.ingest.arrow import numbers, strings
+from tasks.ingest.arrow import numbers, repeated, strings
 
 MESSAGES_TYPE = CONVERSATION_SCHEMA.field("messages").type
 
@@ -76,7 +76,7 @@ class RecordColumns:
         """The records as a CONVERSATION_SCHEMA table, in source row order."""
         n = len(self.ids)
         source = pa.StructArray.from_arrays(
-            [strings([self.uri] * n), strings([self.fmt] * n), strings([self.split] * n), numbers(self.rows)],
+            [repeated(self.uri, n), repeated(self.fmt, n), repeated(self.split, n), numbers(self.rows)],
             fields=list(SOURCE_TYPE))
         turns = pa.StructArray.from_arrays([strings(self.roles), strings(self.contents)], fields=list(MESSAGE_TYPE))
         messages = pa.ListArray.from_arrays(numbers(self.offsets, np.int32), turns, type=MESSAGES_TYPE)

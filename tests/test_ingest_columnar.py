@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from storage.schema import make_record, record_id, records_to_table
+from storage.schema import make_record, meta_json, record_id, records_to_table
 from tasks.ingest import source
 from tasks.ingest.arrow import mask, numbers, strings
 from tasks.ingest.columns import RecordColumns
@@ -94,7 +94,7 @@ def test_record_columns_equal_make_record():
     columns = RecordColumns("file.json", "alpaca", "train")
     for row, system, turns, meta in conversations:
         columns.add(row, system, turns, meta)
-    columns.add_pairs([1], ["S"], [" q "], ["r"], [{"instruction": "q"}])
+    columns.add_pairs([1], ["S"], [" q "], ["r"], [meta_json({"instruction": "q"})])
     expected = [make_record(messages=turns, system=system, uri="file.json", fmt="alpaca", row=row, split="train",
                             meta=meta) for row, system, turns, meta in conversations]
     expected.append(make_record(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "r"}],

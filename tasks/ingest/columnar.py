@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from storage.schema import normalize_text
+from storage.schema import meta_json, normalize_text
 from tasks.ingest.columns import RecordColumns
 from tasks.ingest.formats import FormatOptions, alpaca_meta, rest
 from tasks.text import alpaca_user_content
@@ -39,7 +39,7 @@ def alpaca_chunk(items: list[Item], opts: FormatOptions, records: RecordColumns)
     systems: list[str | None] = []
     users: list[str] = []
     answers: list[str] = []
-    metas: list[dict[str, Any]] = []
+    metas: list[str] = []
     others: list[Item] = []
     for item in items:  # one pass that fetches each field once: this runs once per row
         obj = item[1]
@@ -58,7 +58,7 @@ def alpaca_chunk(items: list[Item], opts: FormatOptions, records: RecordColumns)
         systems.append(system or opts.system_prompt)
         users.append(alpaca_user_content(instruction, input_text))
         answers.append(output)
-        metas.append(alpaca_meta(obj, instruction, input_text))
+        metas.append(meta_json(alpaca_meta(obj, instruction, input_text)))
     records.add_pairs(rows=rows, systems=systems, users=users, answers=answers, metas=metas)
     return others
 
@@ -80,7 +80,7 @@ def columns_chunk(items: list[Item], opts: FormatOptions, records: RecordColumns
         systems=[(obj.get(system_col) if system_col else None) or opts.system_prompt for obj in objs],
         users=[obj[question] for obj in objs],
         answers=[obj[answer] for obj in objs],
-        metas=[rest(obj, used) for obj in objs],
+        metas=[meta_json(rest(obj, used)) for obj in objs],
     )
     return others
 

@@ -55,8 +55,9 @@ class RecordColumns:
         self.offsets.append(len(self.contents))
 
     def add_pairs(self, rows: Sequence[int], systems: Sequence[str | None], users: Sequence[str],
-                  answers: Sequence[str], metas: Sequence[Mapping[str, Any]]) -> None:
-        """Many (user, assistant) records a column at a time: the same as `add` for each, with less overhead."""
+                  answers: Sequence[str], metas: Sequence[str]) -> None:
+        """Many (user, assistant) records a column at a time: the same as `add` for each (metas already written
+        by `meta_json`), with less overhead."""
         users = [normalize_text(text) for text in users]
         answers = [normalize_text(text) for text in answers]
         sys_texts = [normalize_system(system) for system in systems]
@@ -64,7 +65,7 @@ class RecordColumns:
                      for system, user, answer in zip(sys_texts, users, answers)]
         self.rows += rows
         self.systems += sys_texts
-        self.metas += [meta_json(meta) for meta in metas]
+        self.metas += metas
         contents: list[str] = [""] * (2 * len(users))
         contents[0::2], contents[1::2] = users, answers
         self.contents += contents

@@ -16,7 +16,6 @@ import os
 import shutil
 import time
 import uuid
-from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -33,7 +32,6 @@ TMP_DIR = ".tmp"
 TRASH_DIR = ".trash"
 DEFAULT_HOME = "./.sftflow"
 SHARD_ROWS = 100_000
-QUEUED_SHARDS = 1  # shards waiting for the background encoder beside the one it is writing (flat memory)
 
 
 def default_store_url() -> str:
@@ -256,7 +254,7 @@ class DatasetWriter:
         self.ref: DatasetRef | None = None
         self._started = time.time()
         self._encoder: ThreadPoolExecutor | None = None
-        self._queued: deque[Future[None]] = deque()
+        self._encoding: Future[None] | None = None  # the shard being written in the background
 
     def __enter__(self) -> DatasetWriter:
         self.store.fs.makedirs(self.tmp, exist_ok=True)
@@ -280,12 +278,11 @@ class DatasetWriter:
 
     def _queue(self, shard: dict[str, Any], part: pa.Table) -> None:
         """Encode and store the shard on a background thread: parquet encoding and compression run without the
-        GIL, beside whatever produces the next part. Waits while QUEUED_SHARDS are queued already."""
+        GIL, beside whatever produces the next part. One shard at a time, so memory stays flat."""
         if self._encoder is None:
             self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
-        while len(self._queued) > QUEUED_SHARDS:
-            self._queued.popleft().result()
-        self._queued.append(self._encoder.submit(self._write_shard, shard, part))
+        self._wait_for_shard()
+        self._encoding = self._encoder.submit(self._write_shard, shard, part)
 
     def _write_shard(self, shard: dict[str, Any], part: pa.Table) -> None:
         sink = pa.BufferOutputStream()  # an Arrow sink: no GIL taken per write, as a Python file would
@@ -294,14 +291,16 @@ class DatasetWriter:
         self.store.fs.pipe_file(f"{self.tmp}/{shard['name']}", data)
         shard["bytes"] = len(data)
 
+    def _wait_for_shard(self) -> None:
+        """Wait for the shard being written; raise its error."""
+        encoding, self._encoding = self._encoding, None
+        if encoding is not None:
+            encoding.result()
+
     def _finish_shards(self) -> None:
-        """Wait for every queued shard; raise the first error."""
         try:
-            while self._queued:
-                self._queued.popleft().result()
+            self._wait_for_shard()
         finally:
-            for future in self._queued:  # after an error: let the others end before the folder is removed
-                future.cancel()
             if self._encoder is not None:
                 self._encoder.shutdown(wait=True)
 
@@ -325,11 +324,10 @@ class DatasetWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             self._finish_shards()
-        except BaseException:
-            self.store.fs.rm(self.tmp, recursive=True)
+        except BaseException:  # a shard that failed in the background fails the dataset
             if exc_type is None:
+                self.store.fs.rm(self.tmp, recursive=True)
                 raise
-            return
         if exc_type is not None:
             self.store.fs.rm(self.tmp, recursive=True)
             return

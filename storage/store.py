@@ -11,13 +11,13 @@ the size it lists; anything else is treated as missing (and rebuilt), never as a
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -253,6 +253,8 @@ class DatasetWriter:
         self.rows = 0
         self.ref: DatasetRef | None = None
         self._started = time.time()
+        self._encoder: ThreadPoolExecutor | None = None
+        self._encoding: Future[None] | None = None  # the shard being written in the background
 
     def __enter__(self) -> DatasetWriter:
         self.store.fs.makedirs(self.tmp, exist_ok=True)
@@ -269,12 +271,38 @@ class DatasetWriter:
             part = table.slice(start, shard_rows)
             if part.num_rows == 0 and self.shards:
                 continue
-            name = f"part-{len(self.shards):05d}-{self.writer_id}.parquet"
-            buf = io.BytesIO()
-            pq.write_table(part, buf, compression="zstd")
-            self.store.fs.pipe_file(f"{self.tmp}/{name}", buf.getvalue())
-            self.shards.append({"name": name, "rows": part.num_rows, "bytes": buf.tell()})
+            shard = {"name": f"part-{len(self.shards):05d}-{self.writer_id}.parquet", "rows": part.num_rows}
+            self.shards.append(shard)
             self.rows += part.num_rows
+            self._queue(shard, part)
+
+    def _queue(self, shard: dict[str, Any], part: pa.Table) -> None:
+        """Encode and store the shard on a background thread: parquet encoding and compression run without the
+        GIL, beside whatever produces the next part. One shard at a time, so memory stays flat."""
+        if self._encoder is None:
+            self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self._wait_for_shard()
+        self._encoding = self._encoder.submit(self._write_shard, shard, part)
+
+    def _write_shard(self, shard: dict[str, Any], part: pa.Table) -> None:
+        sink = pa.BufferOutputStream()  # an Arrow sink: no GIL taken per write, as a Python file would
+        pq.write_table(part, sink, compression="zstd")
+        data = sink.getvalue().to_pybytes()
+        self.store.fs.pipe_file(f"{self.tmp}/{shard['name']}", data)
+        shard["bytes"] = len(data)
+
+    def _wait_for_shard(self) -> None:
+        """Wait for the shard being written; raise its error."""
+        encoding, self._encoding = self._encoding, None
+        if encoding is not None:
+            encoding.result()
+
+    def _finish_shards(self) -> None:
+        try:
+            self._wait_for_shard()
+        finally:
+            if self._encoder is not None:
+                self._encoder.shutdown(wait=True)
 
     def add_file(self, name: str, data: bytes | str | Path) -> None:
         """Store an extra file (report, PNG, checkpoint); a directory Path is added recursively."""
@@ -294,6 +322,12 @@ class DatasetWriter:
         self.files.append({"name": f"files/{name}", "bytes": size})
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._finish_shards()
+        except BaseException:  # a shard that failed in the background fails the dataset
+            if exc_type is None:
+                self.store.fs.rm(self.tmp, recursive=True)
+                raise
         if exc_type is not None:
             self.store.fs.rm(self.tmp, recursive=True)
             return

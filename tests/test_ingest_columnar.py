@@ -1,7 +1,9 @@
 """The column-wise paths (columns.py, columnar.py) give exactly the records of the row-by-row ones."""
 from __future__ import annotations
 
+import gc
 import json
+import random
 import subprocess
 import sys
 
@@ -9,13 +11,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from storage.schema import make_record, record_id, records_to_table
+from storage.schema import make_record, meta_json, record_id, records_to_table
 from tasks.ingest import source
-from tasks.ingest.arrow import mask, numbers, strings
+from tasks.ingest.arrow import mask, numbers, repeated, strings
 from tasks.ingest.columns import RecordColumns
 from tasks.ingest.dedupe import id_keys
 from tests.conftest import ROOT
-from tests.ingest_helpers import ingest, write_json
+from tests.ingest_helpers import ingest, write_json, write_jsonl
 
 # plain rows and every kind the chunk parser leaves to the row parsers, with duplicates across both kinds
 MIXED = [
@@ -77,6 +79,54 @@ def test_real_files_match_row_by_row(shared_data, monkeypatch, name, config):
     assert fast[0].num_rows > 150
 
 
+# text that normalization, stripping and JSON escaping treat specially, mixed with plain ASCII
+TRICKY = ["Caf\u00e9", "Cafe\u0301", "\u65e5\u672c", "\r\n", "\r", "\t", "\n", "\x1c", "\x1f", "\u00a0", "\u2028",
+          "\u0085", "\u3000", '"q"', "\\", "\x00", "\x7f", " ", "ok", "word", "\u200b", "\ufeff", "\x0b", "\U0001f600",
+          "</p>", "/"]
+
+
+def _tricky_records(count: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+
+    def text() -> str:
+        return "".join(rng.choice(TRICKY) for _ in range(rng.randint(0, 6)))
+
+    records = []
+    for i in range(count):
+        record = {"instruction": text() or f"q{i}", "output": text() or f"a{i}"}
+        if rng.random() < 0.5:
+            record["input"] = rng.choice([text(), None, 3, ""])
+        if rng.random() < 0.15:
+            record["system"] = text()
+        if rng.random() < 0.15:
+            record[rng.choice(["extra", "id", "category"])] = rng.choice([text(), 1, 2.5, None, [1, "x"], {"b": 1}])
+        if rng.random() < 0.05:
+            record["history"] = [[text(), text()]]
+        records.append(record)
+    return records + records[:50]  # duplicates
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_tricky_text_in_chunks_matches_row_by_row(tmp_path, monkeypatch, suffix):
+    records = _tricky_records(600)
+    path = (write_json if suffix == ".json" else write_jsonl)(tmp_path / f"tricky{suffix}", records)
+    fast = ingest(path, batch_rows=97)
+    _same(fast, _row_by_row(monkeypatch, path, batch_rows=97))
+    assert fast[1]["duplicates"] > 30 and fast[1]["quarantined"] and fast[0].num_rows > 300
+
+
+def test_ingest_leaves_the_garbage_collector_as_it_found_it(tmp_path):
+    path = write_json(tmp_path / "mixed.json", MIXED)
+    ingest(path, batch_rows=3)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        ingest(path, batch_rows=3)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_demo_data_matches_row_by_row(tmp_path, monkeypatch):
     subprocess.run([sys.executable, str(ROOT / "demo" / "build_data.py"), str(tmp_path)], check=True, timeout=60,
                    capture_output=True)
@@ -94,7 +144,7 @@ def test_record_columns_equal_make_record():
     columns = RecordColumns("file.json", "alpaca", "train")
     for row, system, turns, meta in conversations:
         columns.add(row, system, turns, meta)
-    columns.add_pairs([1], ["S"], [" q "], ["r"], [{"instruction": "q"}])
+    columns.add_pairs([1], ["S"], [" q "], ["r"], [meta_json({"instruction": "q"})])
     expected = [make_record(messages=turns, system=system, uri="file.json", fmt="alpaca", row=row, split="train",
                             meta=meta) for row, system, turns, meta in conversations]
     expected.append(make_record(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "r"}],
@@ -108,6 +158,10 @@ def test_arrays_from_buffers_equal_pa_array():
     texts = ["a", None, "", "Café ☕", "x" * 1000, None]
     assert strings(texts).equals(pa.array(texts, pa.string()))
     assert strings([]).equals(pa.array([], pa.string()))
+    for values in (["plain", "", "ascii text"], [None, "x", None], [None, None], ["\u00e9", None, "a"]):
+        assert strings(values).equals(pa.array(values, pa.string()))
+    for value, count in (("file.json", 3), ("Caf\u00e9", 2), ("", 2), (None, 4), ("x", 0)):
+        assert repeated(value, count).equals(pa.array([value] * count, pa.string()))
     assert numbers([3, 0, 2**40]).equals(pa.array([3, 0, 2**40], pa.int64()))
     flags = np.array([True, False, True] * 5)
     assert mask(flags).equals(pa.array(flags.tolist(), pa.bool_()))

@@ -65,6 +65,29 @@ def test_exception_midway_leaves_nothing_visible(store):
     assert not any(Path(store.root, TMP_DIR).iterdir())
 
 
+def test_a_shard_that_fails_in_the_background_fails_the_writer(store, monkeypatch):
+    """Shards are encoded on a background thread: its error surfaces, nothing is published or left behind."""
+    pipe_file = store.fs.pipe_file
+
+    def failing(path, *args, **kwargs):
+        if "part-00002" in path:
+            raise OSError("disk full")
+        return pipe_file(path, *args, **kwargs)
+
+    monkeypatch.setattr(store.fs, "pipe_file", failing)
+    with pytest.raises(OSError, match="disk full"):
+        with store.writer("k4", "test") as w:
+            for start in range(0, 60, 10):
+                w.write(table(10, start))
+    assert not store.verify("k4") and store.keys() == []
+    assert not any(Path(store.root, TMP_DIR).iterdir())
+    monkeypatch.undo()
+    with store.writer("k5", "test") as w:  # the shards of a good writer come back in order, with their sizes
+        for start in range(0, 60, 10):
+            w.write(table(10, start))
+    assert store.verify("k5") and store.read_table("k5").column("i").to_pylist() == list(range(60))
+
+
 def test_damaged_dataset_is_not_complete(store):
     store.publish_table("k3", "test", table(10))
     shard = Path(store.root, "k3", store.shard_names("k3")[0])

@@ -14,18 +14,40 @@ def _validity(valid: np.ndarray) -> pa.Buffer | None:
     return None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
 
 
+def _string_array(count: int, lengths: np.ndarray, data: bytes, valid: np.ndarray | None) -> pa.Array:
+    offsets = np.zeros(count + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    validity = None if valid is None else _validity(valid)
+    null_count = 0 if valid is None else int(count - valid.sum())
+    return pa.Array.from_buffers(pa.string(), count, [validity, pa.py_buffer(offsets), pa.py_buffer(data)],
+                                 null_count=null_count)
+
+
 def strings(values: Sequence[str | None]) -> pa.Array:
     """A pa.string() array of the values (None → null)."""
-    encoded = [b"" if value is None else value.encode("utf-8") for value in values]
-    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    if lengths.sum() > MAX_STRING_BYTES:
+    count, nulls = len(values), values.count(None)
+    if nulls == count:
+        return pa.nulls(count, pa.string())
+    texts = values if not nulls else ["" if value is None else value for value in values]
+    valid = None if not nulls else np.fromiter((value is not None for value in values), dtype=bool, count=count)
+    joined = "".join(texts)
+    data = joined.encode("utf-8")
+    if len(data) > MAX_STRING_BYTES:
         return pa.array(values, pa.string())
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    valid = np.fromiter((value is not None for value in values), dtype=bool, count=len(encoded))
-    return pa.Array.from_buffers(pa.string(), len(encoded), [_validity(valid), pa.py_buffer(offsets),
-                                                             pa.py_buffer(b"".join(encoded))],
-                                 null_count=int(len(encoded) - valid.sum()))
+    if len(data) == len(joined):  # all ASCII (the common case): a text's length in characters is its byte length
+        return _string_array(count, np.fromiter(map(len, texts), dtype=np.int64, count=count), data, valid)
+    encoded = [text.encode("utf-8") for text in texts]
+    return _string_array(count, np.fromiter(map(len, encoded), dtype=np.int64, count=count), b"".join(encoded), valid)
+
+
+def repeated(value: str | None, count: int) -> pa.Array:
+    """A pa.string() array of `count` times the same value (None → nulls)."""
+    if value is None or not count:
+        return pa.nulls(count, pa.string())
+    encoded = value.encode("utf-8")
+    if len(encoded) * count > MAX_STRING_BYTES:
+        return strings([value] * count)
+    return _string_array(count, np.full(count, len(encoded), dtype=np.int64), encoded * count, None)
 
 
 def numbers(values: Sequence[int] | np.ndarray, dtype: type = np.int64) -> pa.Array:

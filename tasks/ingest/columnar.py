@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from storage.schema import normalize_text
+from storage.schema import meta_json, normalize_text
 from tasks.ingest.columns import RecordColumns
 from tasks.ingest.formats import FormatOptions, alpaca_meta, rest
 from tasks.text import alpaca_user_content
@@ -28,16 +28,6 @@ def _optional_text(value: Any) -> bool:
     return value is None or type(value) is str
 
 
-def _plain_alpaca(obj: Any) -> bool:
-    if type(obj) is not dict:
-        return False
-    instruction, output, input_text, system = (obj.get("instruction"), obj.get("output"), obj.get("input"),
-                                                obj.get("system"))
-    return (type(instruction) is str and type(output) is str and instruction and output
-            and (input_text is None or type(input_text) is str) and (system is None or type(system) is str)
-            and not obj.get("history") and not instruction.isspace() and not output.isspace())
-
-
 def _split(items: list[Item], plain: Callable[[Any], bool]) -> tuple[list[Item], list[Item]]:
     flags = [plain(obj) for _, obj in items]
     return ([item for item, ok in zip(items, flags) if ok], [item for item, ok in zip(items, flags) if not ok])
@@ -45,17 +35,31 @@ def _split(items: list[Item], plain: Callable[[Any], bool]) -> tuple[list[Item],
 
 def alpaca_chunk(items: list[Item], opts: FormatOptions, records: RecordColumns) -> list[Item]:
     """Add the plain Alpaca rows of `items` to `records`; return the others."""
-    fast, others = _split(items, _plain_alpaca)
-    objs = [obj for _, obj in fast]
-    instructions = [normalize_text(obj["instruction"]) for obj in objs]
-    inputs = [normalize_text(obj.get("input") or "") for obj in objs]
-    records.add_pairs(
-        rows=[row for row, _ in fast],
-        systems=[obj.get("system") or opts.system_prompt for obj in objs],
-        users=[alpaca_user_content(i, t) for i, t in zip(instructions, inputs)],
-        answers=[obj["output"] for obj in objs],
-        metas=[alpaca_meta(obj, i, t) for obj, i, t in zip(objs, instructions, inputs)],
-    )
+    rows: list[int] = []
+    systems: list[str | None] = []
+    users: list[str] = []
+    answers: list[str] = []
+    metas: list[str] = []
+    others: list[Item] = []
+    for item in items:  # one pass that fetches each field once: this runs once per row
+        obj = item[1]
+        if type(obj) is not dict:
+            others.append(item)
+            continue
+        instruction, output, input_text, system = (obj.get("instruction"), obj.get("output"), obj.get("input"),
+                                                    obj.get("system"))
+        if not (type(instruction) is str and type(output) is str and instruction and output
+                and (input_text is None or type(input_text) is str) and (system is None or type(system) is str)
+                and not obj.get("history") and not instruction.isspace() and not output.isspace()):
+            others.append(item)
+            continue
+        instruction, input_text = normalize_text(instruction), normalize_text(input_text or "")
+        rows.append(item[0])
+        systems.append(system or opts.system_prompt)
+        users.append(alpaca_user_content(instruction, input_text))
+        answers.append(output)
+        metas.append(meta_json(alpaca_meta(obj, instruction, input_text)))
+    records.add_pairs(rows=rows, systems=systems, users=users, answers=answers, metas=metas)
     return others
 
 
@@ -76,7 +80,7 @@ def columns_chunk(items: list[Item], opts: FormatOptions, records: RecordColumns
         systems=[(obj.get(system_col) if system_col else None) or opts.system_prompt for obj in objs],
         users=[obj[question] for obj in objs],
         answers=[obj[answer] for obj in objs],
-        metas=[rest(obj, used) for obj in objs],
+        metas=[meta_json(rest(obj, used)) for obj in objs],
     )
     return others
 

@@ -21,7 +21,7 @@ from storage.schema import (
     normalize_text,
     normalized_id,
 )
-from tasks.ingest.arrow import numbers, strings
+from tasks.ingest.arrow import numbers, repeated, strings
 
 MESSAGES_TYPE = CONVERSATION_SCHEMA.field("messages").type
 
@@ -55,8 +55,9 @@ class RecordColumns:
         self.offsets.append(len(self.contents))
 
     def add_pairs(self, rows: Sequence[int], systems: Sequence[str | None], users: Sequence[str],
-                  answers: Sequence[str], metas: Sequence[Mapping[str, Any]]) -> None:
-        """Many (user, assistant) records a column at a time: the same as `add` for each, with less overhead."""
+                  answers: Sequence[str], metas: Sequence[str]) -> None:
+        """Many (user, assistant) records a column at a time: the same as `add` for each (metas already written
+        by `meta_json`), with less overhead."""
         users = [normalize_text(text) for text in users]
         answers = [normalize_text(text) for text in answers]
         sys_texts = [normalize_system(system) for system in systems]
@@ -64,7 +65,7 @@ class RecordColumns:
                      for system, user, answer in zip(sys_texts, users, answers)]
         self.rows += rows
         self.systems += sys_texts
-        self.metas += [meta_json(meta) for meta in metas]
+        self.metas += metas
         contents: list[str] = [""] * (2 * len(users))
         contents[0::2], contents[1::2] = users, answers
         self.contents += contents
@@ -76,7 +77,7 @@ class RecordColumns:
         """The records as a CONVERSATION_SCHEMA table, in source row order."""
         n = len(self.ids)
         source = pa.StructArray.from_arrays(
-            [strings([self.uri] * n), strings([self.fmt] * n), strings([self.split] * n), numbers(self.rows)],
+            [repeated(self.uri, n), repeated(self.fmt, n), repeated(self.split, n), numbers(self.rows)],
             fields=list(SOURCE_TYPE))
         turns = pa.StructArray.from_arrays([strings(self.roles), strings(self.contents)], fields=list(MESSAGE_TYPE))
         messages = pa.ListArray.from_arrays(numbers(self.offsets, np.int32), turns, type=MESSAGES_TYPE)

@@ -30,6 +30,7 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
                   "system": "system"}
 OASST_ROLES = {"prompter": "user", "assistant": "assistant"}
 ALPACA_OWN = frozenset(("output", "system", "history"))  # alpaca fields not copied into meta
+ALPACA_FIELDS = ALPACA_OWN | {"instruction", "input"}
 GUANACO_MARKER = re.compile(r"###\s*(Human|Assistant)\s*:")
 
 
@@ -123,6 +124,8 @@ def parse_alpaca(obj: Mapping[str, Any], opts: FormatOptions) -> Iterator[Conver
 
 def alpaca_meta(obj: Mapping[str, Any], instruction: str, input_text: str) -> dict[str, Any]:
     """The record's other fields plus the normalized pair the user turn was built from (exports split it back)."""
+    if obj.keys() <= ALPACA_FIELDS:  # no other fields (nearly always): no copy of the record
+        return {"instruction": instruction, "input": input_text}
     meta = rest(obj, ALPACA_OWN)
     meta.update(instruction=instruction, input=input_text)
     return meta

@@ -28,9 +28,11 @@ def file_digest(uri: str) -> str:
     if stamp[2] and stamp in _memo:
         return _memo[stamp]
     hasher = hashlib.blake2b(digest_size=20)
+    buffer = bytearray(CHUNK)  # one buffer read into again and again: no fresh pages to map for every chunk
+    view = memoryview(buffer)
     with fs.open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            hasher.update(chunk)
+        while size := fh.readinto(buffer):
+            hasher.update(view[:size])
     _memo[stamp] = hasher.hexdigest()
     return _memo[stamp]
 

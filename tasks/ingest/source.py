@@ -6,8 +6,10 @@ memory stays flat however large a JSONL file is (only the set of ids seen grows,
 """
 from __future__ import annotations
 
+import gc
 import itertools
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +61,20 @@ class SourceRead:
     quarantine: QuarantineLog = field(default_factory=QuarantineLog)
 
 
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector off while rows are read and parsed: a chunk is tens of thousands of dicts and
+    lists, alive until it is written, and every collection would walk them all again (10-20% of the ingest time).
+    They hold no reference cycles, so nothing is left for the collector to find."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _peek(items: Iterator[tuple[int, Any]]) -> tuple[Iterator[tuple[int, Any]], dict[str, Any] | None]:
     """The first readable record, without losing anything before it."""
     seen = []
@@ -74,11 +90,15 @@ def parsed_chunks(items: Iterator[tuple[int, Any]], uri: str, fmt: str, split: s
     """(records in source row order, conversations read) for successive chunks of the source; rejections go to
     `quarantine`."""
     if fmt in CHUNK_PARSERS:
-        while chunk := list(itertools.islice(items, batch_rows)):
-            records = RecordColumns(uri, fmt, split)
-            read = parse_chunk(chunk, fmt, opts, records, quarantine, uri)
-            yield records.table(), read
-        return
+        while True:
+            with paused_gc():
+                chunk = list(itertools.islice(items, batch_rows))
+                if not chunk:
+                    return
+                records = RecordColumns(uri, fmt, split)
+                read = parse_chunk(chunk, fmt, opts, records, quarantine, uri)
+                table = records.table()
+            yield table, read
     records, read = RecordColumns(uri, fmt, split), 0
     for row, result, raw in conversations(items, fmt, opts):
         add_parsed(row, result, raw, records, quarantine, uri)
@@ -124,7 +144,8 @@ def read_source(config: Any, progress: Progress | None = None, batch_rows: int =
     total = extra.pop("total", None)
     name = uri if uri.startswith(hf.PREFIX) else uri.rstrip("/").rsplit("/", 1)[-1]
     advance = progress(total, f"ingest {name}") if progress else None
-    items, sample = _peek(items)
+    with paused_gc():  # a JSON array is parsed whole here
+        items, sample = _peek(items)
     if fmt is None:
         fmt = detect_format(sample, config.mapping) if sample is not None else ("columns" if config.mapping else None)
     if fmt is None:

@@ -250,3 +250,19 @@ def test_training_batches_grouped_by_length_or_random():
     assert max(spread[0]) < 50 < sum(spread[1]) / len(spread[1])
     pairs = [(rows[i], rows[i + 1]) for i in range(0, 800, 2)]
     assert len(list(DataLoader(pairs, **batching(pairs, 8, True), collate_fn=list))) == 50
+
+
+def test_frozen_encoder_study_pools_ignore_padding():
+    import numpy as np
+
+    from benchmarks.iqs_heads import POOLINGS, pooled_features
+
+    texts = ["Instruction: Name a color. Response: Blue.",
+             "Instruction: Explain photosynthesis in two sentences. Response: Plants turn light, water and carbon "
+             "dioxide into sugar and oxygen. It happens in the chloroplasts."]
+    together = pooled_features(texts, batch_size=2, max_length=512)  # the short text is padded here
+    alone = pooled_features(texts, batch_size=1, max_length=512)
+    assert set(together) == set(POOLINGS)
+    for name in POOLINGS:
+        assert together[name].shape == (2, 384)
+        np.testing.assert_allclose(together[name], alone[name], atol=1e-4, err_msg=name)

@@ -197,6 +197,11 @@ def _format_parts(fmt: str, bos: str, eos: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def fill_special_tokens(fmt: str, bos: str, eos: str) -> str:
+    """A format with its {bos} and {eos} filled in (its other placeholders left as they are)."""
+    return _filler(bos, eos)(fmt)
+
+
 def _filler(bos: str, eos: str):
     def fill(fmt: str, **values: str) -> str:
         # one pass: placeholders inside inserted content are never expanded again

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from tasks.env import temporary_env
 from tasks.errors import BadInputError
-from tasks.templates import ASSISTANT, END, Template, for_tokenizer, template_messages
+from tasks.templates import ASSISTANT, END, Template, fill_special_tokens, for_tokenizer, template_messages
 
 IGNORE_INDEX = -100
 PARALLELISM_ENV = "TOKENIZERS_PARALLELISM"
@@ -113,7 +113,7 @@ class ConversationEncoder:
     def _check_end_marker(self) -> None:
         if self.template.jinja is not None:
             return
-        marker = self.template.assistant_end.replace("{eos}", self.eos_token).replace("{bos}", self.bos_token).strip()
+        marker = fill_special_tokens(self.template.assistant_end, self.bos_token, self.eos_token).strip()
         if not marker:
             self.warnings.append(f"template {self.template.name!r} ends assistant turns with no marker: "
                                  "the model is never taught to stop")
@@ -249,11 +249,9 @@ class SpecialTokenSpans:
             return None
         added_ids = {t.content: i for i, t in tokenizer.added_tokens_decoder.items()}
         added = re.compile("|".join(re.escape(t) for t in sorted(added_ids, key=len, reverse=True)))
-        fill = {"{bos}": tokenizer.bos_token or "", "{eos}": tokenizer.eos_token or ""}
-        header = template.assistant_prefix + template.assistant_lead
-        end = template.assistant_end
-        for placeholder, value in fill.items():
-            header, end = header.replace(placeholder, value), end.replace(placeholder, value)
+        bos, eos = tokenizer.bos_token or "", tokenizer.eos_token or ""
+        header = fill_special_tokens(template.assistant_prefix + template.assistant_lead, bos, eos)
+        end = fill_special_tokens(template.assistant_end, bos, eos)
         header_specials = list(added.finditer(header))
         if end not in added_ids or not header_specials:
             return None

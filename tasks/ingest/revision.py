@@ -1,46 +1,29 @@
 """What version of a source's content a run reads: the key material of the ingest.source stage.
 
-A file: a blake2b hash of its bytes (remembered per path, size and mtime, so a key computed twice in one
-process hashes once). A local dataset folder: the hash of its files. A hub dataset: the commit sha.
+A file: the sha256 of its bytes (tasks/digest.py: a local file is hashed once per version of it). A local
+dataset folder: the hash of its files. A hub dataset: the commit sha.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
+from tasks.digest import file_sha256, stream_sha256
 from tasks.errors import BadInputError
 from tasks.ingest import hf
-
-CHUNK = 8 << 20
-_memo: dict[tuple[str, int, int], str] = {}
 
 
 def file_digest(uri: str) -> str:
     fs, path = fsspec.core.url_to_fs(uri)
-    try:
-        info = fs.info(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"source not found: {uri}") from None
-    stamp = (fs.unstrip_protocol(path), int(info.get("size") or 0), _mtime_ns(path, info))
-    if stamp[2] and stamp in _memo:
-        return _memo[stamp]
-    hasher = hashlib.blake2b(digest_size=20)
-    buffer = bytearray(CHUNK)  # one buffer read into again and again: no fresh pages to map for every chunk
-    view = memoryview(buffer)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"source not found: {uri}")
+    if isinstance(fs, LocalFileSystem):
+        return file_sha256(path)
     with fs.open(path, "rb") as fh:
-        while size := fh.readinto(buffer):
-            hasher.update(view[:size])
-    _memo[stamp] = hasher.hexdigest()
-    return _memo[stamp]
-
-
-def _mtime_ns(path: str, info: dict) -> int:
-    if os.path.exists(path):
-        return os.stat(path).st_mtime_ns
-    return 0  # remote: no reliable mtime, hash every time
+        return stream_sha256(fh)
 
 
 def folder_digest(folder: Path) -> str:

@@ -27,7 +27,8 @@ def file_digest(uri: str) -> str:
 
 
 def folder_digest(folder: Path) -> str:
-    hasher = hashlib.blake2b(digest_size=20)
+    """sha256 over the folder's files: relative path and digest of each, in path order."""
+    hasher = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.relative_to(folder).parts):
         hasher.update(path.relative_to(folder).as_posix().encode() + b"\0" + file_digest(str(path)).encode())
     return hasher.hexdigest()

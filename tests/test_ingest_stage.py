@@ -79,6 +79,13 @@ def test_cli_json_counts_exports_and_errors(tmp_path, shared_data):
     odd = write_jsonl(tmp_path / "odd.jsonl", [{"q": "a"}])
     failed = run_cli(str(odd), home=tmp_path / "home")
     assert failed.returncode == 2 and "--format" in failed.stderr and failed.stdout == ""
+    failed = run_cli(str(odd), "--json", home=tmp_path / "home")
+    error = json.loads(failed.stdout)
+    assert failed.returncode == 2 and error["ok"] is False and "--format" in error["error"]
+    assert error["file"] == str(odd) and error["row"] is None
+    missing = run_cli(str(tmp_path / "missing.json"), "--json", home=tmp_path / "home")
+    assert missing.returncode == 2 and json.loads(missing.stdout) == {
+        "ok": False, "error": f"source not found: {tmp_path / 'missing.json'}"}
 
 
 

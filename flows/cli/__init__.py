@@ -9,6 +9,7 @@ import pkgutil
 import sys
 from pathlib import Path
 
+from flows.cli.output import emit
 from flows.settings import configure_environment
 
 
@@ -38,11 +39,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.handler(args) or 0)
-    except BadInputError as exc:
-        print(f"sftflow {args.command}: bad input: {exc}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as exc:
-        print(f"sftflow {args.command}: {exc}", file=sys.stderr)
+    except (BadInputError, FileNotFoundError) as exc:
+        bad_input = isinstance(exc, BadInputError)
+        print(f"sftflow {args.command}: {'bad input: ' if bad_input else ''}{exc}", file=sys.stderr)
+        if getattr(args, "json", False):  # still one JSON object on stdout, for scripts that parse it
+            where = {k: getattr(exc, k) for k in ("file", "row", "field")} if bad_input else {}
+            emit({"ok": False, "error": str(exc), **where}, as_json=True)
         return 2
 
 

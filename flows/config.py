@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from storage.stage import NOT_IN_KEY
+from tasks.errors import BadInputError
 
 STAGES = ("ingest", "iqs", "embed", "cluster", "select", "format", "train")
 
@@ -35,6 +36,12 @@ class SourceConfig(Section):
 
 class IngestConfig(Section):
     sources: list[SourceConfig] = Field(default_factory=list)
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _paths_as_sources(cls, value: Any) -> Any:
+        """A plain string is a source given by its path alone: `sources: [data.json, sheet.xlsx]`."""
+        return [{"path": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
 
 
 class IQSConfig(Section):
@@ -254,7 +261,7 @@ class PipelineConfig(BaseModel):
 
 def parse_assignment(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
-        raise ValueError(f"--set expects key=value, got {text!r}")
+        raise BadInputError(f"--set expects key=value, got {text!r}", field="--set")
     dotted, raw = text.split("=", 1)
     return dotted.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
 
@@ -267,7 +274,7 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
         for part in path[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ValueError(f"--set {text!r}: {part!r} is not a section")
+                raise BadInputError(f"--set {text!r}: {part!r} is not a section", field="--set")
         node[path[-1]] = value
     return data
 
@@ -277,14 +284,29 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        data = yaml.safe_load(path.read_text()) or {}
-        for source in data.get("ingest", {}).get("sources", []) or []:
-            src = source.get("path", "")
-            if src and "://" not in src and not src.startswith("hf:") and not Path(src).is_absolute():
-                source["path"] = str((path.parent / src).resolve())
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise BadInputError(f"not valid YAML: {exc}", file=str(path)) from None
+        if not isinstance(data, dict):
+            raise BadInputError(f"expected sections ({', '.join(STAGES)}, ...), found {type(data).__name__}",
+                                file=str(path))
+        ingest = data.get("ingest")
+        if isinstance(ingest, dict) and isinstance(ingest.get("sources"), list):
+            ingest["sources"] = IngestConfig._paths_as_sources(ingest["sources"])
+            for source in ingest["sources"]:
+                src = source.get("path", "") if isinstance(source, dict) else ""
+                if src and "://" not in src and not src.startswith("hf:") and not Path(src).is_absolute():
+                    source["path"] = str((path.parent / src).resolve())
         for key in ("revisions", "validation_revisions"):
             items = data.get("iqs", {}).get(key) or []
             data.setdefault("iqs", {})[key] = [
                 str((path.parent / p).resolve()) if "://" not in p and not Path(p).is_absolute() else p for p in items
             ]
-    return PipelineConfig.model_validate(apply_overrides(data, overrides or []))
+    try:
+        return PipelineConfig.model_validate(apply_overrides(data, overrides or []))
+    except ValidationError as exc:
+        problems = [(".".join(map(str, e["loc"])), e["msg"], repr(e["input"])) for e in exc.errors()]
+        raise BadInputError("; ".join(f"{loc}: {msg} (got {value[:60]})" for loc, msg, value in problems),
+                            file=str(path) if path is not None else None,
+                            field=problems[0][0] if len(problems) == 1 else None) from None

@@ -306,7 +306,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return PipelineConfig.model_validate(apply_overrides(data, overrides or []))
     except ValidationError as exc:
-        problems = [(".".join(map(str, e["loc"])), e["msg"], repr(e["input"])) for e in exc.errors()]
-        raise BadInputError("; ".join(f"{loc}: {msg} (got {value[:60]})" for loc, msg, value in problems),
-                            file=str(path) if path is not None else None,
-                            field=problems[0][0] if len(problems) == 1 else None) from None
+        problems = [(".".join(map(str, e["loc"])), f"{e['msg']} (got {repr(e['input'])[:60]})") for e in exc.errors()]
+        single = len(problems) == 1  # then the error's field names the place
+        raise BadInputError(problems[0][1] if single else "; ".join(f"{loc}: {what}" for loc, what in problems),
+                            file=str(path) if path is not None else None, field=problems[0][0] if single else None
+                            ) from None

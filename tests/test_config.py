@@ -24,8 +24,10 @@ def test_sources_may_be_plain_paths_resolved_against_the_yaml_folder(tmp_path):
 
 
 @pytest.mark.parametrize(("text", "overrides", "message", "field"), [
-    ("select:\n  n1: -3\n", [], r"select\.n1: Input should be greater than or equal to 0 \(got -3\)", "select.n1"),
-    ("selct:\n  n1: 3\n", [], r"selct: Extra inputs are not permitted", "selct"),
+    ("select:\n  n1: -3\n", [], r"field 'select\.n1': Input should be greater than or equal to 0 \(got -3\)",
+     "select.n1"),
+    ("selct:\n  n1: 3\n", [], r"field 'selct': Extra inputs are not permitted", "selct"),
+    ("select:\n  n1: -3\n  n2: x\n", [], r"select\.n1: Input should be .*; select\.n2: Input should be", None),
     ("ingest: [oops\n", [], "not valid YAML", None),
     ("- a\n- b\n", [], "expected sections", None),
     ("", ["select.n1"], "--set expects key=value", "--set"),

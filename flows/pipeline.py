@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 
 from flows import stages
 from flows.config import PipelineConfig, RunnerConfig
-from flows.tracker import PipelineFailed, StageTracker
+from flows.tracker import PipelineFailed, StageTracker, check_from_stage
 from storage.store import Store
 from tasks.base_model import BaseModelParams
 from tasks.errors import BadInputError
@@ -102,6 +102,7 @@ def task_runner(runner: RunnerConfig, store_url: str) -> Any:
 
 def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[str, Any]:
     """Run the flow and return its stage table; raises PipelineFailed (with the table) when a stage failed."""
+    check_from_stage(from_stage, ORDER)  # before a flow run (and Prefect's server) starts
     store_url = Store(config.store).url
     config = config.model_copy(update={"store": store_url})
     flow_fn = sft_pipeline.with_options(task_runner=task_runner(config.runner, store_url))

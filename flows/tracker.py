@@ -15,6 +15,7 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact
 
 from storage.store import DatasetRef, Store
+from tasks.errors import BadInputError
 
 
 @dataclass
@@ -36,10 +37,14 @@ class PipelineFailed(RuntimeError):
         self.report = report
 
 
+def check_from_stage(from_stage: str | None, order: tuple[str, ...]) -> None:
+    if from_stage is not None and from_stage not in order:
+        raise BadInputError(f"not a stage of this flow ({', '.join(order)})", field=f"--from {from_stage}")
+
+
 class StageTracker:
     def __init__(self, store: str, order: tuple[str, ...], from_stage: str | None = None):
-        if from_stage is not None and from_stage not in order:
-            raise ValueError(f"--from {from_stage!r}: not a stage of this flow ({', '.join(order)})")
+        check_from_stage(from_stage, order)
         self.store, self.order, self.from_stage = store, order, from_stage
         self.rows: list[StageRow] = []
         self.started = datetime.now().astimezone()

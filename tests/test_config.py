@@ -50,3 +50,11 @@ def test_the_cli_reports_a_bad_config_as_bad_input(tmp_path, monkeypatch, capsys
     error = json.loads(out)
     assert error["ok"] is False and error["field"] == "select.n1" and error["file"] == str(config_file)
     assert "bad input" in err and "Traceback" not in err
+
+
+def test_an_unknown_from_stage_stops_before_anything_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SFTFLOW_HOME", str(tmp_path / "home"))
+    assert main(["run", "--from", "bogus", "--json"]) == 2
+    error = json.loads(capsys.readouterr().out)
+    assert error["field"] == "--from bogus" and "ingest, embed" in error["error"]
+    assert not (tmp_path / "home" / "store").exists()

@@ -13,7 +13,6 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pyarrow as pa
 
 from storage.stage import StageContext, StageDef, StageOutput
 from storage.store import DatasetRef
+from tasks.digest import file_sha256
 from tasks.errors import BadInputError
 from tasks.text import car_text
 
@@ -90,22 +90,14 @@ def model_files(folder: Path) -> list[Path]:
 
 
 def model_checksum(folder: Path) -> str:
-    """sha256 over the relative names and contents of the files that define the model."""
+    """sha256 over the relative names and the digests of the files that define the model (each file is read
+    once per version of it: tasks/digest.py)."""
     files = model_files(folder)
     if not files:
         raise BadInputError(f"embedding model folder {folder} holds no model files", field="embed.model")
-    stamp = tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    return _checksum(str(folder), stamp)
-
-
-@lru_cache(maxsize=16)
-def _checksum(folder: str, stamp: tuple) -> str:  # keyed by sizes and mtimes: a changed file is hashed again
     h = hashlib.sha256()
-    for rel, _size, _mtime in stamp:
-        h.update(rel.encode() + b"\0")
-        with open(Path(folder, rel), "rb") as fh:
-            while chunk := fh.read(1 << 22):
-                h.update(chunk)
+    for path in files:
+        h.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\n".encode())
     return h.hexdigest()
 
 

@@ -9,7 +9,6 @@ The training pairs are published beside it as the companion dataset `<key>-data`
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ import pyarrow as pa
 
 from storage.stage import StageContext, StageDef, StageOutput, companion_key
 from storage.store import DatasetRef, Store
+from tasks.digest import file_sha256
 from tasks.errors import BadInputError
 from tasks.iqs.evaluate import comparison_rows, evaluate_pairs
 from tasks.iqs.probe import Probe, encode, fit_probe
@@ -36,7 +36,7 @@ def revision_checksums(params: Any) -> dict[str, str]:
     sums = {}
     for path in [*params.revisions, *params.validation_revisions]:
         try:
-            sums[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            sums[path] = file_sha256(path)
         except OSError as exc:
             raise BadInputError(f"cannot read revision file: {exc.strerror}", file=path) from exc
     return sums

@@ -1,7 +1,7 @@
 """Content digests of files (sha256), remembered by the file's identity so a large unchanged file is read once.
 
-Stage keys that depend on a file (an ingest source, base model weights) hash its bytes; a cached pipeline run
-would otherwise re-read every source just to find its key. A local file's digest is remembered under
+Stage keys that depend on a file (an ingest source, base model weights, the embedding model's files, IQS
+revision files) hash its bytes; a cached pipeline run would otherwise re-read every one just to find its key. A local file's digest is remembered under
 $SFTFLOW_HOME/cache/digests, one small file per (real path, inode, size, mtime, ctime): any write or
 replacement of the file changes its ctime, which no tool can set back, so a changed file is hashed again.
 A file changed less than RECENT_S seconds ago is not remembered (a second write within the file system's

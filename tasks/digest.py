@@ -1,9 +1,10 @@
 """Content digests of files (sha256), remembered by the file's identity so a large unchanged file is read once.
 
 Stage keys that depend on a file (an ingest source, base model weights, the embedding model's files, IQS
-revision files) hash its bytes; a cached pipeline run would otherwise re-read every one just to find its key. A local file's digest is remembered under
-$SFTFLOW_HOME/cache/digests, one small file per (real path, inode, size, mtime, ctime): any write or
-replacement of the file changes its ctime, which no tool can set back, so a changed file is hashed again.
+revision files) hash its bytes; a cached pipeline run would otherwise re-read every one just to find its key.
+A local file's digest is remembered under $SFTFLOW_HOME/cache/digests, one small file per (real path, inode,
+size, mtime, ctime): any write or replacement of the file changes its ctime, which no tool can set back, so a
+changed file is hashed again.
 A file changed less than RECENT_S seconds ago is not remembered (a second write within the file system's
 timestamp granularity could keep the same stamp: git's "racy" index entries). Remote files are hashed every
 time. sha256 rather than blake2b: about twice as fast where the CPU has SHA instructions (x86 since ~2017,

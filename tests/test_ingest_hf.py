@@ -1,5 +1,6 @@
-"""hf: sources from local copies: a save_to_disk folder and downloaded dataset repo folders (parquet, JSON),
-read through `datasets` exactly as a hub dataset is; the hub path itself fails clearly when offline."""
+"""hf: sources from local copies: a save_to_disk folder, downloaded dataset repo folders (parquet, JSON), and a
+hub id whose repo is in the local hub cache (as `hf download` leaves it), read through `datasets` exactly as a
+hub dataset is; a hub id that is neither reachable nor cached fails clearly."""
 from __future__ import annotations
 
 import json
@@ -67,6 +68,27 @@ def test_downloaded_repo_folder_of_json_files(tmp_path):
     (repo / "train.json").write_text(json.dumps(records))
     table, stats, _ = ingest(f"hf:{repo}")
     assert stats["format"] == "alpaca" and table.num_rows == 2
+
+
+def test_hub_id_offline_reads_the_local_hub_cache_and_pins_its_commit(tmp_path, monkeypatch, store):
+    import datasets
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "datasets--sftflow-tests--guanaco-mini"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit / "data").mkdir(parents=True)
+    (repo / "snapshots" / commit / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in GUANACO))
+    for uri in ("hf:sftflow-tests/guanaco-mini", f"hf:sftflow-tests/guanaco-mini@{commit}"):
+        table, stats, _ = ingest(uri)
+        assert stats["revision"] == commit and stats["split"] == "train" and stats["format"] == "guanaco"
+        assert messages(table, 1)[-1] == ("assistant", "Carp.")
+    result = run_stage(SOURCE_STAGE, SourceConfig(path="hf:sftflow-tests/guanaco-mini"), {}, store)
+    assert store.manifest(result.ref.key)["stats"]["revision"] == commit
 
 
 def test_hub_dataset_offline_is_a_clear_error(monkeypatch):

@@ -1,7 +1,8 @@
 """Hugging Face datasets: `hf:NAME[:CONFIG][@REVISION]`.
 
 NAME is either a local folder (a `save_to_disk` folder, or the parquet/JSON files of a downloaded dataset
-repo) or a hub id read with `datasets.load_dataset` (online use; offline it reads the local hub cache).
+repo) or a hub id read with `datasets.load_dataset` (online use; offline, the repo's files in the local hub
+cache, as `hf download` leaves them).
 The revision read is pinned: the hub's commit sha, or a content hash of a local folder.
 """
 from __future__ import annotations
@@ -46,6 +47,15 @@ def is_save_to_disk(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
 
+def cached_snapshot(name: str, revision: str | None) -> Path:
+    """The local hub cache's copy of a dataset repo (from an earlier download, e.g. `hf download --repo-type
+    dataset NAME`); raises huggingface_hub's LocalEntryNotFoundError when there is none."""
+    import huggingface_hub
+
+    return Path(huggingface_hub.snapshot_download(name, repo_type="dataset", revision=revision,
+                                                  local_files_only=True))
+
+
 def hub_revision(source: HfSource) -> str:
     """The commit sha the hub resolves the revision to; offline, the one in the local hub cache."""
     import huggingface_hub
@@ -56,14 +66,12 @@ def hub_revision(source: HfSource) -> str:
         return info.sha
     except (OfflineModeIsEnabled, OSError) as online_error:
         try:
-            snapshot = huggingface_hub.snapshot_download(source.name, repo_type="dataset", revision=source.revision,
-                                                         local_files_only=True)
+            return cached_snapshot(source.name, source.revision).name
         except Exception as exc:  # noqa: BLE001 - LocalEntryNotFoundError and friends
             raise BadInputError(f"cannot resolve the revision of dataset {source.name!r} (hub unreachable: "
                                 f"{online_error}; not in the local cache: {exc}). Set SFTFLOW_ONLINE=1 to reach the "
                                 "hub, or point hf: at a local save_to_disk folder or dataset repo folder",
                                 file=PREFIX + source.name) from None
-        return Path(snapshot).name
 
 
 def load(source: HfSource, split: str | None, revision: str) -> tuple[Any, str]:
@@ -74,10 +82,12 @@ def load(source: HfSource, split: str | None, revision: str) -> tuple[Any, str]:
     if source.local is not None and is_save_to_disk(source.local):
         loaded = datasets.load_from_disk(str(source.local))
     else:  # a downloaded repo folder or a hub id; only the split asked for is prepared
-        path = str(source.local) if source.local is not None else source.name
+        folder = source.local
+        if folder is None and _offline():  # load_dataset cannot read the hub cache offline: read its files
+            folder = cached_snapshot(source.name, revision)
         try:
-            loaded = datasets.load_dataset(path, source.config, split=split,
-                                           revision=None if source.local is not None else revision)
+            loaded = datasets.load_dataset(str(folder) if folder is not None else source.name, source.config,
+                                           split=split, revision=None if folder is not None else revision)
         except ValueError as exc:
             if split and "split" in str(exc).lower():
                 raise BadInputError(f"no split {split!r}: {exc} (pass --split)", file=uri) from None
@@ -92,6 +102,12 @@ def load(source: HfSource, split: str | None, revision: str) -> tuple[Any, str]:
         raise BadInputError(f"no split {split!r}; the dataset has the splits {splits} (pass --split)"
                             if split else f"several splits {splits}: pass --split", file=uri)
     return loaded[chosen], chosen
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def iter_rows(dataset: Any) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -279,6 +279,13 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
     return data
 
 
+def _resolved(folder: Path, path: str) -> str:
+    """A relative local path resolved against the config file's folder; URLs, hf: ids and absolute paths as is."""
+    if not path or "://" in path or path.startswith("hf:") or Path(path).is_absolute():
+        return path
+    return str((folder / path).resolve())
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
     """A config from YAML (relative source paths resolved against the YAML's folder) plus overrides."""
     data: dict[str, Any] = {}
@@ -291,18 +298,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(data, dict):
             raise BadInputError(f"expected sections ({', '.join(STAGES)}, ...), found {type(data).__name__}",
                                 file=str(path))
-        ingest = data.get("ingest")
+        ingest, iqs = data.get("ingest"), data.get("iqs")
         if isinstance(ingest, dict) and isinstance(ingest.get("sources"), list):
             ingest["sources"] = IngestConfig._paths_as_sources(ingest["sources"])
             for source in ingest["sources"]:
-                src = source.get("path", "") if isinstance(source, dict) else ""
-                if src and "://" not in src and not src.startswith("hf:") and not Path(src).is_absolute():
-                    source["path"] = str((path.parent / src).resolve())
+                if isinstance(source, dict) and isinstance(source.get("path"), str):
+                    source["path"] = _resolved(path.parent, source["path"])
         for key in ("revisions", "validation_revisions"):
-            items = data.get("iqs", {}).get(key) or []
-            data.setdefault("iqs", {})[key] = [
-                str((path.parent / p).resolve()) if "://" not in p and not Path(p).is_absolute() else p for p in items
-            ]
+            if isinstance(iqs, dict) and isinstance(iqs.get(key), list):
+                iqs[key] = [_resolved(path.parent, p) if isinstance(p, str) else p for p in iqs[key]]
     try:
         return PipelineConfig.model_validate(apply_overrides(data, overrides or []))
     except ValidationError as exc:

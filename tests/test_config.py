@@ -10,12 +10,14 @@ from flows.config import load_config
 from tasks.errors import BadInputError
 
 
-def test_sources_may_be_plain_paths_resolved_against_the_yaml_folder(tmp_path):
+def test_plain_path_sources_and_relative_paths_resolved_against_the_yaml_folder(tmp_path):
     (tmp_path / "conf").mkdir()
     config_file = tmp_path / "conf" / "pipeline.yaml"
     config_file.write_text("ingest:\n  sources:\n    - data/a.json\n    - {path: b.xlsx, sheet: DrugQA}\n"
-                           "    - hf:tatsu-lab/alpaca\n")
-    sources = load_config(config_file).ingest.sources
+                           "    - hf:tatsu-lab/alpaca\niqs:\n  revisions: [r.csv, /abs/r.csv]\n")
+    config = load_config(config_file)
+    assert config.iqs.revisions == [str(tmp_path / "conf" / "r.csv"), "/abs/r.csv"]
+    sources = config.ingest.sources
     assert [s.path for s in sources] == [str(tmp_path / "conf" / "data" / "a.json"), str(tmp_path / "conf" / "b.xlsx"),
                                          "hf:tatsu-lab/alpaca"]
     assert sources[1].sheet == "DrugQA"
@@ -30,6 +32,7 @@ def test_sources_may_be_plain_paths_resolved_against_the_yaml_folder(tmp_path):
     ("select:\n  n1: -3\n  n2: x\n", [], r"select\.n1: Input should be .*; select\.n2: Input should be", None),
     ("ingest: [oops\n", [], "not valid YAML", None),
     ("- a\n- b\n", [], "expected sections", None),
+    ("iqs:\n  revisions: r.csv\n", [], "field 'iqs.revisions': Input should be a valid list", "iqs.revisions"),
     ("", ["select.n1"], "--set expects key=value", "--set"),
 ])
 def test_bad_configs_name_the_file_and_the_field(tmp_path, text, overrides, message, field):

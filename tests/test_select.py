@@ -165,3 +165,11 @@ def test_cli_runs_and_reports(store, shared_data):
     assert report["key"] == ran["key"] and report["files"]["cluster_map.png"].endswith("cluster_map.png")
     text = cli("--report", ran["key"])
     assert "rows added by the cluster step" in text and "largest 20 of 161 clusters" in text
+
+
+def test_cli_without_what_to_do_is_bad_input(capsys):
+    from flows.cli import main
+
+    assert main(["select", "--clusters", "clusters-1", "--json"]) == 2
+    error = json.loads(capsys.readouterr().out)
+    assert error["field"] == "--conversations" and "--report" in error["error"]

@@ -38,10 +38,12 @@ def latest_selection(store) -> str:
 
 def handle(args: argparse.Namespace) -> int:
     from storage.store import Store
+    from tasks.errors import BadInputError
 
-    store = Store(args.store)
     if args.report is None and not (args.conversations and args.clusters):
-        raise SystemExit("sftflow select: give --report [KEY], or --conversations KEY and --clusters KEY to run")
+        raise BadInputError("give --report [KEY], or --conversations KEY and --clusters KEY to run",
+                            field="--conversations" if args.clusters else "--clusters" if args.conversations else None)
+    store = Store(args.store)
     if args.report is None:
         key = run(store, args)
     else:

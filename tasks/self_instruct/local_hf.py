@@ -19,8 +19,9 @@ class LocalTransformersBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if not Path(model).is_dir():
-            raise BadInputError(f"the local backend needs a Hugging Face model folder; {model!r} is not one",
-                                field="model")
+            raise BadInputError(f"the local backend needs a Hugging Face model folder; {model!r} is not one (the "
+                                "bundled SmolLM2, once a pipeline ran: STORE/base_model-…/files/model, see "
+                                "`sftflow store ls`)", field="model")
         self.model = model
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.tokenizer = AutoTokenizer.from_pretrained(model)

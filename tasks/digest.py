@@ -6,24 +6,30 @@ A local file's digest is remembered under $SFTFLOW_HOME/cache/digests, one small
 size, mtime, ctime): any write or replacement of the file changes its ctime, which no tool can set back, so a
 changed file is hashed again.
 A file changed less than RECENT_S seconds ago is not remembered (a second write within the file system's
-timestamp granularity could keep the same stamp: git's "racy" index entries). Remote files are hashed every
-time. sha256 rather than blake2b: about twice as fast where the CPU has SHA instructions (x86 since ~2017,
-ARMv8), 1.9 GB/s against 0.95 GB/s here.
+timestamp granularity could keep the same stamp: git's "racy" index entries). A remote object is known by what
+its store says about its current bytes (`object_identity`: S3's ETag, GCS's md5Hash, ...), so a cached run does
+not download it; one whose store says nothing is hashed every time. sha256 rather than blake2b: about twice as
+fast where the CPU has SHA instructions (x86 since ~2017, ARMv8), 1.9 GB/s against 0.95 GB/s here.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from flows.settings import sftflow_home
 
 BLOCK = 8 << 20
 RECENT_S = 2.0
 HEX_LENGTH = 64
+# object-store metadata that changes whenever an object's bytes do: S3 (ETag, VersionId), GCS (md5Hash, crc32c,
+# generation), Azure (etag), the Hugging Face hub (blob_id)
+IDENTITY_FIELDS = ("ETag", "VersionId", "md5Hash", "crc32c", "generation", "etag", "blob_id")
 
 
 def stream_sha256(fh: BinaryIO) -> str:
@@ -68,3 +74,13 @@ def _remember(memo: Path, digest: str) -> None:
         tmp.replace(memo)
     except OSError:
         pass
+
+
+def object_identity(info: Mapping[str, Any]) -> str | None:
+    """A digest of the metadata by which a remote store identifies an object's current bytes (fsspec `info`), or
+    None when it gives none."""
+    found = {name: str(info[name]) for name in IDENTITY_FIELDS if info.get(name)}
+    if not found:
+        return None
+    found["size"] = str(info.get("size"))
+    return "object-" + hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()

@@ -1,7 +1,8 @@
 """What version of a source's content a run reads: the key material of the ingest.source stage.
 
-A file: the sha256 of its bytes (tasks/digest.py: a local file is hashed once per version of it). A local
-dataset folder: the hash of its files. A hub dataset: the commit sha.
+A local file: the sha256 of its bytes (tasks/digest.py: hashed once per version of it). A remote file: its
+object store's identity for its bytes (ETag, md5Hash, ...), else the sha256 of its bytes. A local dataset
+folder: the hash of its files. A hub dataset: the commit sha.
 """
 from __future__ import annotations
 
@@ -11,17 +12,25 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from tasks.digest import file_sha256, stream_sha256
+from tasks.digest import file_sha256, object_identity, stream_sha256
 from tasks.errors import BadInputError
 from tasks.ingest import hf
 
 
 def file_digest(uri: str) -> str:
     fs, path = fsspec.core.url_to_fs(uri)
-    if not fs.exists(path):
-        raise FileNotFoundError(f"source not found: {uri}")
     if isinstance(fs, LocalFileSystem):
+        if not fs.exists(path):
+            raise FileNotFoundError(f"source not found: {uri}")
         return file_sha256(path)
+    fs.invalidate_cache(path)  # a long-lived worker may hold a listing from before the object changed
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"source not found: {uri}") from None
+    identity = object_identity(info)
+    if identity is not None:
+        return identity
     with fs.open(path, "rb") as fh:
         return stream_sha256(fh)
 

@@ -1,0 +1,85 @@
+"""Sources on an object store: s3:// through s3fs against a local S3 API (moto's server), and memory:// for a
+filesystem that says nothing about its objects' content. A cached run must not download an S3 source to find
+its key; a rewritten object must get a new key."""
+from __future__ import annotations
+
+import json
+
+import fsspec
+import pytest
+
+from flows.config import SourceConfig
+from storage.stage import run_stage
+from tasks.ingest import SOURCE_STAGE, revision
+
+pytest.importorskip("s3fs")
+moto_server = pytest.importorskip("moto.server")
+
+ALPACA = [{"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
+          {"instruction": "Name a color.", "input": "", "output": "Blue."}]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint, monkeypatch):
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ENDPOINT_URL", s3_endpoint)):
+        monkeypatch.setenv(name, value)
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.mkdir("sftflow-test")
+    yield fs
+    fs.rm("sftflow-test", recursive=True)
+
+
+def counting_hashes(monkeypatch) -> list[str]:
+    """The sources whose bytes the key computation reads."""
+    read: list[str] = []
+    original = revision.stream_sha256
+
+    def counted(fh):
+        read.append(getattr(fh, "path", str(fh)))
+        return original(fh)
+
+    monkeypatch.setattr(revision, "stream_sha256", counted)
+    return read
+
+
+def test_s3_source_is_keyed_by_its_etag_without_download_and_a_rewrite_changes_the_key(s3, store, monkeypatch):
+    uri = "s3://sftflow-test/alpaca.json"
+    s3.pipe(uri, json.dumps(ALPACA).encode())
+    hashed = counting_hashes(monkeypatch)
+    first = run_stage(SOURCE_STAGE, SourceConfig(path=uri), {}, store)
+    assert first.status == "ran" and first.stats["kept"] == 2
+    again = run_stage(SOURCE_STAGE, SourceConfig(path=uri), {}, store)
+    assert (again.status, again.ref.key) == ("cached", first.ref.key)
+    assert hashed == [], "the key came from the object's metadata, not its bytes"
+
+    fsspec.filesystem("s3").ls("sftflow-test")  # the stage's client now holds a listing of the bucket...
+    s3.pipe(uri, json.dumps(ALPACA[:1]).encode())  # ...from before the object is rewritten through another client
+    changed = run_stage(SOURCE_STAGE, SourceConfig(path=uri), {}, store)
+    assert changed.status == "ran" and changed.ref.key != first.ref.key and changed.stats["kept"] == 1
+
+
+def test_a_missing_s3_object_is_a_clear_error(s3):
+    with pytest.raises(FileNotFoundError, match="source not found: s3://sftflow-test/nothing.json"):
+        revision.file_digest("s3://sftflow-test/nothing.json")
+
+
+def test_a_store_without_content_metadata_is_hashed_every_time(store, monkeypatch):
+    uri = "memory://sftflow-test-remote/alpaca.jsonl"
+    fs = fsspec.filesystem("memory")
+    fs.pipe(uri, "".join(json.dumps(r) + "\n" for r in ALPACA).encode())
+    hashed = counting_hashes(monkeypatch)
+    first = run_stage(SOURCE_STAGE, SourceConfig(path=uri), {}, store)
+    fs.pipe(uri, "".join(json.dumps(r) + "\n" for r in ALPACA[::-1]).encode())  # same size, other bytes
+    second = run_stage(SOURCE_STAGE, SourceConfig(path=uri), {}, store)
+    assert len(hashed) == 2 and second.ref.key != first.ref.key and second.status == "ran"
+    fs.rm(uri)

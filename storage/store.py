@@ -326,12 +326,20 @@ class DatasetWriter:
             self._finish_shards()
         except BaseException:  # a shard that failed in the background fails the dataset
             if exc_type is None:
-                self.store.fs.rm(self.tmp, recursive=True)
+                self._remove_tmp()
                 raise
         if exc_type is not None:
-            self.store.fs.rm(self.tmp, recursive=True)
+            self._remove_tmp()
             return
         self._publish()
+
+    def _remove_tmp(self) -> None:
+        """Remove the temporary directory; on an object store it is gone once its last object moved or was never
+        there (a failed write that wrote nothing), which is no error."""
+        try:
+            self.store.fs.rm(self.tmp, recursive=True)
+        except FileNotFoundError:
+            pass
 
     def _manifest(self) -> dict[str, Any]:
         kind = self.fields.pop("kind", "model" if not self.shards and self.files else "dataset")
@@ -358,7 +366,7 @@ class DatasetWriter:
             if os.path.exists(final):
                 # Another writer (or a damaged earlier copy) is there. A good copy wins; a bad one is replaced.
                 if self.store.verify(self.key) and not self.replace:
-                    fs.rm(self.tmp, recursive=True)
+                    self._remove_tmp()
                     self.ref = self.store.ref(self.key)
                     return
                 trash = f"{self.store.root}/{TRASH_DIR}/{self.key}.{self.writer_id}"
@@ -372,10 +380,10 @@ class DatasetWriter:
             except OSError:  # lost a race to a concurrent writer that published the same key
                 if not self.store.verify(self.key):
                     raise
-                fs.rm(self.tmp, recursive=True)
+                self._remove_tmp()
         else:
             for entry in self.shards + self.files:
                 fs.mv(f"{self.tmp}/{entry['name']}", f"{final}/{entry['name']}")
             fs.pipe_file(f"{final}/{MANIFEST}", payload)  # last: this makes the dataset visible
-            fs.rm(self.tmp, recursive=True)
+            self._remove_tmp()
         self.ref = DatasetRef(self.store.url, self.key, self.stage, self.rows, manifest["kind"])

@@ -1,6 +1,6 @@
-"""Sources on an object store: s3:// through s3fs against a local S3 API (moto's server), and memory:// for a
-filesystem that says nothing about its objects' content. A cached run must not download an S3 source to find
-its key; a rewritten object must get a new key."""
+"""Object stores: s3:// sources and an s3:// store through s3fs against a local S3 API (moto's server), and
+memory:// for a filesystem that says nothing about its objects' content. A cached run must not download an S3
+source to find its key; a rewritten object must get a new key; the store publishes, serves and rebuilds on S3."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,9 @@ import json
 import fsspec
 import pytest
 
-from flows.config import SourceConfig
+from flows.config import IngestConfig, SourceConfig
 from storage.stage import run_stage
-from tasks.ingest import SOURCE_STAGE, revision
+from tasks.ingest import MERGE_STAGE, SOURCE_STAGE, revision
 
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
@@ -83,3 +83,24 @@ def test_a_store_without_content_metadata_is_hashed_every_time(store, monkeypatc
     second = run_stage(SOURCE_STAGE, SourceConfig(path=uri), {}, store)
     assert len(hashed) == 2 and second.ref.key != first.ref.key and second.status == "ran"
     fs.rm(uri)
+
+
+def test_a_store_on_s3_publishes_verifies_and_serves_cache_hits(s3, tmp_path):
+    from storage.stage import companion_key
+    from storage.store import Store
+    from tests.ingest_helpers import write_jsonl
+
+    source = write_jsonl(tmp_path / "alpaca.jsonl", ALPACA + [{"instruction": "No answer.", "output": ""}])
+    remote = Store("s3://sftflow-test/store")
+    first = run_stage(SOURCE_STAGE, SourceConfig(path=str(source)), {}, remote)
+    assert first.status == "ran" and remote.verify(first.ref.key)
+    assert remote.read_table(first.ref.key).num_rows == 2
+    assert remote.read_table(companion_key(first.ref.key, "quarantine")).num_rows == 1
+    again = run_stage(SOURCE_STAGE, SourceConfig(path=str(source)), {}, remote)
+    assert (again.status, again.ref.key, again.stats["kept"]) == ("cached", first.ref.key, 2)
+    merged = run_stage(MERGE_STAGE, IngestConfig(sources=[SourceConfig(path=str(source))]),
+                       {"source_000": first.ref}, remote)  # reads the source's shards back from S3
+    assert merged.stats["read"] == 3 and remote.read_table(merged.ref.key).equals(remote.read_table(first.ref.key))
+    s3.rm(f"sftflow-test/store/{first.ref.key}/_manifest.json")  # a damaged copy is rebuilt, not served
+    assert not remote.verify(first.ref.key)
+    assert run_stage(SOURCE_STAGE, SourceConfig(path=str(source)), {}, remote).status == "ran"

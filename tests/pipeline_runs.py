@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,13 @@ def task_states(flow_run_id: Any, attempt: int | None = None) -> dict[str, list[
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    deadline = time.monotonic() + 30
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        while True:  # the API may list a task run a moment before its final state lands
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            if all(run.state is not None for run in runs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
     attempt = attempt or max(run.flow_run_run_count for run in runs)
     states: dict[str, list[str]] = defaultdict(list)
     for run in sorted(runs, key=lambda r: r.dynamic_key):

@@ -28,8 +28,8 @@ BLOCK = 8 << 20
 RECENT_S = 2.0
 HEX_LENGTH = 64
 # object-store metadata that changes whenever an object's bytes do: S3 (ETag, VersionId), GCS (md5Hash, crc32c,
-# generation), Azure (etag), the Hugging Face hub (blob_id)
-IDENTITY_FIELDS = ("ETag", "VersionId", "md5Hash", "crc32c", "generation", "etag", "blob_id")
+# generation), Azure (etag), the Hugging Face hub (blob_id), HTTP servers (ETag, Content-MD5, Digest)
+IDENTITY_FIELDS = ("ETag", "VersionId", "md5Hash", "crc32c", "generation", "etag", "blob_id", "Content-MD5", "Digest")
 
 
 def stream_sha256(fh: BinaryIO) -> str:

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from tasks import digest
-from tasks.digest import file_sha256, memo_dir
+from tasks.digest import file_sha256, memo_dir, object_identity
 
 
 @pytest.fixture
@@ -51,3 +51,11 @@ def test_an_unwritable_home_still_gives_the_digest(tmp_path, monkeypatch):
     path = tmp_path / "data.json"
     path.write_text("[]")
     assert file_sha256(path) == hashlib.sha256(b"[]").hexdigest()
+
+
+def test_object_identity_comes_from_content_metadata_only():
+    s3 = {"name": "b/a.json", "size": 36, "ETag": '"2939008f"', "LastModified": "2026-11-21", "VersionId": None}
+    assert object_identity(s3) == object_identity(dict(s3, LastModified="2027-01-01"))  # a touch is no change
+    assert object_identity(s3) != object_identity(dict(s3, ETag='"38fe66ea"'))
+    assert object_identity(s3) != object_identity(dict(s3, size=37))
+    assert object_identity({"name": "x", "size": 3, "Last-Modified": "Sat, 21 Nov 2026"}) is None  # hash the bytes

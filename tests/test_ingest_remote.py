@@ -104,3 +104,30 @@ def test_a_store_on_s3_publishes_verifies_and_serves_cache_hits(s3, tmp_path):
     s3.rm(f"sftflow-test/store/{first.ref.key}/_manifest.json")  # a damaged copy is rebuilt, not served
     assert not remote.verify(first.ref.key)
     assert run_stage(SOURCE_STAGE, SourceConfig(path=str(source)), {}, remote).status == "ran"
+
+
+def test_every_file_kind_reads_from_s3_as_from_disk(s3, tmp_path):
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from openpyxl import Workbook
+
+    from tests.ingest_helpers import ingest, write_json, write_jsonl
+
+    local = [write_json(tmp_path / "a.json", ALPACA), tmp_path / "a.jsonl.gz", tmp_path / "a.csv",
+             tmp_path / "a.parquet", tmp_path / "a.xlsx"]
+    local[1].write_bytes(gzip.compress(write_jsonl(tmp_path / "a.jsonl", ALPACA).read_bytes()))
+    local[2].write_text("instruction,input,output\n" + "".join(
+        f'"{r["instruction"]}","{r["input"]}","{r["output"]}"\n' for r in ALPACA), encoding="utf-8")
+    pq.write_table(pa.Table.from_pylist(ALPACA), local[3])
+    book = Workbook()
+    book.active.append(["instruction", "input", "output"])
+    for r in ALPACA:
+        book.active.append([r["instruction"], r["input"], r["output"]])
+    book.save(local[4])
+    for path in local:
+        s3.put(str(path), f"sftflow-test/kinds/{path.name}")
+        on_disk, on_s3 = ingest(path), ingest(f"s3://sftflow-test/kinds/{path.name}")
+        assert on_s3[0].column("id").to_pylist() == on_disk[0].column("id").to_pylist(), path.name
+        assert on_s3[1]["kept"] == 2 and on_s3[0].column("source")[0].as_py()["uri"].startswith("s3://")

@@ -10,6 +10,8 @@ put in train mode when an epoch starts.
 """
 from __future__ import annotations
 
+import multiprocessing
+
 import pandas as pd
 import torch
 from comet.models import str2model
@@ -153,7 +155,18 @@ class InstructionMetric(RegressionMetric):
         data = self.read_training_data(self.hparams.train_data[self.current_epoch % len(self.hparams.train_data)])
         return DataLoader(data, **batching(data, self.hparams.batch_size, self.hparams.get("length_grouped", True)),
                           collate_fn=lambda s: self.prepare_sample(s, stage="fit"),
-                          num_workers=2 * self.trainer.num_devices)
+                          num_workers=self.loader_workers())
+
+    def val_dataloader(self) -> list[DataLoader]:
+        loaders = super().val_dataloader()
+        for loader in loaders:
+            loader.num_workers = self.loader_workers()
+        return loaders
+
+    def loader_workers(self) -> int:
+        """COMET's two loader processes per device, or none inside a daemonic process (a Dask worker), which
+        may not start children."""
+        return 0 if multiprocessing.current_process().daemon else 2 * self.trainer.num_devices
 
     def read_validation_data(self, path: str) -> list[dict]:
         return _read_rows(path)

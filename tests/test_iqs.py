@@ -266,3 +266,37 @@ def test_frozen_encoder_study_pools_ignore_padding():
     for name in POOLINGS:
         assert together[name].shape == (2, 384)
         np.testing.assert_allclose(together[name], alone[name], atol=1e-4, err_msg=name)
+
+
+def _train_in_this_process(params_json: str, store_url: str, keys) -> None:
+    from flows.config import IQSConfig
+    from storage.stage import run_stage
+    from storage.store import Store
+    from tasks.iqs import TRAIN_STAGE
+
+    keys.put(run_stage(TRAIN_STAGE, IQSConfig.model_validate_json(params_json), {}, Store(store_url)).ref.key)
+
+
+@pytest.mark.slow
+def test_training_works_inside_a_daemonic_process_like_a_dask_worker(tmp_path, shared_data):
+    import multiprocessing
+
+    from flows.config import IQSConfig
+
+    with (shared_data / "car" / "APE_score_train.csv").open() as fh:
+        rows = list(csv.reader(fh))
+    params = IQSConfig(revisions=[str(write_csv(tmp_path / "train.csv", rows[:1 + 2 * 16]))],
+                       validation_revisions=[str(write_csv(tmp_path / "valid.csv", [rows[0]] + rows[-8:]))],
+                       epochs=1, nr_frozen_epochs=0, hidden_sizes=[16], train_batch_size=8, accumulate_grad_batches=1)
+    context = multiprocessing.get_context("spawn")
+    keys = context.Queue()
+    # daemonic, as Dask's worker processes are: it may not start children (data loader workers would fail or hang)
+    worker = context.Process(target=_train_in_this_process, daemon=True,
+                             args=(params.model_dump_json(), str(tmp_path / "store"), keys))
+    worker.start()
+    worker.join(150)
+    if worker.is_alive():
+        worker.kill()
+        worker.join()
+    assert worker.exitcode == 0
+    assert keys.get(timeout=10).startswith("iqs-train-")

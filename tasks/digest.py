@@ -65,6 +65,14 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest
 
 
+def files_sha256(folder: Path, files: list[Path]) -> str:
+    """sha256 over files of a local folder: the relative path and digest of each, in the order given."""
+    hasher = hashlib.sha256()
+    for path in files:
+        hasher.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\n".encode())
+    return hasher.hexdigest()
+
+
 def _remember(memo: Path, digest: str) -> None:
     """Write the memo atomically; a read-only or full disk only costs the next run a re-hash."""
     try:

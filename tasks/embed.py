@@ -9,7 +9,6 @@ folder re-embeds instead of serving stale vectors.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,7 +20,7 @@ import pyarrow as pa
 
 from storage.stage import StageContext, StageDef, StageOutput
 from storage.store import DatasetRef
-from tasks.digest import file_sha256
+from tasks.digest import files_sha256
 from tasks.errors import BadInputError
 from tasks.text import car_text
 
@@ -95,10 +94,7 @@ def model_checksum(folder: Path) -> str:
     files = model_files(folder)
     if not files:
         raise BadInputError(f"embedding model folder {folder} holds no model files", field="embed.model")
-    h = hashlib.sha256()
-    for path in files:
-        h.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\n".encode())
-    return h.hexdigest()
+    return files_sha256(folder, files)
 
 
 def model_identity(params: Any) -> dict[str, str]:

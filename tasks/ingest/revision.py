@@ -6,25 +6,22 @@ folder: the hash of its files. A hub dataset: the commit sha.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from tasks.digest import file_sha256, object_identity, stream_sha256
+from tasks.digest import file_sha256, files_sha256, object_identity, stream_sha256
 from tasks.errors import BadInputError
 from tasks.ingest import hf
 
 
 def file_digest(uri: str) -> str:
     fs, path = fsspec.core.url_to_fs(uri)
-    if isinstance(fs, LocalFileSystem):
-        if not fs.exists(path):
-            raise FileNotFoundError(f"source not found: {uri}")
-        return file_sha256(path)
-    fs.invalidate_cache(path)  # a long-lived worker may hold a listing from before the object changed
     try:
+        if isinstance(fs, LocalFileSystem):
+            return file_sha256(path)
+        fs.invalidate_cache(path)  # a long-lived worker may hold a listing from before the object changed
         info = fs.info(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"source not found: {uri}") from None
@@ -36,11 +33,9 @@ def file_digest(uri: str) -> str:
 
 
 def folder_digest(folder: Path) -> str:
-    """sha256 over the folder's files: relative path and digest of each, in path order."""
-    hasher = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.relative_to(folder).parts):
-        hasher.update(path.relative_to(folder).as_posix().encode() + b"\0" + file_digest(str(path)).encode())
-    return hasher.hexdigest()
+    """The digest of the folder's files (datasets' own .cache left out), in path order."""
+    return files_sha256(folder, sorted(p for p in folder.rglob("*")
+                                       if p.is_file() and ".cache" not in p.relative_to(folder).parts))
 
 
 def source_revision(uri: str) -> str:

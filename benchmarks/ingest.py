@@ -58,10 +58,10 @@ def ours(path: str, store_dir: str) -> int:
     """The ingest.source stage end to end: fingerprint, read, parse, dedupe, publish parquet to the store. A fresh
     SFTFLOW_HOME each run, so the file's digest is computed as for a file never seen (tasks/digest.py)."""
     os.environ["SFTFLOW_HOME"] = tempfile.mkdtemp(prefix="home-", dir=Path(store_dir).parent)
-    from flows.config import SourceConfig
     from storage.stage import run_stage
     from storage.store import Store
-    from tasks.ingest import SOURCE_STAGE
+    from tasks.stages.ingest_source import STAGE as SOURCE_STAGE
+    from tasks.stages.ingest_source import SourceConfig
 
     return run_stage(SOURCE_STAGE, SourceConfig(path=path), {}, Store(store_dir), force=True).stats["read"]
 

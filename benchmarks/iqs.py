@@ -39,7 +39,7 @@ def _texts(n: int) -> list[str]:
 def _train(store, overrides: list[str], tiny: bool):
     from flows.config import load_config
     from storage.stage import run_stage
-    from tasks.iqs import TRAIN_STAGE
+    from tasks.stages.iqs_train import STAGE as TRAIN_STAGE
 
     settings = [f"iqs.revisions=[{CAR / 'APE_score_train.csv'}]",
                 f"iqs.validation_revisions=[{CAR / 'APE_score_valid.csv'}]"]

@@ -41,9 +41,9 @@ def measure(model_dir: str, method: str, steps: int, batch_size: int, max_length
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from flows.config import TrainConfig
     from storage.schema import make_record
     from tasks.collate import SFTCollator
+    from tasks.stages.train import TrainConfig
     from tasks.templates import get_template
     from tasks.tokenize import ConversationEncoder
     from tasks.train.data import prepare
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from storage.stage import run_stage
     from storage.store import Store
     from tasks import base_model
-    from tasks.base_model import BaseModelParams
+    from tasks.stages.base_model import BaseModelParams
 
     store = Store(args.store)
     began = time.perf_counter()

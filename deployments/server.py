@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from flows.settings import sftflow_home
+from storage.home import sftflow_home
 
 ROOT = Path(__file__).resolve().parents[1]
 PROCESSES = ("worker", "server")  # stop order: the worker first, so its runs are marked before the API goes

@@ -10,19 +10,22 @@ from typing import Any
 
 from prefect import flow
 
-from flows import stages
-from flows.config import IQSConfig
-from flows.tracker import StageTracker
+from flows.execute import publish_table, run_plan
+from flows.plan import Plan
 from storage.store import Store
+from tasks import scorers
+from tasks.stages import get
+
+IQSSection = scorers.section_type()
 
 
 @flow(name="iqs-training", persist_result=True)
-def iqs_training(iqs: IQSConfig, store: str | None = None, force: bool = False) -> dict[str, Any]:
+def iqs_training(iqs: IQSSection, store: str | None = None, force: bool = False) -> dict[str, Any]:
     """Train (or find in the store) the IQS model for `iqs`; returns the stage table, `model` and its metrics."""
-    store_url = Store(store).url
-    tracker = StageTracker(store_url, ("iqs.train",), "iqs.train" if force else None)
-    model = tracker.run("iqs.train", stages.iqs_train, iqs, {})
-    report = tracker.finish("iqs-training")
-    report["model"] = model.key
-    report["metrics"] = json.loads(Store(store_url).read_file(model.key, "metrics.json"))["validation"]
+    plan = Plan(Store(store))
+    plan.add(get("iqs.train"), iqs)
+    run = run_plan(plan.compute_keys(), "iqs.train" if force else None)
+    report = publish_table(run, "iqs-training", "iqs-training-run")
+    report["model"] = run.ref("iqs.train").key
+    report["metrics"] = json.loads(plan.store.read_file(report["model"], "metrics.json"))["validation"]
     return report

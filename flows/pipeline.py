@@ -1,6 +1,7 @@
-"""The `sft-pipeline` flow: ingest → embed → iqs → cluster → select → format → train.
+"""The `sft-pipeline` flow: every registered stage the config asks for, wired by the datasets they read.
 
-Thin on purpose: it only wires stage tasks (flows/stages.py) together; every stage is cached by its store key.
+Thin on purpose: the wiring comes from the stage declarations (flows/plan.py), the running from flows/execute.py;
+every stage is cached by its store key.
 """
 from __future__ import annotations
 
@@ -11,15 +12,12 @@ from prefect import flow
 from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 
-from flows import stages
 from flows.config import PipelineConfig, RunnerConfig
-from flows.tracker import PipelineFailed, StageTracker, check_from_stage
+from flows.execute import publish_table, run_plan
+from flows.plan import Plan, pipeline_plan
 from storage.store import Store
-from tasks.base_model import BaseModelParams
 from tasks.errors import BadInputError
 
-# "iqs.train" (only when iqs.model is empty) sits before "iqs": `--from iqs` rescores without retraining.
-ORDER = ("ingest", "embed", "iqs.train", "iqs", "cluster", "select", "base_model", "format", "train")
 RUNNER_CLASSES = {"thread": "ThreadPoolTaskRunner", "dask": "DaskTaskRunner", "ray": "RayTaskRunner"}
 
 
@@ -29,49 +27,30 @@ def _run_name() -> str:
     return f"{name}-{date.today().isoformat()}"
 
 
+def plan_for(config: Any, from_stage: str | None = None, until_stage: str | None = None) -> Plan:
+    """The checked plan of a run: bad wiring, missing packages or files and unknown stage names fail here."""
+    plan = pipeline_plan(config, Store(config.store))
+    if until_stage:
+        plan = plan.until(until_stage)
+    if from_stage:
+        plan.descendants(from_stage)  # names it, or fails
+    return plan
+
+
 @flow(name="sft-pipeline", flow_run_name=_run_name, persist_result=True)
-def sft_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[str, Any]:
+def sft_pipeline(config: PipelineConfig, from_stage: str | None = None,
+                 until_stage: str | None = None) -> dict[str, Any]:
+    """The whole pipeline; `from_stage` forces a stage and every stage that reads its output, `until_stage` stops
+    after a stage (running only what it needs)."""
     store = Store(config.store).url
+    config = config.model_copy(update={"store": store})
     if type(FlowRunContext.get().task_runner).__name__ != RUNNER_CLASSES[config.runner.task_runner]:
         # started by a deployment or the UI, on the default runner: run the stages as a subflow on the one asked for
         runner = task_runner(config.runner, store)
-        return sft_pipeline.with_options(task_runner=runner)(config=config, from_stage=from_stage)
-    tracker = StageTracker(store, ORDER, from_stage)
-    sources = tracker.run_many("ingest", stages.ingest_source, [(src, {}) for src in config.ingest.sources])
-    conversations = tracker.run("ingest", stages.ingest, config.ingest,
-                                {f"source_{i:03d}": ref for i, ref in enumerate(sources)})
-    embeddings = tracker.run("embed", stages.embed, config.embed, {"conversations": conversations})
-    # the probe scorer reads the embed stage's vectors; comet reads the texts
-    scored = run_iqs(tracker, config, store, conversations, embeddings if config.iqs.scorer == "probe" else None)
-    clusters = tracker.run("cluster", stages.cluster, config.cluster, {"embeddings": embeddings})
-    # without an IQS scorer the selection is a cluster-only diversity sample; a failed iqs stage skips select
-    select_inputs = {"conversations": conversations, "clusters": clusters}
-    if config.iqs.scorer != "none":
-        select_inputs["scored"] = scored
-    selection = tracker.run("select", stages.select, config.select, select_inputs)
-    # the base model comes before format, which tokenizes with its tokenizer
-    base_model = tracker.run("base_model", stages.base_model, BaseModelParams(reference=config.train.base_model), {})
-    tokenized = tracker.run("format", stages.format, config.format, {"selection": selection, "base_model": base_model})
-    tracker.run("train", stages.train, config.train, {"tokenized": tokenized, "base_model": base_model})
-    return tracker.finish(f"sft-pipeline: {config.name}")
-
-
-def run_iqs(tracker: StageTracker, config: PipelineConfig, store: str, conversations: Any,
-            embeddings: Any = None) -> Any:
-    """Train the IQS model unless `iqs.model` names one, then score the conversations (None: scorer none).
-
-    The probe scorer reuses the embed stage's vectors when given them and embeds the texts itself otherwise.
-    """
-    if config.iqs.scorer == "none":
-        return None
-    if config.iqs.model:
-        model = Store(store).ref(config.iqs.model)
-    else:
-        model = tracker.run("iqs.train", stages.iqs_train, config.iqs, {})
-    inputs = {"conversations": conversations, "model": model}
-    if embeddings is not None:
-        inputs["embeddings"] = embeddings
-    return tracker.run("iqs", stages.iqs, config.iqs, inputs)
+        return sft_pipeline.with_options(task_runner=runner)(config=config, from_stage=from_stage,
+                                                             until_stage=until_stage)
+    run = run_plan(plan_for(config, from_stage, until_stage), from_stage)
+    return publish_table(run, f"sft-pipeline: {config.name}", "sft-pipeline-run")
 
 
 def task_runner(runner: RunnerConfig, store_url: str) -> Any:
@@ -100,16 +79,15 @@ def task_runner(runner: RunnerConfig, store_url: str) -> Any:
     return RayTaskRunner(address=runner.address) if runner.address else RayTaskRunner()
 
 
-def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[str, Any]:
+def run_pipeline(config: Any, from_stage: str | None = None, until_stage: str | None = None) -> dict[str, Any]:
     """Run the flow and return its stage table; raises PipelineFailed (with the table) when a stage failed."""
-    check_from_stage(from_stage, ORDER)  # before a flow run (and Prefect's server) starts
     store_url = Store(config.store).url
     config = config.model_copy(update={"store": store_url})
-    flow_fn = sft_pipeline.with_options(task_runner=task_runner(config.runner, store_url))
-    state = flow_fn(config=config, from_stage=from_stage, return_state=True)
+    runner = task_runner(config.runner, store_url)
+    plan_for(config, from_stage, until_stage)  # before a flow run (and Prefect's server) starts
+    flow_fn = sft_pipeline.with_options(task_runner=runner)
+    state = flow_fn(config=config, from_stage=from_stage, until_stage=until_stage, return_state=True)
     result = state.result(raise_on_failure=False)
-    if isinstance(result, PipelineFailed):
-        raise result
     if isinstance(result, BaseException):
         raise result
     return result

@@ -9,11 +9,10 @@ from typing import Any
 
 from prefect import flow
 
-from flows.config import SelfInstructConfig
 from flows.secrets import secret_in_env
-from flows.stages import self_instruct as generate
+from flows.stage import stage_task
 from storage.store import Store
-from tasks.self_instruct.stage import summary
+from tasks.stages.self_instruct import STAGE, SelfInstructConfig, summary
 
 
 @flow(name="self-instruct", persist_result=True)
@@ -22,6 +21,7 @@ def self_instruct(config: SelfInstructConfig, store: str | None = None, output: 
     """Generate `config.num_instructions` new instructions; the API key comes from `config.api_key_env`
     or the Prefect Secret block `config.api_key_secret`."""
     store_url = Store(store).url
+    key = STAGE.key(config, {})
     with secret_in_env(config.api_key_secret, config.api_key_env):
-        ref = generate(config, store_url, {}, force=force)
-    return summary(Store(store_url), ref.key, "done", output)
+        result = stage_task(STAGE)(config, store_url, {}, key, force=force)
+    return summary(Store(store_url), result.ref.key, result.status, output)

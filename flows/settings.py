@@ -8,9 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
-def sftflow_home() -> Path:
-    return Path(os.environ.get("SFTFLOW_HOME", ".sftflow")).absolute()
+from storage.home import sftflow_home
 
 
 def configure_environment() -> None:

@@ -1,23 +1,57 @@
-"""Turns a `StageDef` into a Prefect task: store-backed caching, retries, tags, progress and artifacts.
+"""Turns a `Stage` into a Prefect task: store-backed caching, retries, tags, progress and artifacts.
 
-Written once; stage modules know nothing of Prefect (see storage/stage.py).
+Written once; stage modules know nothing of Prefect (see storage/stage.py). The task gets the step's store key,
+computed when the plan was built (flows/plan.py), and the cache policy uses it as Prefect's cache key. Prefect
+alone would return a persisted result for a dataset that has since been deleted or damaged: when the store does
+not hold a complete dataset under the key, the stale Prefect record is dropped first, so the task runs and
+rebuilds it.
 """
 from __future__ import annotations
 
+import functools
+import logging
+import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 
-from storage.cache import StoreCachePolicy
-from storage.stage import StageDef, run_stage, terminal_progress
+from storage.stage import Stage, StageResult, figures_markdown, run_stage, terminal_progress
 from storage.store import DatasetRef, Store
 from tasks.errors import BadInputError
 
 RETRY_DELAYS_S = [2, 10, 30]
+log = logging.getLogger("sftflow")
+
+
+@dataclass
+class StoreCachePolicy(CachePolicy):
+    def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+                    ) -> str | None:
+        key = inputs["key"]
+        if not Store(inputs["store"]).verify(key):
+            _forget_record(getattr(task_ctx, "result_store", None), key)
+        return key
+
+
+def _forget_record(result_store: Any, key: str) -> None:
+    """Delete Prefect's persisted result for `key`, if there is one (local result storage)."""
+    if result_store is None:
+        return
+    storage = result_store.result_storage
+    resolve = getattr(storage, "_resolve_path", None)
+    if resolve is None:
+        return
+    path = str(resolve(key))
+    result_store.cache.pop(path, None)
+    if os.path.exists(path):
+        log.info("store has no complete dataset %s: dropping the stale Prefect cache record", key)
+        os.remove(path)
 
 
 def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
@@ -51,25 +85,32 @@ def prefect_progress(total: int | None, description: str) -> Callable[[int], Non
     return advance
 
 
-def stage_task(stage: StageDef, *, tags: tuple[str, ...] = (), retries: int = 2, timeout_seconds: float | None = None):
-    """A Prefect task `fn(params, store, inputs, force=False) -> DatasetRef` for one stage."""
+def artifact_key(stage: Stage) -> str:
+    return f"{stage.name.replace('.', '-').replace('_', '-')}-report"
 
-    def run(params: Any, store: str, inputs: Mapping[str, DatasetRef | None], force: bool = False) -> DatasetRef:
-        result = run_stage(stage, params, inputs, Store(store), force=force, progress=prefect_progress)
+
+@functools.cache
+def stage_task(stage: Stage) -> Any:
+    """The Prefect task `fn(params, store, inputs, key, force=False) -> StageResult` of one stage."""
+
+    def run(params: Any, store: str, inputs: Mapping[str, DatasetRef | None], key: str,
+            force: bool = False) -> StageResult:
+        result = run_stage(stage, params, inputs, Store(store), key=key, force=force, progress=prefect_progress)
         if result.report:
-            create_markdown_artifact(result.report, key=f"{stage.name.replace('.', '-').replace('_', '-')}-report",
+            figures = figures_markdown(result.figures, inline=True)  # data URIs: the UI renders them
+            create_markdown_artifact(result.report + (f"\n\n{figures}" if figures else ""), key=artifact_key(stage),
                                      description=f"{stage.name} report for {result.ref.key}")
-        return result.ref
+        result.report, result.figures = None, {}  # the persisted result stays small
+        return result
 
     run.__name__ = run.__qualname__ = stage.name.replace(".", "_")
     return task(
         run,
         name=stage.name,
-        cache_policy=StoreCachePolicy(stage=stage),
+        cache_policy=StoreCachePolicy(),
         persist_result=True,
-        retries=retries,
-        retry_delay_seconds=RETRY_DELAYS_S[:retries] or 0,
+        retries=stage.retries,
+        retry_delay_seconds=RETRY_DELAYS_S[:stage.retries] or 0,
         retry_condition_fn=retry_unless_bad_input,
-        tags=set(tags),
-        timeout_seconds=timeout_seconds,
+        tags=set(stage.tags),
     )

@@ -1,41 +1,43 @@
-"""The stage contract, free of Prefect: key → store check → build → atomic publish.
+"""The stage contract, free of Prefect: one `Stage` declaration per stage, and `run_stage`.
 
-A stage module (tasks/<stage>.py) declares a `StageDef` whose `build(ctx, **inputs)` reads its input
-datasets, calls the stage's plain functions and returns a `StageOutput`. `run_stage` does the rest, the same
-way for the CLI (no Prefect) and for the Prefect task wrapper in flows/stage.py.
+A stage module (tasks/stages/<name>.py) declares `STAGE = Stage(...)`: its name, version, parameter model,
+tags, optional requirements and a plain `build(ctx, **inputs) -> StageOutput` over datasets of the store.
+Its inputs are `build`'s parameters after `ctx`: each names the dataset it reads (another stage's `output`);
+one with a default of None is optional; a `**name` parameter takes every dataset of a fan-out stage whose
+output is `name` (e.g. the ingest merge takes every `source`). Everything else is derived from the declaration:
+the Prefect task (flows/stage.py), the pipeline's wiring and `--from` order (flows/plan.py), the config schema
+(flows/config.py) and `sftflow stage NAME` (flows/cli/stage.py).
+
+`run_stage` owns one run of a stage: key → store check → build in a scratch folder → atomic publish →
+scratch removed; it returns whether the stage ran or came from the store.
 """
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
+from pydantic import TypeAdapter, ValidationError
 
+from storage.home import work_root
 from storage.keys import stage_key
+from storage.params import key_params
 from storage.store import DatasetRef, Store
 
 log = logging.getLogger("sftflow")
-FAIL_STAGE_ENV = "SFTFLOW_FAIL_STAGE"  # test hook: name of a stage that must fail (comma-separated)
-# Marks a config field that does not change a stage's output (batch size, device): left out of the cache key.
-NOT_IN_KEY = {"cache_key": False}
-
-
-def key_params(params: Any) -> dict[str, Any]:
-    """The parameters that make up a stage's key: a config section without its NOT_IN_KEY fields."""
-    if not hasattr(params, "model_dump"):
-        return dict(params or {})
-    plain = params.model_dump(mode="json")
-    for name, info in type(params).model_fields.items():
-        if info.json_schema_extra == NOT_IN_KEY:
-            plain.pop(name, None)
-    return plain
-SLOW_STAGE_ENV = "SFTFLOW_SLOW_STAGE"  # test hook: "stage:seconds,..." sleeps before building (to kill mid-run)
+# Called with (stage, ctx) before every build; empty in production. Tests register fault injection here
+# (tests/fault_injection.py, loaded as a plugin in the processes they start).
+BUILD_HOOKS: list[Callable[[Stage, StageContext], None]] = []
 
 
 class Progress(Protocol):
@@ -54,13 +56,14 @@ def terminal_progress(total: int | None, description: str) -> Callable[[int], No
 @dataclass
 class StageOutput:
     """What a build returns. `table` may be an iterator of tables (streamed into shards); `stats` may be
-    filled while it is consumed. Companions are published as datasets of their own (e.g. quarantine)."""
+    filled while it is consumed. Companions are published as datasets of their own (e.g. quarantine).
+    PNG files are also shown as figures in the stage's report."""
 
     table: pa.Table | Iterable[pa.Table] | None = None
     files: dict[str, bytes | str | Path] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     companions: dict[str, pa.Table] = field(default_factory=dict)
-    report: str | None = None  # markdown shown as a Prefect artifact
+    report: str | None = None  # markdown, shown as a Prefect artifact and stored as files/report.md
 
 
 @dataclass
@@ -70,22 +73,109 @@ class StageContext:
     params: Any
     progress: Progress = terminal_progress
     log: logging.Logger = log
+    work: Path = field(default_factory=work_root)
+
+    @cached_property
+    def scratch(self) -> Path:
+        """This run's scratch folder: the same for every attempt at this key (a retry finds its checkpoints),
+        removed once the output is published."""
+        folder = self.work / self.key
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
 
 @dataclass(frozen=True)
-class StageDef:
+class Input:
+    name: str
+    optional: bool = False
+    many: bool = False  # a `**name` parameter: every dataset a fan-out stage named `name` produces
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """An optional package a stage needs, and how to install it."""
+
+    module: str
+    install: str
+
+    def missing(self) -> bool:
+        return importlib.util.find_spec(self.module) is None
+
+
+@dataclass(frozen=True)
+class Call:
+    """One run of a stage that a pipeline configuration asks for (see `Stage.calls`)."""
+
+    params: Any
+    label: str | None = None  # the run table's name for it; the stage name when None
+    # an input given by the configuration instead of by its producer: a store key, or None (not read)
+    inputs: Mapping[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stage:
     name: str
     version: str
     build: Callable[..., StageOutput]
+    params: Any  # the parameter model: a pydantic class, or a type pydantic validates (a discriminated union)
+    section: str | None = None  # the pipeline config section its parameters come from
+    output: str | None = None  # the dataset name other stages' inputs use; the stage name when None
+    tags: tuple[str, ...] = ()
+    requires: tuple[Requirement, ...] = ()
+    retries: int = 2
+    description: str = ""
     # Extra key material derived from the parameters, e.g. a checksum of the source files an ingest reads.
     fingerprint: Callable[[Any], Mapping[str, Any]] | None = None
+    # How a pipeline config runs this stage: a list of calls (empty: not in this pipeline). Default: one call
+    # with the config's `section`, when the stage has one.
+    plan: Callable[[Any], list[Call]] | None = None
 
-    def key(self, params: Any, inputs: Mapping[str, DatasetRef | None]) -> str:
-        plain = key_params(params)
+    @property
+    def dataset(self) -> str:
+        return self.output or self.name
+
+    @cached_property
+    def inputs(self) -> tuple[Input, ...]:
+        found = []
+        for i, p in enumerate(inspect.signature(self.build).parameters.values()):
+            if i == 0:
+                continue  # ctx
+            if p.kind is p.VAR_KEYWORD:
+                found.append(Input(p.name, many=True))
+            elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                found.append(Input(p.name, optional=p.default is not p.empty))
+        return tuple(found)
+
+    def input(self, name: str) -> Input | None:
+        """The declared input `name` takes (an element `source_003` of a `**source` input included)."""
+        for item in self.inputs:
+            if item.name == name or (item.many and name.startswith(f"{item.name}_")):
+                return item
+        return None
+
+    def calls(self, config: Any) -> list[Call]:
+        if self.plan is not None:
+            return self.plan(config)
+        if self.section is None or not hasattr(config, self.section):
+            return []
+        return [Call(getattr(config, self.section))]
+
+    @cached_property
+    def _adapter(self) -> TypeAdapter:
+        return TypeAdapter(self.params)
+
+    def parse_params(self, data: Any) -> Any:
+        """Parameters from plain data (YAML, --set); raises pydantic's ValidationError."""
+        return self._adapter.validate_python(data)
+
+    def dump_params(self, params: Any) -> dict[str, Any]:
+        return self._adapter.dump_python(params, mode="json") if params is not None else {}
+
+    def key(self, params: Any, input_keys: Mapping[str, str | None]) -> str:
+        plain: Any = key_params(params, self.name)
         if self.fingerprint is not None:
             plain = {"params": plain, "fingerprint": dict(self.fingerprint(params))}
-        input_keys = {name: ref.key for name, ref in inputs.items() if ref is not None}
-        return stage_key(self.name, self.version, plain, input_keys)
+        return stage_key(self.name, self.version, plain, {n: k for n, k in input_keys.items() if k is not None})
 
 
 @dataclass
@@ -93,41 +183,67 @@ class StageResult:
     ref: DatasetRef
     status: str  # "ran" or "cached"
     seconds: float
-    report: str | None = None
+    rows_in: int | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+    report: str | None = None
+    figures: dict[str, bytes] = field(default_factory=dict)  # the PNG files of a run, for the report
 
 
 def companion_key(key: str, name: str) -> str:
     return f"{key}-{name}"
 
 
+def input_keys(inputs: Mapping[str, DatasetRef | None]) -> dict[str, str | None]:
+    return {name: ref.key if ref is not None else None for name, ref in inputs.items()}
+
+
+def figures_markdown(figures: Mapping[str, bytes], inline: bool) -> str:
+    """The figures of a report: data URIs (`inline`, which the Prefect UI renders) or links to the files."""
+    import base64
+
+    parts = []
+    for name, png in figures.items():
+        target = f"data:image/png;base64,{base64.b64encode(png).decode()}" if inline else name
+        parts.append(f"![{name.removesuffix('.png')}]({target})")
+    return "\n\n".join(parts)
+
+
+def validation_message(exc: ValidationError, hidden: frozenset[str] = frozenset()) -> tuple[str, str | None]:
+    """(message, field) of a pydantic error, the field named when there is one problem; `hidden` location parts
+    (a discriminated union's tags) are left out of the field."""
+    problems = [(".".join(str(p) for p in e["loc"] if p not in hidden), f"{e['msg']} (got {repr(e.get('input'))[:60]})")
+                for e in exc.errors()]
+    if len(problems) == 1:
+        return problems[0][1], problems[0][0] or None
+    return "; ".join(f"{loc}: {what}" for loc, what in problems), None
+
+
 def run_stage(
-    stage: StageDef,
+    stage: Stage,
     params: Any,
     inputs: Mapping[str, DatasetRef | None],
     store: Store,
     *,
+    key: str | None = None,
     force: bool = False,
     progress: Progress = terminal_progress,
 ) -> StageResult:
+    """Run `stage` once: its dataset from the store if a complete copy is there (unless `force`), else built
+    and published. `key` is the one the caller already computed for these parameters and inputs."""
     started = time.perf_counter()
-    key = stage.key(params, inputs)
-    if stage.name in os.environ.get(FAIL_STAGE_ENV, "").split(","):
-        raise RuntimeError(f"injected failure in stage {stage.name!r} ({FAIL_STAGE_ENV})")
-    delays = dict(item.split(":") for item in os.environ.get(SLOW_STAGE_ENV, "").split(",") if ":" in item)
+    key = key or stage.key(params, input_keys(inputs))
+    rows_in = sum(ref.rows for ref in inputs.values() if ref is not None) if inputs else None
     if not force and store.verify(key):
         log.info("%s: %s already in the store", stage.name, key)
-        manifest = store.manifest(key)
-        return StageResult(store.ref(key), "cached", time.perf_counter() - started, stats=manifest.get("stats", {}))
-    if stage.name in delays:
-        time.sleep(float(delays[stage.name]))
+        return StageResult(store.ref(key), "cached", time.perf_counter() - started, rows_in,
+                           store.manifest(key).get("stats", {}))
     ctx = StageContext(store=store, key=key, params=params, progress=progress)
+    for hook in BUILD_HOOKS:
+        hook(stage, ctx)
     output = stage.build(ctx, **{k: v for k, v in inputs.items()})
-    manifest_fields = {
-        "stage_version": stage.version,
-        "params": params.model_dump(mode="json") if hasattr(params, "model_dump") else dict(params or {}),
-        "inputs": {name: ref.key for name, ref in inputs.items() if ref is not None},
-    }
+    figures = {name: data for name, data in output.files.items() if name.endswith(".png") and isinstance(data, bytes)}
+    manifest_fields = {"stage_version": stage.version, "params": stage.dump_params(params),
+                       "inputs": {n: k for n, k in input_keys(inputs).items() if k is not None}}
     with store.writer(key, stage.name, replace=force, **manifest_fields) as writer:
         if output.table is not None:
             for part in [output.table] if isinstance(output.table, pa.Table) else output.table:
@@ -139,10 +255,13 @@ def run_stage(
         for name, data in output.files.items():
             writer.add_file(name, data)
         if output.report:
-            writer.add_file("report.md", output.report)
+            stored = output.report + ("\n\n" + figures_markdown(figures, inline=False) if figures else "")
+            writer.add_file("report.md", stored)
         # stats last: a streamed table fills them while it is written
         writer.fields["stats"] = output.stats
         writer.fields["companions"] = {name: companion_key(key, name) for name in output.companions}
+    if "scratch" in ctx.__dict__:  # published: the scratch folder has served its purpose
+        shutil.rmtree(ctx.scratch, ignore_errors=True)
     seconds = time.perf_counter() - started
     log.info("%s: published %s (%d rows) in %.1fs", stage.name, key, writer.rows, seconds)
-    return StageResult(writer.ref, "ran", seconds, output.report, output.stats)
+    return StageResult(writer.ref, "ran", seconds, rows_in, output.stats, output.report, figures)

@@ -123,8 +123,6 @@ class Store:
                 return False
         return True
 
-    exists = verify
-
     def _relative(self, key: str, name: str) -> str:
         prefix = self.fs._strip_protocol(self.path(key)).rstrip("/") + "/"
         return self.fs._strip_protocol(name)[len(prefix):]

@@ -9,16 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import shutil
-import tempfile
-import weakref
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from flows.settings import sftflow_home
-from storage.stage import StageContext, StageDef, StageOutput
 from tasks.digest import file_sha256
 from tasks.errors import BadInputError
 
@@ -28,13 +21,6 @@ SMOLLM2_HUB_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the GGUF file w
 CHATML_END = "<|im_end|>"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-class BaseModelParams(BaseModel):
-    """The base model stage's key parameters: only the reference (learning rates must not re-convert it)."""
-
-    model_config = ConfigDict(extra="forbid")
-    reference: str | None = Field(None, description="hub name or local path; SmolLM2-135M-Instruct when empty")
 
 
 def smollm2_gguf() -> Path:
@@ -83,8 +69,9 @@ def hub_revision(name: str, cache_dir: str | None = None) -> str:
     return Path(cached).parent.name  # .../snapshots/<commit>/config.json
 
 
-def fingerprint(params: BaseModelParams, cache_dir: str | None = None) -> dict[str, Any]:
-    kind, source = resolve_reference(params.reference)
+def fingerprint(reference: str | None, cache_dir: str | None = None) -> dict[str, Any]:
+    """Key material of a base model: its hub commit, or the sha256 of its weight files."""
+    kind, source = resolve_reference(reference)
     if kind == "hub":
         return {"hub": source, "revision": hub_revision(str(source), cache_dir)}
     files = [source] if kind == "gguf" else weight_files(Path(source))
@@ -146,23 +133,3 @@ def materialize(reference: str | None, folder: Path, cache_dir: str | None = Non
             "parameters": sum(p.numel() for p in model.parameters()),
             "max_position_embeddings": getattr(model.config, "max_position_embeddings", None),
             "has_chat_template": bool(getattr(tokenizer, "chat_template", None))}
-
-
-def scratch_output(folder: Path, output: StageOutput) -> StageOutput:
-    """Remove `folder` once `output` has been published and dropped (run_stage copies the files first)."""
-    weakref.finalize(output, shutil.rmtree, str(folder), True)
-    return output
-
-
-def build(ctx: StageContext) -> StageOutput:
-    params: BaseModelParams = ctx.params
-    scratch = sftflow_home() / "work"
-    scratch.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="base-model-", dir=scratch))
-    ctx.log.info("base_model: preparing %s", params.reference or "SmolLM2-135M-Instruct (bundled GGUF)")
-    facts = materialize(params.reference, work / "model")
-    report = "\n".join(["# Base model", "", *(f"- {k}: `{v}`" for k, v in facts.items())])
-    return scratch_output(work, StageOutput(files={"model": work / "model"}, stats=facts, report=report))
-
-
-STAGE = StageDef(name="base_model", version="1", build=build, fingerprint=fingerprint)

@@ -16,9 +16,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from storage.stage import StageContext, StageDef, StageOutput
-from storage.store import DatasetRef
-from tasks.embed import embedding_matrix
 from tasks.errors import BadInputError
 
 INIT_POINTS_PER_CENTROID = 50
@@ -148,20 +145,3 @@ def report(stats: dict[str, Any]) -> str:
     lines = ["# cluster", "", "| | |", "|---|---:|"]
     lines += [f"| {name.replace('_', ' ')} | {value} |" for name, value in stats.items()]
     return "\n".join(lines) + "\n"
-
-
-def build(ctx: StageContext, embeddings: DatasetRef) -> StageOutput:
-    table = ctx.store.read_table(embeddings.key, columns=["id", "embedding"])
-    if table.num_rows == 0:
-        raise BadInputError(f"dataset {embeddings.key} has no embeddings to cluster", field="embedding")
-    ids = table.column("id").to_pylist()
-    x = embedding_matrix(table.column("embedding"), ids)
-    advance = ctx.progress(1, f"PCA + k-means over {len(ids):,} rows")
-    clusters, stats = cluster_embeddings(ids, x, ctx.params)
-    advance(1)
-    ctx.log.info("cluster: k=%d over %d PCA dims (%.1f%% variance), inertia %.4g", stats["k"], stats["pca_dims"],
-                 100 * stats["explained_variance"], stats["inertia"])
-    return StageOutput(table=clusters, stats=stats, report=report(stats))
-
-
-STAGE = StageDef("cluster", "1", build)

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from flows.settings import sftflow_home
+from storage.home import sftflow_home
 
 BLOCK = 8 << 20
 RECENT_S = 2.0

@@ -10,16 +10,13 @@ folder re-embeds instead of serving stale vectors.
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from storage.stage import StageContext, StageDef, StageOutput
-from storage.store import DatasetRef
 from tasks.digest import files_sha256
 from tasks.errors import BadInputError
 from tasks.text import car_text
@@ -95,11 +92,6 @@ def model_checksum(folder: Path) -> str:
     if not files:
         raise BadInputError(f"embedding model folder {folder} holds no model files", field="embed.model")
     return files_sha256(folder, files)
-
-
-def model_identity(params: Any) -> dict[str, str]:
-    """Stage-key material: which model, by name and by content."""
-    return {"model": params.model or BUNDLED_MODEL, "weights_sha256": model_checksum(resolve_model(params.model))}
 
 
 def pick_device(device: str) -> str:
@@ -208,40 +200,3 @@ def embedding_matrix(column: pa.ChunkedArray | pa.Array, ids: Sequence[str] | No
         raise BadInputError(f"embedding has {lengths[bad]} values, row 0 has {lengths[0]}", row=bad,
                             field=f"embedding ({which(bad)})")
     return arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, int(lengths[0]))
-
-
-# -- the stage ---------------------------------------------------------------------------------------------
-def build(ctx: StageContext, conversations: DatasetRef) -> StageOutput:
-    params = ctx.params
-    if conversations.rows == 0:
-        raise BadInputError(f"dataset {conversations.key} has no rows to embed", field="conversations")
-    folder = resolve_model(params.model)
-    device = pick_device(params.device)
-    model = load_model(params.model, params.device, params.precision)
-    batch_size = params.batch_size or BATCH_SIZE.get(device, 16)
-    stats: dict[str, Any] = {"model": params.model or BUNDLED_MODEL, "model_path": str(folder),
-                             "weights_sha256": model_checksum(folder), "text": params.text,
-                             "precision": params.precision, "device": device, "dim": embedding_dimension(model),
-                             "batch_size": batch_size, "max_seq_length": model.max_seq_length}
-    advance = ctx.progress(conversations.rows, f"embed ({device})")
-
-    def tables() -> Iterator[pa.Table]:
-        began, rows = time.perf_counter(), 0
-        for batch in ctx.store.iter_batches(conversations.key, READ_ROWS, ["id", "system", "messages", "meta"]):
-            table = pa.Table.from_batches([batch])
-            vectors = encode(model, table_texts(table, params.text, rows), batch_size, advance,
-                             params.precision)
-            if not np.isfinite(vectors).all():
-                bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
-                raise BadInputError("the model returned a non-finite embedding", row=rows + bad,
-                                    field=f"embedding (id {table.column('id')[bad].as_py()})")
-            rows += table.num_rows
-            yield embeddings_table(table.column("id").to_pylist(), vectors)
-        seconds = time.perf_counter() - began
-        stats.update(rows=rows, seconds=round(seconds, 2), rows_per_s=round(rows / max(seconds, 1e-9), 1))
-        ctx.log.info("embed: %d rows in %.1fs on %s (%.0f rows/s)", rows, seconds, device, stats["rows_per_s"])
-
-    return StageOutput(table=tables(), stats=stats)
-
-
-STAGE = StageDef("embed", "1", build, fingerprint=model_identity)

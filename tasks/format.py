@@ -8,18 +8,15 @@ exports asked for under `exports/`, a histogram PNG and a markdown report.
 from __future__ import annotations
 
 import io
-import json
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from storage.stage import StageContext, StageDef, StageOutput
 from storage.store import DatasetRef, Store
 from tasks import exports
 from tasks.errors import BadInputError
-from tasks.templates import get_template
-from tasks.tokenize import QUARANTINE_SCHEMA, TOKENIZED_SCHEMA, ConversationEncoder, summarize
+from tasks.tokenize import QUARANTINE_SCHEMA, TOKENIZED_SCHEMA, ConversationEncoder
 
 COLUMNS = ["id", "system", "messages", "meta"]
 
@@ -108,32 +105,6 @@ def report(stats: dict[str, Any], example: str | None) -> str:
     if stats["quarantine_reasons"]:
         lines += ["", "Quarantined: " + ", ".join(f"{k}: {v}" for k, v in stats["quarantine_reasons"].items())]
     lines += ["", *(f"**Warning:** {w}" for w in stats["warnings"])] if stats["warnings"] else []
-    lines += ["", "![lengths](files/format_lengths.png)"]
     if example:
         lines += ["", "First sample as the model sees it:", "", "```text", example[:2000], "```"]
     return "\n".join(lines)
-
-
-def build(ctx: StageContext, selection: DatasetRef, base_model: DatasetRef) -> StageOutput:
-    params = ctx.params
-    tokenizer = load_tokenizer(ctx.store, base_model)
-    encoder = ConversationEncoder(tokenizer, get_template(params.template), max_length=params.max_length,
-                                  train_on=params.train_on, system=params.system)
-    advance = ctx.progress(selection.rows, "format")
-    table, quarantine, records = tokenize_batches(
-        encoder, ctx.store.iter_batches(selection.key, params.batch_size, columns=COLUMNS), advance)
-    stats = {"template": encoder.template.name, "train_on": params.train_on, "max_length": params.max_length,
-             "rows_in": selection.rows, **summarize(table, quarantine), **encoder.counts,
-             "warnings": encoder.warnings}
-    files: dict[str, Any] = {
-        "chat_template.jinja": encoder.template.chat_template(),
-        "template.json": json.dumps(encoder.template.summary(), indent=2, ensure_ascii=False),
-        "format_lengths.png": histogram_png(table, params.max_length),
-        **export_files(params, table, records),
-    }
-    example = table.column("text")[0].as_py() if table.num_rows else None
-    return StageOutput(table=table, files=files, stats=stats, companions={"quarantine": quarantine},
-                       report=report(stats, example))
-
-
-STAGE = StageDef(name="format", version="1", build=build)

@@ -53,23 +53,17 @@ def load_model(store: Store, reference: str, adapter: bool = True) -> Loaded:
         return Loaded(AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder), False, key)
     if manifest["stage"] != "train":
         raise BadInputError(f"{key} is a {manifest['stage']} output, not a model", field="--model")
-    base = store.local_path(manifest["inputs"]["base_model"], "files", "model")
+    from tasks.stages.train import Adapter
+
+    trained = Adapter.read(store, key)
     tokenizer = AutoTokenizer.from_pretrained(store.local_path(key, "files", "tokenizer"))
-    model = AutoModelForCausalLM.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(store.local_path(trained.base_model, "files", "model"))
     if adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, store.local_path(key, "files", "adapter"))
     return Loaded(model, tokenizer, adapter, f"{key} ({'with' if adapter else 'without'} adapter)",
-                  training_system_prompt(store, manifest["inputs"].get("tokenized")))
-
-
-def training_system_prompt(store: Store, tokenized_key: str | None) -> str | None:
-    """format.system of the data a model was trained on (None: each template's default applied)."""
-    try:
-        return (store.manifest(tokenized_key).get("params") or {}).get("system") if tokenized_key else None
-    except DatasetMissing:
-        return None
+                  trained.tokenized.system)
 
 
 def render_prompt(tokenizer: Any, prompt: str, system: str | None = None) -> str:

@@ -9,7 +9,6 @@ rows are taken round-robin across clusters, nearest to the centroid first.
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +17,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.schema import CONVERSATION_SCHEMA
-from storage.stage import StageContext, StageDef, StageOutput
-from storage.store import DatasetRef
 from tasks.errors import BadInputError
 
 TOP_SCORE, CLUSTER_TOP = "top_score", "cluster_top"
@@ -195,6 +192,9 @@ def report_markdown(summary: dict[str, Any]) -> str:
     lines = ["# select", ""]
     if summary["note"]:
         lines += [f"> **{summary['note']}**", ""]
+    if summary.get("scorer"):
+        lines += [f"Scores: the `{summary['scorer']}` scorer" +
+                  (f" (model `{summary['scorer_model']}`)" if summary.get("scorer_model") else "") + ".", ""]
     lines += ["| | |", "|---|---:|"]
     lines += [f"| {label} | {'-' if summary[key] is None else summary[key]} |" for key, label in SUMMARY_ROWS]
     columns = [c for c in ("cluster", "size", "selected", TOP_SCORE, CLUSTER_TOP, "best_score", "mean_score")
@@ -203,7 +203,7 @@ def report_markdown(summary: dict[str, Any]) -> str:
               "|" + "---:|" * len(columns)]
     for row in sorted(summary["cluster_table"], key=lambda r: (-r["size"], r["cluster"])):
         lines.append("| " + " | ".join(str(row[c]) for c in columns) + " |")
-    lines += ["", "Files: `score_histogram.png`, `cluster_map.png`, `selection_summary.json`."]
+    lines += ["", "Every number above is also in `selection_summary.json`; the figures follow."]
     return "\n".join(lines) + "\n"
 
 
@@ -262,23 +262,3 @@ def plots(clusters: pa.Table, scored: pa.Table | None, selection: pa.Table) -> d
     cluster_map = _png(fig)
     plt.close(fig)
     return {"score_histogram.png": histogram, "cluster_map.png": cluster_map}
-
-
-# -- the stage ---------------------------------------------------------------------------------------------
-def build(ctx: StageContext, conversations: DatasetRef, clusters: DatasetRef,
-          scored: DatasetRef | None = None) -> StageOutput:
-    params = ctx.params
-    conv = ctx.store.read_table(conversations.key)
-    clus = ctx.store.read_table(clusters.key, columns=["id", "cluster", "distance", "pc1", "pc2"])
-    scores = ctx.store.read_table(scored.key) if scored is not None else None
-    selection, summary = select(conv, clus, scores, params.n1, params.n2, params.budget)
-    files = plots(clus, scores, selection)
-    files[SUMMARY_FILE] = json.dumps(summary, indent=1)
-    stats = {k: v for k, v in summary.items() if k != "cluster_table"}
-    ctx.log.info("select: %d of %d rows (%d by score, %d added by the cluster step; top n1 covers %d of %d clusters)",
-                 summary["selected"], summary["rows"], summary["top_score_rows"], summary["cluster_top_rows"],
-                 summary["clusters_covered_by_top"], summary["clusters"])
-    return StageOutput(table=selection, files=files, stats=stats, report=report_markdown(summary))
-
-
-STAGE = StageDef("select", "1", build)

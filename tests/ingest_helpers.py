@@ -7,9 +7,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from flows.config import SourceConfig
 from storage.schema import CONVERSATION_SCHEMA
 from tasks.ingest import read_source
+from tasks.stages.ingest_source import SourceConfig
 
 
 def ingest(path: str | Path, batch_rows: int = 20_000, **config: Any) -> tuple[pa.Table, dict[str, Any], pa.Table]:

@@ -39,8 +39,8 @@ def pipeline_config(store_url: str | None, sources: list[str], base_model: Path,
 
 def run_flow(config: Any, from_stage: str | None = None, task_runner: Any = None) -> tuple[Any, dict[str, Any]]:
     """Run the flow in this process; (flow run id, the stage report)."""
+    from flows.execute import PipelineFailed
     from flows.pipeline import sft_pipeline
-    from flows.tracker import PipelineFailed
 
     flow_fn = sft_pipeline.with_options(task_runner=task_runner) if task_runner is not None else sft_pipeline
     state = flow_fn(config=config, from_stage=from_stage, return_state=True)

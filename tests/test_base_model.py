@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from flows.settings import sftflow_home
+from storage.home import work_root
 from storage.stage import run_stage
 from tasks import base_model
-from tasks.base_model import BaseModelParams
 from tasks.errors import BadInputError
+from tasks.stages.base_model import STAGE, BaseModelParams
 
 HUB_NAME = "sftflow-tests/tiny-llama"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -28,36 +28,36 @@ def fake_hub_cache(tiny_lm: Path, root: Path) -> Path:
 def test_local_folder_becomes_a_plain_model_artifact(store, tiny_lm):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    result = run_stage(base_model.STAGE, BaseModelParams(reference=str(tiny_lm)), {}, store)
+    result = run_stage(STAGE, BaseModelParams(reference=str(tiny_lm)), {}, store)
     assert result.ref.kind == "model" and result.stats["source"] == "local"
     folder = store.local_path(result.ref.key, "files", "model")
     assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
     AutoModelForCausalLM.from_pretrained(folder)
     assert AutoTokenizer.from_pretrained(folder).eos_token == "<|im_end|>"
-    assert run_stage(base_model.STAGE, BaseModelParams(reference=str(tiny_lm)), {}, store).status == "cached"
-    assert not list((sftflow_home() / "work").glob("base-model-*"))  # the scratch copy went once published
+    assert run_stage(STAGE, BaseModelParams(reference=str(tiny_lm)), {}, store).status == "cached"
+    assert not (work_root() / result.ref.key).exists()  # the scratch copy went once published
 
 
 def test_fingerprint_follows_the_weights(tmp_path, tiny_lm):
     folder = tmp_path / "copy"
     shutil.copytree(tiny_lm, folder)
     params = BaseModelParams(reference=str(folder))
-    before = base_model.STAGE.key(params, {})
+    before = STAGE.key(params, {})
     with (folder / "model.safetensors").open("ab") as fh:
         fh.write(b"\0")  # any change of the weights file
-    assert base_model.STAGE.key(params, {}) != before
+    assert STAGE.key(params, {}) != before
 
 
 def test_hub_name_loads_through_from_pretrained(tmp_path, tiny_lm):
     """The online code path (hub name -> from_pretrained) against a local hub cache; HF_HUB_OFFLINE=1 here."""
     cache = fake_hub_cache(tiny_lm, tmp_path / "hub")
-    fingerprint = base_model.fingerprint(BaseModelParams(reference=HUB_NAME), cache_dir=str(cache))
+    fingerprint = base_model.fingerprint(HUB_NAME, cache_dir=str(cache))
     assert fingerprint == {"hub": HUB_NAME, "revision": COMMIT}
     facts = base_model.materialize(HUB_NAME, tmp_path / "out", cache_dir=str(cache))
     assert facts["source"] == "hub" and facts["model_type"] == "llama"
     assert (tmp_path / "out" / "model.safetensors").is_file()
     with pytest.raises(BadInputError, match="not in the local cache"):
-        base_model.fingerprint(BaseModelParams(reference="sftflow-tests/absent"), cache_dir=str(cache))
+        base_model.fingerprint("sftflow-tests/absent", cache_dir=str(cache))
 
 
 def test_bad_references(tmp_path):
@@ -79,7 +79,7 @@ def test_bundled_smollm2_converts_to_a_plain_model(store):
         base_model.smollm2_gguf()
     except BadInputError as exc:
         pytest.skip(str(exc))
-    result = run_stage(base_model.STAGE, BaseModelParams(), {}, store)
+    result = run_stage(STAGE, BaseModelParams(), {}, store)
     assert result.stats["source"] == "gguf" and result.stats["parameters"] > 130_000_000
     folder = store.local_path(result.ref.key, "files", "model")
     assert not (folder / "tokenizer.model").exists()  # the GGUF file is not copied as a tokenizer

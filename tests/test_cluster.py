@@ -3,12 +3,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from flows.config import ClusterConfig
 from storage.stage import run_stage
-from tasks import cluster as cluster_stage
-from tasks.cluster import default_k, kmeans, reduce
+from tasks.cluster import cluster_embeddings, default_k, kmeans, reduce
 from tasks.embed import embeddings_table
 from tasks.errors import BadInputError
+from tasks.stages import cluster as cluster_stage
+from tasks.stages.cluster import ClusterConfig
 
 
 def blobs(n=3000, d=48, centers=12, seed=0):
@@ -77,17 +77,17 @@ def test_bad_input(store):
     x, _ = blobs(n=50)
     ids = [str(i) for i in range(50)]
     with pytest.raises(BadInputError, match="k=60 clusters is more than the 50 rows"):
-        cluster_stage.cluster_embeddings(ids, x, ClusterConfig(k=60))
+        cluster_embeddings(ids, x, ClusterConfig(k=60))
     nan = x.copy()
     nan[7, 3] = np.nan
     with pytest.raises(BadInputError, match="row 7.*NaN"):
-        cluster_stage.cluster_embeddings(ids, nan, ClusterConfig())
+        cluster_embeddings(ids, nan, ClusterConfig())
     with pytest.raises(BadInputError, match="at least 2"):
-        cluster_stage.cluster_embeddings(ids[:1], x[:1], ClusterConfig())
+        cluster_embeddings(ids[:1], x[:1], ClusterConfig())
     with pytest.raises(BadInputError, match="identical"):
-        cluster_stage.cluster_embeddings(ids[:5], np.ones((5, 4), np.float32), ClusterConfig())
+        cluster_embeddings(ids[:5], np.ones((5, 4), np.float32), ClusterConfig())
     with pytest.raises(BadInputError, match="pca_components"):
-        cluster_stage.cluster_embeddings(ids, x, ClusterConfig(pca_components=100))
+        cluster_embeddings(ids, x, ClusterConfig(pca_components=100))
     empty = store.publish_table("empty", "embed", embeddings_table([], np.zeros((0, 4), np.float32)))
     with pytest.raises(BadInputError, match="no embeddings"):
         run_stage(cluster_stage.STAGE, ClusterConfig(), {"embeddings": empty}, store)
@@ -97,4 +97,4 @@ def test_bad_input(store):
     with pytest.raises(BadInputError, match="row 2.*id c"):
         run_stage(cluster_stage.STAGE, ClusterConfig(), {"embeddings": bad}, store)
     with pytest.raises(BadInputError, match="faiss sees no GPU"):
-        cluster_stage.kmeans(x, 2, device="gpu")
+        kmeans(x, 2, device="gpu")

@@ -5,32 +5,29 @@ import pyarrow as pa
 import pytest
 from prefect import flow
 
-from flows.config import ClusterConfig, EmbedConfig, SelectConfig
-from flows.stage import stage_task
-from flows.tracker import StageTracker
+from flows.execute import publish_table, run_plan
+from flows.plan import Plan
 from storage.schema import make_record, records_to_table
 from storage.store import Store
-from tasks import cluster as cluster_stage
-from tasks import embed as embed_stage
-from tasks import select as select_stage
 from tasks.select import SUMMARY_FILE
-
-embed_task = stage_task(embed_stage.STAGE)
-cluster_task = stage_task(cluster_stage.STAGE)
-select_task = stage_task(select_stage.STAGE)
+from tasks.stages import cluster as cluster_stage
+from tasks.stages import embed as embed_stage
+from tasks.stages import select as select_stage
+from tasks.stages.cluster import ClusterConfig
+from tasks.stages.embed import EmbedConfig
+from tasks.stages.select import SelectConfig
 
 
 @flow(persist_result=True)
 def diversity_flow(store: str, conversations_key: str, scored_key: str | None) -> dict:
-    tracker = StageTracker(store, ("embed", "cluster", "select"))
-    conversations = Store(store).ref(conversations_key)
-    embeddings = tracker.run("embed", embed_task, EmbedConfig(device="cpu"), {"conversations": conversations})
-    clusters = tracker.run("cluster", cluster_task, ClusterConfig(k=4), {"embeddings": embeddings})
-    inputs = {"conversations": conversations, "clusters": clusters}
+    plan = Plan(Store(store))
+    embeddings = plan.add(embed_stage.STAGE, EmbedConfig(device="cpu"), {"conversations": conversations_key})
+    clusters = plan.add(cluster_stage.STAGE, ClusterConfig(k=4), {"embeddings": embeddings})
+    inputs = {"conversations": conversations_key, "clusters": clusters}
     if scored_key:
-        inputs["scored"] = Store(store).ref(scored_key)
-    tracker.run("select", select_task, SelectConfig(n1=3, n2=1), inputs)
-    return tracker.finish("diversity")
+        inputs["scored"] = scored_key
+    plan.add(select_stage.STAGE, SelectConfig(n1=3, n2=1), inputs)
+    return publish_table(run_plan(plan.compute_keys()), "diversity", "diversity-run")
 
 
 @pytest.mark.slow

@@ -6,12 +6,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from flows.config import EmbedConfig
 from storage.schema import make_record, records_to_table
 from storage.stage import run_stage
-from tasks import embed as embed_stage
 from tasks.embed import embedding_matrix, encode, load_model, model_checksum, resolve_model, row_text
 from tasks.errors import BadInputError
+from tasks.stages import embed as embed_stage
+from tasks.stages.embed import EmbedConfig
 from tasks.text import alpaca_user_content
 
 TEXTS = [("Name three primary colors.", "", "Red, blue and yellow."),
@@ -69,16 +69,16 @@ def test_stage_output_and_model_identity(store, tmp_path):
     assert result.stats["dim"] == 384 and result.stats["rows"] == 4 and result.stats["device"] == "cpu"
     # batch size and device stay out of the key; the text view and the model's files do not
     same = EmbedConfig(batch_size=64)
-    assert embed_stage.STAGE.key(same, {"conversations": conv}) == result.ref.key
-    assert embed_stage.STAGE.key(EmbedConfig(text="user"), {"conversations": conv}) != result.ref.key
+    assert embed_stage.STAGE.key(same, {"conversations": conv.key}) == result.ref.key
+    assert embed_stage.STAGE.key(EmbedConfig(text="user"), {"conversations": conv.key}) != result.ref.key
     bundled = resolve_model(None)
     copy = tmp_path / "minilm"
     shutil.copytree(bundled, copy)
     local = EmbedConfig(model=str(copy))
-    key_before = embed_stage.STAGE.key(local, {"conversations": conv})
+    key_before = embed_stage.STAGE.key(local, {"conversations": conv.key})
     with open(copy / "1_Pooling" / "config.json", "a") as fh:
         fh.write(" ")
-    assert embed_stage.STAGE.key(local, {"conversations": conv}) != key_before
+    assert embed_stage.STAGE.key(local, {"conversations": conv.key}) != key_before
 
 
 def test_hub_name_resolves_from_the_local_cache(tmp_path):
@@ -120,7 +120,8 @@ def test_int8_is_close_to_fp32_and_part_of_the_key(minilm, store):
     with pytest.raises(ValueError, match="int8"):
         encode(int8, texts)
     conv = store.publish_table("conv", "ingest", records_to_table(records()))
-    keys = {embed_stage.STAGE.key(EmbedConfig(precision=p), {"conversations": conv}) for p in ("fp32", "bf16", "int8")}
+    keys = {embed_stage.STAGE.key(EmbedConfig(precision=p), {"conversations": conv.key})
+            for p in ("fp32", "bf16", "int8")}
     assert len(keys) == 3
     # dynamic quantization scales activations per batch: same batches, same vectors
     result = run_stage(embed_stage.STAGE, EmbedConfig(precision="int8", device="cpu", batch_size=2),

@@ -6,11 +6,10 @@ import json
 import pyarrow as pa
 import pytest
 
-from flows.config import FormatConfig
 from storage.schema import make_record, records_to_table
 from storage.stage import run_stage
 from tasks.errors import BadInputError
-from tasks.format import STAGE
+from tasks.stages.format import STAGE, FormatConfig
 from tasks.templates import get_template
 from tasks.text import alpaca_user_content
 from tasks.tokenize import NO_ASSISTANT, TOO_LONG

@@ -93,8 +93,8 @@ def test_not_json_and_unknown_suffix_are_clear_errors(tmp_path):
 
 
 def test_large_jsonl_is_streamed_in_batches(tmp_path):
-    from flows.config import SourceConfig
     from tasks.ingest import read_source
+    from tasks.stages.ingest_source import SourceConfig
 
     records = [{"instruction": f"Count to {i}.", "output": " ".join(map(str, range(i % 7 + 1)))} for i in range(2500)]
     reading = read_source(SourceConfig(path=str(write_jsonl(tmp_path / "big.jsonl", records))), batch_rows=1000)

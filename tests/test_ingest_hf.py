@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from flows.config import SourceConfig
 from storage.stage import run_stage
 from tasks.errors import BadInputError
-from tasks.ingest import SOURCE_STAGE
+from tasks.stages.ingest_source import STAGE as SOURCE_STAGE
+from tasks.stages.ingest_source import SourceConfig
 from tests.ingest_helpers import ingest, messages
 
 GUANACO = [{"text": "### Human: Name a bird.### Assistant: Owl."},

@@ -8,9 +8,12 @@ import json
 import fsspec
 import pytest
 
-from flows.config import IngestConfig, SourceConfig
 from storage.stage import run_stage
-from tasks.ingest import MERGE_STAGE, SOURCE_STAGE, revision
+from tasks.ingest import revision
+from tasks.stages.ingest import STAGE as MERGE_STAGE
+from tasks.stages.ingest import IngestConfig
+from tasks.stages.ingest_source import STAGE as SOURCE_STAGE
+from tasks.stages.ingest_source import SourceConfig
 
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")

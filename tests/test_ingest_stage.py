@@ -7,10 +7,13 @@ import sys
 
 import pytest
 
-from flows.config import IngestConfig, SourceConfig
 from storage.stage import companion_key, run_stage
 from tasks.errors import BadInputError
-from tasks.ingest import MERGE_STAGE, QUARANTINE_SCHEMA, SOURCE_STAGE
+from tasks.ingest import QUARANTINE_SCHEMA
+from tasks.stages.ingest import STAGE as MERGE_STAGE
+from tasks.stages.ingest import IngestConfig
+from tasks.stages.ingest_source import STAGE as SOURCE_STAGE
+from tasks.stages.ingest_source import SourceConfig
 from tests.conftest import ROOT
 from tests.ingest_helpers import write_json, write_jsonl
 
@@ -85,13 +88,5 @@ def test_cli_json_counts_exports_and_errors(tmp_path, shared_data):
     assert error["file"] == str(odd) and error["row"] is None
     missing = run_cli(str(tmp_path / "missing.json"), "--json", home=tmp_path / "home")
     assert missing.returncode == 2 and json.loads(missing.stdout) == {
-        "ok": False, "error": f"source not found: {tmp_path / 'missing.json'}"}
-
-
-
-def test_prefect_tasks_wrap_these_stages():
-    """flows/stages.py makes the pipeline's Prefect tasks from these StageDefs (store-keyed cache)."""
-    from flows import stages
-
-    assert stages.ingest_source.cache_policy.stage is SOURCE_STAGE and stages.ingest.cache_policy.stage is MERGE_STAGE
-    assert (stages.ingest_source.name, stages.ingest.name) == ("ingest.source", "ingest")
+        "ok": False, "error": f"file {tmp_path / 'missing.json'}, field 'ingest.sources': source not found",
+        "file": str(tmp_path / "missing.json"), "row": None, "field": "ingest.sources"}

@@ -121,8 +121,8 @@ def test_alpaca_headers_in_a_sheet_are_detected(tmp_path):
 
 
 def test_progress_knows_the_sheet_size_and_counts_rows_read(tmp_path):
-    from flows.config import SourceConfig
     from tasks.ingest import read_source
+    from tasks.stages.ingest_source import SourceConfig
 
     calls: dict[str, list] = {"total": [], "advanced": []}
 

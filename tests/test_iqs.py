@@ -143,11 +143,12 @@ def run_cli(*args: str, home: Path) -> dict:
 
 @pytest.mark.slow
 def test_tiny_model_trains_reloads_in_new_process_and_ranks(tmp_path, shared_data):
-    from flows.config import IQSConfig
     from storage.schema import make_record, records_to_table
     from storage.stage import run_stage
     from storage.store import Store
-    from tasks.iqs import SCORE_STAGE, TRAIN_STAGE
+    from tasks.scorers.comet import CometConfig
+    from tasks.stages.iqs import STAGE as SCORE_STAGE
+    from tasks.stages.iqs_train import STAGE as TRAIN_STAGE
 
     with (shared_data / "car" / "APE_score_train.csv").open() as fh:
         train = list(csv.reader(fh))
@@ -159,7 +160,7 @@ def test_tiny_model_trains_reloads_in_new_process_and_ranks(tmp_path, shared_dat
 
     home = tmp_path / "home"
     store = Store(str(home / "store"))
-    params = IQSConfig(revisions=[str(train_csv)], validation_revisions=[str(valid_csv)], epochs=1,
+    params = CometConfig(revisions=[str(train_csv)], validation_revisions=[str(valid_csv)], epochs=1,
                        nr_frozen_epochs=0, hidden_sizes=[64], learning_rate=1e-3, accumulate_grad_batches=1)
     result = run_stage(TRAIN_STAGE, params, {}, store)
     files = {f["name"] for f in store.manifest(result.ref.key)["files"]}
@@ -188,23 +189,25 @@ def test_tiny_model_trains_reloads_in_new_process_and_ranks(tmp_path, shared_dat
     table = store.read_table(scored["key"]).to_pylist()
     assert len(table) == 12 and sorted(r["iqs_rank"] for r in table) == list(range(1, 13))
     assert all(isinstance(r["iqs_score"], float) for r in table)
-    again = run_stage(SCORE_STAGE, IQSConfig.model_validate({**info["hyperparameters"], "model": result.ref.key}),
-                      {"conversations": store.ref("conversations-test"), "model": result.ref}, store)
+    again = run_stage(SCORE_STAGE, CometConfig.model_validate({**info["hyperparameters"], "model": result.ref.key}),
+                      {"conversations": store.ref("conversations-test"), "iqs_model": result.ref}, store)
     assert again.status == "cached" and again.ref.key == scored["key"]  # unchanged data and model
 
 
 def test_probe_model_scores_with_the_embed_stage_vectors(store):
     import numpy as np
 
-    from flows.config import IQSConfig
     from storage.schema import make_record, records_to_table
     from storage.stage import run_stage
     from tasks.embed import embeddings_table
-    from tasks.iqs import SCORE_STAGE, TRAIN_STAGE
     from tasks.iqs.probe import Probe, encode
+    from tasks.scorers.comet import CometConfig
+    from tasks.scorers.probe import ProbeConfig
+    from tasks.stages.iqs import STAGE as SCORE_STAGE
+    from tasks.stages.iqs_train import STAGE as TRAIN_STAGE
     from tasks.text import table_texts
 
-    params = IQSConfig(scorer="probe", revisions=[str(DEMO_REVISIONS)], valid_fraction=0.25)
+    params = ProbeConfig(revisions=[str(DEMO_REVISIONS)], valid_fraction=0.25)
     trained = run_stage(TRAIN_STAGE, params, {}, store)
     files = {f["name"] for f in store.manifest(trained.ref.key)["files"]}
     assert "files/probe.json" in files and not any(f.startswith("files/model/") for f in files)
@@ -220,7 +223,7 @@ def test_probe_model_scores_with_the_embed_stage_vectors(store):
     table = store.read_table("conv")
     vectors = encode(table_texts(table))
     embeddings = store.publish_table("emb", "embed", embeddings_table(table.column("id").to_pylist(), vectors))
-    scored = run_stage(SCORE_STAGE, params, {"conversations": conversations, "model": trained.ref,
+    scored = run_stage(SCORE_STAGE, params, {"conversations": conversations, "iqs_model": trained.ref,
                                              "embeddings": embeddings}, store)
     out = store.read_table(scored.ref.key).to_pylist()
     expected = Probe.from_json(store.read_file(trained.ref.key, "probe.json")).scores(vectors)
@@ -229,11 +232,11 @@ def test_probe_model_scores_with_the_embed_stage_vectors(store):
 
     short = store.publish_table("emb-short", "embed", embeddings_table(table.column("id").to_pylist(), vectors[:, :8]))
     with pytest.raises(BadInputError, match="8 dimensions"):
-        run_stage(SCORE_STAGE, params, {"conversations": conversations, "model": trained.ref,
+        run_stage(SCORE_STAGE, params, {"conversations": conversations, "iqs_model": trained.ref,
                                         "embeddings": short}, store)
     with pytest.raises(BadInputError, match="no COMET checkpoint"):
-        run_stage(SCORE_STAGE, params.model_copy(update={"scorer": "comet"}),
-                  {"conversations": conversations, "model": trained.ref}, store)
+        run_stage(SCORE_STAGE, CometConfig(**params.model_dump(exclude={"scorer"})),
+                  {"conversations": conversations, "iqs_model": trained.ref}, store)
 
 
 def test_training_batches_grouped_by_length_or_random():
@@ -269,23 +272,23 @@ def test_frozen_encoder_study_pools_ignore_padding():
 
 
 def _train_in_this_process(params_json: str, store_url: str, keys) -> None:
-    from flows.config import IQSConfig
     from storage.stage import run_stage
     from storage.store import Store
-    from tasks.iqs import TRAIN_STAGE
+    from tasks.scorers.comet import CometConfig
+    from tasks.stages.iqs_train import STAGE as TRAIN_STAGE
 
-    keys.put(run_stage(TRAIN_STAGE, IQSConfig.model_validate_json(params_json), {}, Store(store_url)).ref.key)
+    keys.put(run_stage(TRAIN_STAGE, CometConfig.model_validate_json(params_json), {}, Store(store_url)).ref.key)
 
 
 @pytest.mark.slow
 def test_training_works_inside_a_daemonic_process_like_a_dask_worker(tmp_path, shared_data):
     import multiprocessing
 
-    from flows.config import IQSConfig
+    from tasks.scorers.comet import CometConfig
 
     with (shared_data / "car" / "APE_score_train.csv").open() as fh:
         rows = list(csv.reader(fh))
-    params = IQSConfig(revisions=[str(write_csv(tmp_path / "train.csv", rows[:1 + 2 * 16]))],
+    params = CometConfig(revisions=[str(write_csv(tmp_path / "train.csv", rows[:1 + 2 * 16]))],
                        validation_revisions=[str(write_csv(tmp_path / "valid.csv", [rows[0]] + rows[-8:]))],
                        epochs=1, nr_frozen_epochs=0, hidden_sizes=[16], train_batch_size=8, accumulate_grad_batches=1)
     context = multiprocessing.get_context("spawn")

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from storage.stage import FAIL_STAGE_ENV
+from tests.fault_injection import FAIL_STAGE_ENV
 from tests.pipeline_runs import PYTHON, ROOT, api_env, pipeline_config, run_flow, task_states, write_sources
 
 pytest.importorskip("tasks.ingest", reason="the ingest stage is not in this checkout yet")
 
 
-# the stages a failure in (or `--from`) cluster runs again
-FROM_CLUSTER = ("cluster", "select", "base_model", "format", "train")
+# the stages a failure in (or `--from`) cluster runs again: cluster and what reads its output, not the base model
+FROM_CLUSTER = ("cluster", "select", "format", "train")
 
 
 @pytest.fixture
@@ -51,7 +51,8 @@ def test_retry_of_a_failed_run_runs_only_the_failed_stage_and_later(prefect_api,
     monkeypatch.delenv(FAIL_STAGE_ENV)
     assert not report["ok"] and statuses(report)["select"] == "skipped"
     states = task_states(flow_run_id)
-    assert states == {**expected(["Completed"] * 3, ran=("ingest", "embed")), "cluster": ["Failed"]}
+    # the base model does not wait for cluster: it ran beside it
+    assert states == {**expected(["Completed"] * 3, ran=("ingest", "embed", "base_model")), "cluster": ["Failed"]}
     done = [key for key in stage_keys(report).values()]
     before = {key: created(store, key) for key in done}
 
@@ -61,7 +62,8 @@ def test_retry_of_a_failed_run_runs_only_the_failed_stage_and_later(prefect_api,
                            cwd=ROOT, env=api_env(PREFECT_API_URL.value()), capture_output=True, text=True,
                            timeout=180)
     assert retry.returncode == 0, retry.stdout + retry.stderr
-    assert task_states(flow_run_id) == expected(["Cached"] * 3, cached=("ingest", "embed"), ran=FROM_CLUSTER)
+    assert task_states(flow_run_id) == expected(["Cached"] * 3, cached=("ingest", "embed", "base_model"),
+                                                ran=FROM_CLUSTER)
     assert {key: created(store, key) for key in done} == before  # not rewritten
 
 
@@ -85,7 +87,8 @@ def test_from_stage_forces_it_and_everything_after(prefect_api, store, sources, 
     before = created(store, keys["cluster"])
     time.sleep(1)  # manifests record seconds
     flow_run_id, again = run_flow(config, from_stage="cluster")
-    assert task_states(flow_run_id) == expected(["Cached"] * 3, cached=("ingest", "embed"), ran=FROM_CLUSTER)
+    assert task_states(flow_run_id) == expected(["Cached"] * 3, cached=("ingest", "embed", "base_model"),
+                                                ran=FROM_CLUSTER)
     assert stage_keys(again) == keys  # same keys, rebuilt in place
     assert statuses(again) == {**{s: "cached" for s in keys}, **{s: "ran" for s in FROM_CLUSTER}}
     assert created(store, keys["cluster"]) != before and store.verify(keys["cluster"])

@@ -5,12 +5,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from flows.config import SelectConfig
 from storage.schema import make_record, records_to_table
 from storage.stage import run_stage
-from tasks import select as select_stage
 from tasks.errors import BadInputError
 from tasks.select import CLUSTER_TOP, SUMMARY_FILE, TOP_SCORE, select
+from tasks.stages import select as select_stage
+from tasks.stages.select import SelectConfig
 from tasks.text import alpaca_user_content
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import SelfInstructConfig
 from storage.stage import run_stage
 from tasks.self_instruct.openai_http import BackendError, OpenAIChatBackend
-from tasks.self_instruct.stage import SELF_INSTRUCT_STAGE
+from tasks.stages.self_instruct import STAGE as SELF_INSTRUCT_STAGE
+from tasks.stages.self_instruct import SelfInstructConfig
 from tests.openai_server import OpenAIServer, Reply
 from tests.test_self_instruct_parse import GPT_OUTPUT
 

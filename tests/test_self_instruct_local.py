@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from flows.config import SelfInstructConfig
 from storage.stage import run_stage
 from tasks.errors import BadInputError
 from tasks.self_instruct.local_hf import LocalTransformersBackend
-from tasks.self_instruct.stage import SELF_INSTRUCT_STAGE
+from tasks.stages.self_instruct import STAGE as SELF_INSTRUCT_STAGE
+from tasks.stages.self_instruct import SelfInstructConfig
 
 SEEDS = [
     {"id": "seed_a", "instruction": "Give three tips for staying healthy.",

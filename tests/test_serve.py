@@ -18,7 +18,7 @@ import yaml
 
 from deployments.definitions import GPU_TAG, IQS_DEPLOYMENT, NIGHTLY_CRON, WORK_POOL
 from deployments.server import ServeDirs, running_pid, stop_process
-from storage.stage import SLOW_STAGE_ENV
+from tests.fault_injection import PLUGIN, SLOW_STAGE_ENV
 from tests.pipeline_runs import PYTHON, ROOT, api_env, pipeline_config, write_sources
 
 pytest.importorskip("tasks.ingest", reason="the ingest stage is not in this checkout yet")
@@ -156,7 +156,8 @@ def test_run_triggered_like_the_ui_completes_on_the_worker(served):
 
 def test_killed_worker_crashes_the_run_and_a_retry_finishes_it(served):
     parameters = served.deployment("sft-pipeline")["parameters"]  # all three sources: new merge key
-    flow_run_id = served.trigger("sft-pipeline", parameters, env={SLOW_STAGE_ENV: "ingest:5"})
+    flow_run_id = served.trigger("sft-pipeline", parameters, env={SLOW_STAGE_ENV: "ingest:5", "SFTFLOW_PLUGINS": PLUGIN,
+                                                                  "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 120
     while sum(s in ("Completed", "Cached") for s in served.task_states(flow_run_id).get("ingest.source", [])) < 3:
         assert time.monotonic() < deadline, "the sources did not finish"

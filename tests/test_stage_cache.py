@@ -6,15 +6,17 @@ from pathlib import Path
 import pyarrow as pa
 from prefect import flow
 
-from flows.stage import stage_task
-from flows.tracker import PipelineFailed, StageTracker
-from storage.stage import FAIL_STAGE_ENV, StageDef, StageOutput, run_stage
+from flows.execute import PipelineFailed, publish_table, run_plan
+from flows.plan import Plan
+from storage.stage import Stage, StageOutput, run_stage
+from storage.store import Store
 from tasks.errors import BadInputError
+from tests.fault_injection import FAIL_STAGE_ENV
 
 CALLS = {"numbers": 0, "squares": 0}
 
 
-def build_numbers(ctx, **inputs):
+def build_numbers(ctx):
     CALLS["numbers"] += 1
     if ctx.params["n"] < 0:
         raise BadInputError("n must be >= 0", field="n")
@@ -28,18 +30,16 @@ def build_squares(ctx, numbers):
                        companions={"odd": pa.table({"x": [x for x in xs if x % 2]})})
 
 
-NUMBERS = StageDef("numbers", "1", build_numbers)
-SQUARES = StageDef("squares", "1", build_squares)
-numbers_task = stage_task(NUMBERS, retries=1)
-squares_task = stage_task(SQUARES, retries=0)
+NUMBERS = Stage("numbers", "1", build_numbers, params=dict, retries=1)
+SQUARES = Stage("squares", "1", build_squares, params=dict, retries=0)
 
 
 @flow(persist_result=True)
 def toy_flow(store: str, n: int, from_stage: str | None = None) -> dict:
-    tracker = StageTracker(store, ("numbers", "squares"), from_stage)
-    numbers = tracker.run("numbers", numbers_task, {"n": n}, {})
-    tracker.run("squares", squares_task, {}, {"numbers": numbers})
-    return tracker.finish("toy")
+    plan = Plan(Store(store))
+    numbers = plan.add(NUMBERS, {"n": n})
+    plan.add(SQUARES, {}, {"numbers": numbers})
+    return publish_table(run_plan(plan.compute_keys(), from_stage), "toy", "toy-run")
 
 
 def statuses(report):

@@ -175,10 +175,10 @@ def test_store_cli_ls_show_gc(tmp_path):
 
 
 def test_not_in_key_fields_survive_serialization_but_not_the_key():
-    from flows.config import EmbedConfig
-    from storage.stage import StageDef
+    from storage.stage import Stage
+    from tasks.stages.embed import EmbedConfig
 
-    stage = StageDef("embed", "1", build=lambda ctx: None)
+    stage = Stage("embed", "1", build=lambda ctx: None, params=EmbedConfig)
     a, b = EmbedConfig(batch_size=8), EmbedConfig(batch_size=64)
     assert stage.key(a, {}) == stage.key(b, {})  # a batch size does not change the output
     assert EmbedConfig.model_validate(a.model_dump()).batch_size == 8  # what Prefect sends to a deployment run

@@ -13,12 +13,14 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from flows.config import TrainConfig
-from storage.stage import run_stage
-from tasks import base_model as base_model_stage
-from tasks import train as train_stage
-from tasks.base_model import BaseModelParams
+from storage.home import work_root
+from storage.stage import input_keys, run_stage
 from tasks.errors import BadInputError
+from tasks.stages import base_model as base_model_stage
+from tasks.stages import train as train_stage
+from tasks.stages.base_model import BaseModelParams
+from tasks.stages.train import TrainConfig
+from tasks.train.loop import discard_incomplete_checkpoints, latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]  # not from conftest: subprocesses import this module
 PAIRS = [
@@ -112,7 +114,7 @@ def test_lora_trains_saves_merges_and_reloads(store, base, tokenized):
     assert store.read_file(key, "loss_curve.png").startswith(b"\x89PNG")
     card = store.read_file(key, "README.md").decode()
     assert tokenized.key in card and "chatml" in card and "lora_r" in card
-    assert not train_stage.work_folder(key).exists()  # checkpoints removed once published
+    assert not (work_root() / key).exists()  # checkpoints removed once published
 
     # the saved tokenizer's chat_template renders the training format, token for token
     tokenizer = AutoTokenizer.from_pretrained(store.local_path(key, "files", "tokenizer"))
@@ -185,7 +187,7 @@ KILL_SCRIPT = """
 import sys
 from storage.store import Store
 from storage.stage import run_stage
-from tasks import train as train_stage
+from tasks.stages import train as train_stage
 from tests.test_train import fast_config
 store = Store(sys.argv[1])
 inputs = {"tokenized": store.ref(sys.argv[2]), "base_model": store.ref(sys.argv[3])}
@@ -196,20 +198,20 @@ run_stage(train_stage.STAGE, fast_config(max_steps=30, save_steps=3), inputs, st
 def test_killed_training_resumes_from_its_checkpoint(store, base, tokenized):
     inputs = {"tokenized": tokenized, "base_model": base}
     config = fast_config(max_steps=30, save_steps=3)
-    key = train_stage.STAGE.key(config, inputs)
-    checkpoints = train_stage.work_folder(key) / "checkpoints"
+    key = train_stage.STAGE.key(config, input_keys(inputs))
+    checkpoints = work_root() / key / "checkpoints"
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, store.url, tokenized.key, base.key], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while train_stage.latest_checkpoint(checkpoints) is None:
+        while latest_checkpoint(checkpoints) is None:
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "no checkpoint within 120 s"
             time.sleep(0.1)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # a real kill, mid-training
         proc.wait()
-    reached = int(train_stage.latest_checkpoint(checkpoints).name.split("-")[1])
+    reached = int(latest_checkpoint(checkpoints).name.split("-")[1])
     assert 3 <= reached < 30 and not store.verify(key)
     result = run_stage(train_stage.STAGE, config, inputs, store)
     assert result.ref.key == key
@@ -222,9 +224,9 @@ def test_half_written_checkpoint_is_ignored(tmp_path):
     (tmp_path / "checkpoint-10").mkdir()
     (tmp_path / "checkpoint-10" / "trainer_state.json").write_text("{}")
     (tmp_path / "checkpoint-15").mkdir()  # killed while saving: no trainer_state.json
-    assert train_stage.latest_checkpoint(tmp_path).name == "checkpoint-10"
+    assert latest_checkpoint(tmp_path).name == "checkpoint-10"
     assert (tmp_path / "checkpoint-15").exists()  # looking is read-only: it may still be being written
-    train_stage.discard_incomplete_checkpoints(tmp_path)
+    discard_incomplete_checkpoints(tmp_path)
     assert not (tmp_path / "checkpoint-15").exists() and (tmp_path / "checkpoint-10").exists()
 
 
@@ -234,7 +236,7 @@ def expect_bad(store, config, inputs, match):
     with pytest.raises(BadInputError, match=match):
         run_stage(train_stage.STAGE, config, inputs, store)
     assert time.perf_counter() - began < 20
-    assert not train_stage.work_folder(train_stage.STAGE.key(config, inputs)).exists()
+    assert not (work_root() / train_stage.STAGE.key(config, input_keys(inputs))).exists()
 
 
 def test_bad_input_fails_before_training(store, base, tokenized, tiny_lm):
@@ -295,9 +297,9 @@ def test_cuda_training_with_merge(store, base, tokenized, method):
 
 def test_trains_on_the_format_stage_output(store, base):
     """The real contract: select-shaped records -> format stage (its template, tokenizer, masks) -> train."""
-    from flows.config import FormatConfig
     from storage.schema import make_record, records_to_table
-    from tasks import format as format_stage
+    from tasks.stages import format as format_stage
+    from tasks.stages.format import FormatConfig
 
     records = [make_record(messages=[{"role": "user", "content": q}, {"role": "assistant", "content": a}],
                            system=None, uri="sel.jsonl", fmt="alpaca", row=i) for i, (q, a) in enumerate(PAIRS * 3)]

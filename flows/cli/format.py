@@ -3,6 +3,7 @@ on a selection in the store (or a canonical parquet/JSONL file) and copy its exp
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -27,44 +28,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=handle)
 
 
-def model_ref(store, value: str):
+def model_key(store, value: str) -> str:
     """A base_model reference: a store key as is, a local folder published once as a model artifact."""
     from storage.keys import digest
 
     folder = Path(value)
     if not folder.is_dir():
-        return store.ref(value)
+        return value
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     key = "base_model-local-" + digest([str(folder.resolve())] + [[str(p), p.stat().st_size, p.stat().st_mtime_ns]
                                                                    for p in files])
     if not store.verify(key):
         with store.writer(key, "base_model", kind="model", source=str(folder.resolve())) as writer:
             writer.add_file("model", folder)
-    return store.ref(key)
+    return key
 
 
 def handle(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from flows.config import FormatConfig, load_config
-    from storage.stage import run_stage
+    from flows.cli.stage import stage_params
+    from flows.plan import run_alone
     from storage.store import Store
-    from tasks.errors import BadInputError
-    from tasks.format import STAGE
+    from tasks.stages import get
 
     store = Store(args.store)
-    section = load_config(args.config).format if args.config else FormatConfig()
-    updates = {"template": args.template, "max_length": args.max_length, "train_on": args.train_on,
-               "system": args.system}
+    stage = get("format")
+    overrides = [f"{name}={value}" for name, value in (("template", args.template), ("max_length", args.max_length),
+                                                       ("train_on", args.train_on)) if value is not None]
+    if args.system is not None:
+        overrides.append(f"system={json.dumps(args.system)}")
     if args.export is not None:
-        updates["exports"] = [e.strip() for e in args.export.split(",") if e.strip()]
-    try:
-        params = FormatConfig.model_validate({**section.model_dump(), **{k: v for k, v in updates.items()
-                                                                         if v is not None}})
-    except ValidationError as exc:
-        raise BadInputError(str(exc).replace("\n", " "), field="format") from exc
-    inputs = {"selection": store.ref(args.selection), "base_model": model_ref(store, args.base_model)}
-    result = run_stage(STAGE, params, inputs, store, force=args.force)
+        overrides.append(f"exports={json.dumps([e.strip() for e in args.export.split(',') if e.strip()])}")
+    params = stage_params(stage, args.config, overrides)
+    inputs = {"selection": args.selection, "base_model": model_key(store, args.base_model)}
+    result = run_alone(stage, params, inputs, store, force=args.force)
     copied = []
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -49,11 +49,14 @@ def source_path(text: str) -> str:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from flows.config import IngestConfig, SourceConfig
-    from storage.stage import companion_key, run_stage
+    from flows.plan import run_alone
+    from storage.stage import companion_key
     from storage.store import Store
     from tasks.errors import BadInputError
-    from tasks.ingest import MERGE_STAGE, SOURCE_STAGE, parse_spec, write_export
+    from tasks.ingest import parse_spec, write_export
+    from tasks.stages import get
+    from tasks.stages.ingest import IngestConfig
+    from tasks.stages.ingest_source import SourceConfig
 
     mapping = {}
     for item in args.mapping:
@@ -67,10 +70,10 @@ def handle(args: argparse.Namespace) -> int:
     store = Store(args.store)
     refs = {}
     for i, source in enumerate(sources):
-        result = run_stage(SOURCE_STAGE, source, {}, store, force=args.force)
+        result = run_alone(get("ingest.source"), source, {}, store, force=args.force)
         print(f"{source.path}: {result.status} {result.ref.key}", file=sys.stderr)
-        refs[f"source_{i:03d}"] = result.ref
-    merged = run_stage(MERGE_STAGE, IngestConfig(sources=sources), refs, store, force=args.force)
+        refs[f"source_{i:03d}"] = result.ref.key
+    merged = run_alone(get("ingest"), IngestConfig(sources=sources), refs, store, force=args.force)
     stats = merged.stats
     for fmt, path in exports:
         count = write_export(store.iter_batches(merged.ref.key), fmt, path)

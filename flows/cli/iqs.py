@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from flows.cli.output import emit, format_table
 
@@ -24,19 +25,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--json", action="store_true")
 
     ev = verbs.add_parser("eval", help="pairwise accuracy on (raw, revised) pairs beside the baselines")
-    ev.add_argument("--model", required=True, metavar="REF", help="store key of an iqs.train model")
+    ev.add_argument("--model", metavar="REF", help="store key of an iqs.train model (scorers that train)")
     ev.add_argument("--pairs", required=True, metavar="CSV", help="CaR src,score pairs (or revision records)")
-    ev.add_argument("--scorer", choices=["comet", "probe"], help="default: the model's own scorer")
+    ev.add_argument("--scorer", choices=scorer_names(), help="default: the model's own scorer")
     ev.add_argument("--json", action="store_true")
 
     score = verbs.add_parser("score", help="score a conversation dataset of the store")
     score.add_argument("dataset", metavar="DATASET", help="store key of a conversation table (ingest output)")
-    score.add_argument("--model", required=True, metavar="REF", help="store key of an iqs.train model")
-    score.add_argument("--scorer", choices=["comet", "probe"], help="default: the model's own scorer")
+    score.add_argument("--model", metavar="REF", help="store key of an iqs.train model (scorers that train)")
+    score.add_argument("--scorer", choices=scorer_names(), help="default: the model's own scorer")
     score.add_argument("--embeddings", metavar="KEY", help="embed stage output to reuse (probe scorer)")
     score.add_argument("--batch-size", type=int, default=32)
     score.add_argument("--json", action="store_true")
     parser.set_defaults(handler=handle)
+
+
+def scorer_names() -> list[str]:
+    from tasks import scorers
+
+    return list(scorers.registered())
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -48,18 +55,15 @@ def handle(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, store) -> int:
     from flows.config import load_config
-    from storage.stage import run_stage
-    from tasks.iqs import TRAIN_STAGE
+    from flows.plan import run_alone
+    from tasks.stages import get
 
     overrides = [o if o.startswith("iqs.") else f"iqs.{o}" for o in args.overrides]
-    config = load_config(args.config, overrides)
-    updates = {}
-    if args.revisions:
-        updates["revisions"] = [str(p) for p in args.revisions]
-    if args.validation:
-        updates["validation_revisions"] = [str(p) for p in args.validation]
-    params = config.iqs.model_copy(update=updates)
-    result = run_stage(TRAIN_STAGE, params, {}, store, force=args.force)
+    for name, paths in (("revisions", args.revisions), ("validation_revisions", args.validation)):
+        if paths:
+            overrides.append(f"iqs.{name}={json.dumps([str(Path(p).resolve()) for p in paths])}")
+    params = load_config(args.config, overrides).iqs
+    result = run_alone(get("iqs.train"), params, {}, store, force=args.force)
     metrics = json.loads(store.read_file(result.ref.key, "metrics.json"))
     out = {"model": result.ref.key, "status": result.status, "seconds": round(result.seconds, 1),
            "scorer": metrics["scorer"], "metrics": metrics["validation"], "training": metrics["training"],
@@ -69,43 +73,61 @@ def _train(args: argparse.Namespace, store) -> int:
     return 0
 
 
-def _eval(args: argparse.Namespace, store) -> int:
-    from tasks.iqs.evaluate import evaluate_pairs
-    from tasks.iqs.probe import Probe
-    from tasks.iqs.revisions import read_revisions
-    from tasks.iqs.stages import load_scorer, model_info, probe_scorer
+def scorer_params(store, scorer: str | None, model: str | None, **updates) -> object:
+    """The iqs section a scorer runs with: a trained model's own (from its model.json), else the defaults."""
+    from tasks import scorers
+    from tasks.errors import BadInputError
+    from tasks.iqs.training import model_info
 
-    info = model_info(store, args.model)
-    scorer_name = args.scorer or info["scorer"]
+    if scorer is None and model is None:
+        raise BadInputError("give --scorer NAME, or --model KEY of a trained IQS model", field="--scorer")
+    data = model_info(store, model)["hyperparameters"] if model else {}
+    data = {**data, **({"scorer": scorer} if scorer else {}), **updates}
+    if model:
+        data["model"] = model
+    params = scorers.parse_config(data)
+    if scorers.get(params.scorer).train is not None and not model:
+        raise BadInputError(f"the {params.scorer} scorer is trained: give --model KEY (an iqs.train model)",
+                            field="--model")
+    return params
+
+
+def _eval(args: argparse.Namespace, store) -> int:
+    from tasks import scorers
+    from tasks.iqs.evaluate import evaluate_pairs
+    from tasks.iqs.revisions import read_revisions, texts_table
+    from tasks.iqs.training import probe_texts, stored_probe
+    from tasks.scorers.base import ScorerInputs
+
+    params = scorer_params(store, args.scorer, args.model)
+    model = store.ref(args.model) if args.model else None
+    scoring = scorers.get(params.scorer).open(ScorerInputs(store, params, iqs_model=model))
     pairs, _ = read_revisions(args.pairs)
-    probe = probe_scorer(Probe.from_json(store.read_file(args.model, "probe.json")))
-    result = evaluate_pairs(pairs, load_scorer(store, args.model, scorer_name), probe,
-                            scorer_normalizes=info["normalize_whitespace"] or scorer_name == "probe")
-    out = {"model": args.model, "scorer": scorer_name, **result}
-    emit(out, args.json, _comparison_text(result, scorer_name) +
+    has_probe = model is not None and any(f["name"] == "files/probe.json" for f in store.manifest(model.key)["files"])
+    probe = probe_texts(stored_probe(store, model.key)) if has_probe else None
+    result = evaluate_pairs(pairs, lambda texts: scoring.score(texts_table(texts)).values, probe)
+    out = {"model": args.model, "scorer": params.scorer, "scorer_model": scoring.model, **result}
+    emit(out, args.json, _comparison_text(result, params.scorer) +
          f"\nkendall_tau={result['kendall_tau']:.4f}\npairwise_accuracy={result['pairwise_accuracy']:.4f}")
     return 0
 
 
 def _score(args: argparse.Namespace, store) -> int:
-    from flows.config import IQSConfig
-    from storage.stage import run_stage
-    from tasks.iqs import SCORE_STAGE
-    from tasks.iqs.stages import model_info
+    from flows.cli.stage import run
+    from tasks.stages import get
 
-    info = model_info(store, args.model)
-    params = IQSConfig.model_validate({**info["hyperparameters"], "model": args.model,
-                                       "scorer": args.scorer or info["scorer"], "batch_size": args.batch_size})
-    inputs = {"conversations": store.ref(args.dataset), "model": store.ref(args.model)}
+    params = scorer_params(store, args.scorer, args.model, batch_size=args.batch_size)
+    inputs = {"conversations": args.dataset}
+    if args.model:
+        inputs["iqs_model"] = args.model
     if args.embeddings:
-        inputs["embeddings"] = store.ref(args.embeddings)
-    result = run_stage(SCORE_STAGE, params, inputs, store)
-    top = store.read_table(result.ref.key).sort_by("iqs_rank").slice(0, 5).to_pylist()
-    out = {"key": result.ref.key, "status": result.status, "rows": result.ref.rows,
-           "seconds": round(result.seconds, 1), "stats": result.stats, "top": top}
+        inputs["embeddings"] = args.embeddings
+    result = run(get("iqs"), params, inputs, store)
+    top = store.read_table(result["key"]).sort_by("iqs_rank").slice(0, 5).to_pylist()
+    out = {**result, "rows": result["rows_out"], "top": top}
     emit(out, args.json, format_table(top, ["iqs_rank", "iqs_score", "id"]) +
-         f"\n{result.ref.rows:,} rows scored -> {result.ref.key} ({result.status}, {result.seconds:.0f}s)")
-    print(f"truncated texts: {result.stats.get('truncated', 0)}", file=sys.stderr)
+         f"\n{result['rows_out']:,} rows scored -> {result['key']} ({result['status']}, {result['seconds']:.0f}s)")
+    print(f"truncated texts: {result['stats'].get('truncated', 0)}", file=sys.stderr)
     return 0
 
 

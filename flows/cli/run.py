@@ -1,7 +1,8 @@
-"""`sftflow run [CONFIG.yaml] [--set key=value]... [--from STAGE] [--json]`: the pipeline flow."""
+"""`sftflow run [CONFIG.yaml] [--set key=value]... [--from STAGE] [--until STAGE] [--json]`: the pipeline flow."""
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set select.n1=500 (repeatable)")
     parser.add_argument("--from", dest="from_stage", metavar="STAGE",
-                        help="force this stage and every later one to run again")
+                        help="force this stage and every stage that reads its output to run again")
+    parser.add_argument("--until", dest="until_stage", metavar="STAGE",
+                        help="stop after this stage: run only it and what it needs")
     parser.add_argument("--task-runner", choices=["thread", "dask", "ray"], help="overrides runner.task_runner")
     parser.add_argument("--address", "--dask-address", dest="address",
                         help="address of an existing Dask or Ray cluster (overrides runner.address)")
@@ -27,17 +30,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from flows.config import load_config
+    from flows.execute import PipelineFailed
     from flows.pipeline import run_pipeline
-    from flows.tracker import PipelineFailed
 
     overrides = list(args.overrides)
     if args.task_runner:
         overrides.append(f"runner.task_runner={args.task_runner}")
     if args.address:
         overrides.append(f"runner.address={args.address}")
+    if not args.config and not (DEMO_CONFIG.parent / "data").is_dir():  # a fresh clone: `make demo`'s first step
+        print("sftflow run: writing the demo data first (python demo/build_data.py demo/data)", file=sys.stderr)
+        subprocess.run([sys.executable, str(DEMO_CONFIG.parent / "build_data.py"), str(DEMO_CONFIG.parent / "data")],
+                       check=True)
     config = load_config(args.config or DEMO_CONFIG, overrides)
     try:
-        report = run_pipeline(config, from_stage=args.from_stage)
+        report = run_pipeline(config, from_stage=args.from_stage, until_stage=args.until_stage)
         code = 0
     except PipelineFailed as exc:
         report, code = exc.report, 1

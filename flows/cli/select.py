@@ -53,15 +53,15 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def run(store, args: argparse.Namespace) -> str:
-    from flows.config import SelectConfig, apply_overrides
-    from storage.stage import run_stage
-    from tasks import select as select_stage
+    """The select stage alone (`sftflow stage select` with these flags)."""
+    from flows.cli.stage import run, stage_params
+    from tasks.stages import get
 
-    params = SelectConfig.model_validate(apply_overrides({}, args.overrides))
-    inputs = {"conversations": store.ref(args.conversations), "clusters": store.ref(args.clusters)}
+    stage = get("select")
+    inputs = {"conversations": args.conversations, "clusters": args.clusters}
     if args.scored:
-        inputs["scored"] = store.ref(args.scored)
-    return run_stage(select_stage.STAGE, params, inputs, store, force=args.force).ref.key
+        inputs["scored"] = args.scored
+    return run(stage, stage_params(stage, None, args.overrides), inputs, store, args.force)["key"]
 
 
 def show_report(store, key: str, args: argparse.Namespace) -> None:

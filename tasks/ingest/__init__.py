@@ -4,13 +4,12 @@ conversation table, with a quarantine for unusable rows and exports to the commo
 Modules: readers (files), xlsx, hf (datasets), formats (record parsers + detection), oasst (message trees),
 columnar (plain rows of the flat formats a chunk at a time), parse (rows → records), columns (records → Arrow
 column by column), arrow (arrays from buffers), dedupe, source (one source → tables + counts), revision (content
-fingerprints), quarantine, exports, stages.
+fingerprints), quarantine, exports, report (the counts). The stages are tasks/stages/ingest_source.py and ingest.py.
 """
 from tasks.ingest.exports import EXPORT_FORMATS, parse_spec, write_export
 from tasks.ingest.formats import FORMATS, MEDICATIONQA_SYSTEM, detect_format
 from tasks.ingest.quarantine import QUARANTINE_SCHEMA
 from tasks.ingest.source import read_source
-from tasks.ingest.stages import MERGE_STAGE, SOURCE_STAGE
 
-__all__ = ["EXPORT_FORMATS", "FORMATS", "MEDICATIONQA_SYSTEM", "MERGE_STAGE", "QUARANTINE_SCHEMA", "SOURCE_STAGE",
+__all__ = ["EXPORT_FORMATS", "FORMATS", "MEDICATIONQA_SYSTEM", "QUARANTINE_SCHEMA",
            "detect_format", "parse_spec", "read_source", "write_export"]

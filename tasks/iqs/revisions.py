@@ -196,6 +196,22 @@ def split_response(text: str) -> tuple[str, str]:
     return text[:found.start()], "Response: " + text[found.end():].lstrip()
 
 
+def texts_table(texts: Sequence[str]) -> pa.Table:
+    """CaR texts ("Instruction: … [Input: …] Response: …") as canonical conversation rows, kept exactly as they
+    are (newlines too), from which `car_text` gives each text back: so any scorer can score revision pairs."""
+    from storage.schema import CONVERSATION_SCHEMA
+
+    rows = []
+    for i, text in enumerate(texts):
+        head, response = split_response(text)
+        instruction, _, input_text = head.removeprefix("Instruction: ").partition(" Input: ")
+        rows.append({"id": f"text-{i}", "source": None, "system": None,
+                     "messages": [{"role": "user", "content": alpaca_user_content(instruction, input_text)},
+                                  {"role": "assistant", "content": response.removeprefix("Response: ")}],
+                     "meta": json.dumps({"instruction": instruction, "input": input_text})})
+    return pa.Table.from_pylist(rows, schema=CONVERSATION_SCHEMA)
+
+
 def ranking_triples(pairs: Iterable[RevisionPair], normalize: bool = True) -> pa.Table:
     """COMET's ranking format: `src` (the revised instruction and input), `pos` / `neg` responses."""
     prep = normalize_whitespace if normalize else (lambda s: s)

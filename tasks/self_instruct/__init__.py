@@ -2,5 +2,5 @@
 
 prompt (seed tasks → Alpaca's numbered prompt) → backends (OpenAI-compatible HTTP, local transformers) →
 parse (numbered text → tasks, Alpaca's filters) → rouge (ROUGE-L de-duplication) → generate (the loop, budgets)
-→ records (canonical rows with lineage), plots (outcomes.png) → stage (the `self_instruct` StageDef).
+→ records (canonical rows with lineage), plots (outcomes.png); the stage is tasks/stages/self_instruct.py.
 """

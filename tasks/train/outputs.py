@@ -89,3 +89,13 @@ def merge_adapter(base_folder: Path, adapter_folder: Path, out: Path, tokenizer:
     merged = PeftModel.from_pretrained(base, adapter_folder).merge_and_unload()
     merged.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+
+
+def report_markdown(stats: dict[str, Any], template: str, data_key: str) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    return "\n".join([
+        f"# Training: {stats['method']} ({stats['device']}, {stats['precision']})", "",
+        f"data `{data_key}`, template `{template}`", "",
+        "| metric | value |", "|---|---:|", *(f"| {k} | {fmt(v)} |" for k, v in stats.items())])

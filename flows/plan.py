@@ -1,0 +1,201 @@
+"""A plan: the steps of one flow run, their wiring and their store keys, checked before any stage runs.
+
+`Plan.add` takes a stage, its parameters and its inputs (earlier steps, or store keys); a wiring mistake (an
+input `build` does not take, a required input missing, a missing package) is bad input at once, never a
+TypeError retried on a worker. `pipeline_plan` wires the registered stages of a pipeline config by dataset name:
+an input named `clusters` reads the dataset of the stage whose `output` is `clusters`. A stage that reads and
+writes the same dataset (dedup: conversations → conversations) refines it: every reader of that dataset that
+the refiner does not itself depend on reads the refined one.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from storage.stage import Call, Stage
+from storage.store import Store
+from tasks.errors import BadInputError
+from tasks.stages import registered
+
+
+@dataclass(eq=False)
+class Step:
+    stage: Stage
+    label: str
+    params: Any
+    inputs: dict[str, Step | str]  # input name -> the step that makes it, or a store key the config gives
+    key: str = ""
+
+    @property
+    def upstream(self) -> list[Step]:
+        return [v for v in self.inputs.values() if isinstance(v, Step)]
+
+    def input_keys(self) -> dict[str, str]:
+        return {name: v.key if isinstance(v, Step) else v for name, v in self.inputs.items()}
+
+
+@dataclass
+class Plan:
+    store: Store
+    steps: list[Step] = field(default_factory=list)  # always in dependency order: add() needs upstream first
+
+    def add(self, stage: Stage, params: Any, inputs: Mapping[str, Step | str] | None = None,
+            label: str | None = None) -> Step:
+        label = label or stage.name
+        inputs = dict(inputs or {})
+        for name, value in inputs.items():
+            if stage.input(name) is None:
+                raise BadInputError(f"stage {stage.name} takes no input {name!r} (its inputs: "
+                                    f"{', '.join(i.name for i in stage.inputs) or 'none'})", field=f"{label}.{name}")
+            if isinstance(value, Step) and value not in self.steps:
+                raise BadInputError(f"input {name!r} of {label} comes from {value.label}, which is not planned "
+                                    "before it", field=f"{label}.{name}")
+        for item in stage.inputs:
+            if not (item.optional or item.many or item.name in inputs):
+                raise BadInputError(f"stage {stage.name} needs the input {item.name!r}, and nothing in this flow "
+                                    "makes it", field=f"{label}.{item.name}")
+        for requirement in stage.requires:
+            if requirement.missing():
+                raise BadInputError(f"stage {stage.name} needs the package {requirement.module!r}: "
+                                    f"{requirement.install}", field=label)
+        if any(step.label == label for step in self.steps):
+            raise BadInputError(f"two steps of this flow are named {label!r}", field=label)
+        step = Step(stage, label, params, inputs)
+        self.steps.append(step)
+        return step
+
+    def compute_keys(self) -> Plan:
+        """Every step's store key (fingerprints read their files here); keys the config gives must be there."""
+        for step in self.steps:
+            for name, value in step.inputs.items():
+                if isinstance(value, str) and not self.store.verify(value):
+                    raise BadInputError(f"input {name!r} of {step.label} is {value!r}, which is not a complete "
+                                        f"dataset in the store {self.store.url}", field=f"{step.label}.{name}")
+            step.key = step.stage.key(step.params, step.input_keys())
+        return self
+
+    def names(self) -> list[str]:
+        """The stage names of this plan, in dependency order (what --from and --until accept)."""
+        return list(dict.fromkeys(step.stage.name for step in self.steps))
+
+    def named(self, name: str, option: str) -> list[Step]:
+        found = [s for s in self.steps if name in (s.stage.name, s.label)]
+        if not found:
+            raise BadInputError(f"not a stage of this flow ({', '.join(self.names())})", field=f"{option} {name}")
+        return found
+
+    def descendants(self, name: str) -> set[Step]:
+        """The steps of stage `name` and every step that reads what they make, transitively."""
+        found = set(self.named(name, "--from"))
+        for step in self.steps:  # dependency order: an upstream step is decided before its readers
+            if any(up in found for up in step.upstream):
+                found.add(step)
+        return found
+
+    def until(self, name: str) -> Plan:
+        """Only the steps of stage `name` and what they need."""
+        needed = set(self.named(name, "--until"))
+        for step in reversed(self.steps):
+            if step in needed:
+                needed.update(step.upstream)
+        return Plan(self.store, [s for s in self.steps if s in needed])
+
+
+# -- the pipeline's wiring -----------------------------------------------------------------------------------
+@dataclass(eq=False)
+class _Node:
+    stage: Stage
+    call: Call
+    label: str
+    wired: dict[str, _Node | str] = field(default_factory=dict)
+
+
+def pipeline_plan(config: Any, store: Store, stages: Iterable[Stage] | None = None) -> Plan:
+    """The plan of a pipeline config: every stage whose `calls(config)` asks for it, wired by dataset name."""
+    nodes = [_Node(stage, call, call.label or stage.name)
+             for stage in (stages if stages is not None else registered().values()) for call in stage.calls(config)]
+    producers: dict[str, list[_Node]] = defaultdict(list)
+    for node in nodes:
+        producers[node.stage.dataset].append(node)
+    refiners = {node.stage.dataset: node for node in nodes if node.stage.input(node.stage.dataset)}
+    for node in nodes:
+        _wire(node, producers, refiners)
+    for dataset, refiner in refiners.items():  # readers the refiner does not depend on read its output
+        if len(producers[dataset]) > 2:
+            raise BadInputError(f"{len(producers[dataset])} stages make {dataset!r}: "
+                                f"{', '.join(n.label for n in producers[dataset])}", field=dataset)
+        before = _ancestors(refiner)
+        for node in nodes:
+            if node is not refiner and node not in before and isinstance(node.wired.get(dataset), _Node):
+                node.wired[dataset] = refiner
+    plan = Plan(store)
+    added: dict[_Node, Step] = {}
+    readers = {id(up) for node in nodes for up in node.wired.values() if isinstance(up, _Node)}
+    for sink in [n for n in nodes if id(n) not in readers]:
+        _add(sink, plan, added, set())
+    return plan.compute_keys()
+
+
+def _wire(node: _Node, producers: Mapping[str, list[_Node]], refiners: Mapping[str, _Node]) -> None:
+    """Each input of `node` to its producer (the original one where a refiner exists: see pipeline_plan)."""
+    for item in node.stage.inputs:
+        if item.name in node.call.inputs:
+            given = node.call.inputs[item.name]
+            if given is not None:
+                node.wired[item.name] = given
+            elif not item.optional:
+                raise BadInputError(f"stage {node.stage.name} needs its input {item.name!r}", field=node.label)
+            continue
+        found = [p for p in producers.get(item.name, []) if p is not node and p is not refiners.get(item.name)]
+        if item.many:
+            node.wired.update({f"{item.name}_{i:03d}": p for i, p in enumerate(found)})
+        elif len(found) > 1:
+            raise BadInputError(f"{len(found)} stages make {item.name!r} for {node.label}: "
+                                f"{', '.join(p.label for p in found)}", field=f"{node.label}.{item.name}")
+        elif found:
+            node.wired[item.name] = found[0]
+        elif not item.optional:
+            raise BadInputError(f"stage {node.stage.name} needs {item.name!r}, and no stage of this pipeline makes "
+                                "it", field=f"{node.label}.{item.name}")
+
+
+def _ancestors(node: _Node) -> set[_Node]:
+    seen: set[_Node] = set()
+    frontier = [node]
+    while frontier:
+        for up in frontier.pop().wired.values():
+            if isinstance(up, _Node) and up not in seen:
+                seen.add(up)
+                frontier.append(up)
+    return seen
+
+
+def _add(node: _Node, plan: Plan, added: dict[_Node, Step], visiting: set[_Node]) -> Step:
+    """Add `node` after everything it reads (depth first, inputs in `build`'s order)."""
+    if node in added:
+        return added[node]
+    if node in visiting:
+        raise BadInputError(f"the stages around {node.label} read each other's outputs in a circle", field=node.label)
+    visiting.add(node)
+    inputs = {name: _add(up, plan, added, visiting) if isinstance(up, _Node) else up
+              for name, up in node.wired.items()}
+    added[node] = plan.add(node.stage, node.call.params, inputs, node.label)
+    return added[node]
+
+
+def run_alone(stage: Stage, params: Any, inputs: Mapping[str, str], store: Store, force: bool = False) -> Any:
+    """One stage on datasets of the store, without Prefect (the CLI's `sftflow stage`): checked as a plan of
+    one step, then run (or found in the store)."""
+    from storage.stage import run_stage
+
+    for item in stage.inputs:
+        if not (item.optional or item.many or item.name in inputs):
+            raise BadInputError(f"stage {stage.name} needs the input {item.name!r}: give --input {item.name}=KEY",
+                                field=f"{stage.name}.{item.name}")
+    plan = Plan(store)
+    step = plan.add(stage, params, dict(inputs))
+    plan.compute_keys()
+    return run_stage(stage, params, {name: store.ref(key) for name, key in inputs.items()}, store, key=step.key,
+                     force=force)

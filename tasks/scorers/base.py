@@ -1,0 +1,67 @@
+"""The scorer protocol: what a quality scorer declares, and what the `iqs` stage gives it and takes back.
+
+A scorer is one module of tasks/scorers (or a plugin) declaring `SCORER = Scorer(...)`: its name (the value of
+`iqs.scorer`), its config model (a `ScorerConfig` with `scorer: Literal[name]`, a member of the `iqs` section's
+discriminated union), what it reads besides the conversations (`needs`), an optional training step (the
+`iqs.train` stage's build for it) and `open`, which returns the function that scores a batch of conversations.
+Scores keep one meaning everywhere: higher is better.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from storage.params import NOT_IN_KEY, Section
+from storage.stage import StageContext, StageOutput
+from storage.store import DatasetRef, Store
+
+# what the iqs stage may hand a scorer besides the conversations: a trained model (iqs.train's artifact), the
+# embed stage's vectors, the base_model stage's causal LM
+INPUTS = ("iqs_model", "embeddings", "base_model")
+
+
+class ScorerConfig(Section):
+    scorer: str
+    batch_size: int = Field(32, ge=1, json_schema_extra=NOT_IN_KEY, description="scoring batch size")
+
+
+@dataclass
+class Scores:
+    values: np.ndarray  # one score per row, higher = better
+    columns: dict[str, pa.Array] = field(default_factory=dict)  # extra per-row columns kept in the scored table
+    truncated: int = 0  # texts longer than the scorer's model reads
+
+
+@dataclass
+class Scoring:
+    """An opened scorer: `score(rows)` takes canonical conversation rows (id, system, messages, meta)."""
+
+    score: Callable[[pa.Table], Scores]
+    model: str | None = None  # what made the scores (a store key, a model name), for manifests and reports
+
+
+@dataclass(frozen=True)
+class ScorerInputs:
+    store: Store
+    params: Any
+    iqs_model: DatasetRef | None = None
+    embeddings: DatasetRef | None = None
+    base_model: DatasetRef | None = None
+
+
+@dataclass(frozen=True)
+class Scorer:
+    name: str
+    config: type[ScorerConfig]
+    open: Callable[[ScorerInputs], Scoring]
+    description: str = ""
+    needs: frozenset[str] = frozenset()  # of INPUTS; iqs_model is implied by `train`
+    train: Callable[[StageContext], StageOutput] | None = None  # the iqs.train build of this scorer
+
+    def inputs(self) -> frozenset[str]:
+        return self.needs | ({"iqs_model"} if self.train is not None else set())

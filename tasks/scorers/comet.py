@@ -1,0 +1,104 @@
+"""`comet`: CaR's Instruction Quality Scorer, a COMET regression model trained on expert revisions.
+
+Training defaults follow CaR's instruction_score.yaml except the encoder (the bundled MiniLM, offline) and its
+learning rate (3e-5: better on MiniLM). Scoring is batched and length-sorted (tasks/iqs/score.py).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from tasks.errors import BadInputError
+from tasks.iqs.training import TRAINING, RevisionTrained, model_info, train_on_revisions
+from tasks.scorers.base import Scorer, ScorerInputs, Scores, Scoring
+from tasks.text import table_texts
+
+
+class CometConfig(RevisionTrained):
+    scorer: Literal["comet"] = "comet"
+    encoder: str | None = Field(None, json_schema_extra=TRAINING,
+                                description="local path or hub name of the encoder; bundled MiniLM if empty")
+    encoder_model: str = Field("BERT", json_schema_extra=TRAINING,
+                               description="COMET encoder class: BERT (MiniLM), XLM-RoBERTa (CaR), ...")
+    epochs: int = Field(3, ge=1, json_schema_extra=TRAINING,
+                        description="maximum epochs (early stopping on validation pairwise accuracy)")
+    patience: int = Field(1, ge=0, json_schema_extra=TRAINING, description="epochs without improvement before "
+                                                                          "stopping")
+    limit_train_batches: int | float = Field(1.0, gt=0, json_schema_extra=TRAINING,
+                                             description="share (float) or number (int) of training batches per "
+                                                         "epoch, for quick runs")
+    train_batch_size: int = Field(8, ge=1, json_schema_extra=TRAINING)
+    accumulate_grad_batches: int = Field(2, ge=1, json_schema_extra=TRAINING)
+    encoder_learning_rate: float = Field(3e-5, gt=0, json_schema_extra=TRAINING,
+                                         description="CaR: 1e-6 (xlm-roberta-large)")
+    learning_rate: float = Field(1.5e-5, gt=0, json_schema_extra=TRAINING)
+    layerwise_decay: float = Field(0.95, json_schema_extra=TRAINING)
+    nr_frozen_epochs: float = Field(0.3, ge=0, json_schema_extra=TRAINING,
+                                    description="epochs (or share of the first) with a frozen encoder")
+    hidden_sizes: list[int] = Field(default_factory=lambda: [2048, 1024], json_schema_extra=TRAINING)
+    dropout: float = Field(0.1, json_schema_extra=TRAINING)
+    pool: Literal["avg", "max", "cls", "default"] = Field("avg", json_schema_extra=TRAINING)
+    layer_transformation: Literal["sparsemax", "softmax"] = Field("sparsemax", json_schema_extra=TRAINING)
+    pair_loss_weight: float = Field(0.0, ge=0, json_schema_extra=TRAINING,
+                                    description="weight of a pairwise margin ranking loss added to MSE")
+    pair_margin: float = Field(0.5, ge=0, json_schema_extra=TRAINING)
+    length_grouped: bool = Field(True, json_schema_extra=TRAINING,
+                                 description="training batches of similar length (about half the padding); "
+                                             "false: random batches, as stock COMET")
+
+    def comet_hparams(self) -> dict[str, Any]:
+        """InstructionMetric arguments (pretrained_model None = the bundled MiniLM)."""
+        return {"encoder_model": self.encoder_model, "pretrained_model": self.encoder,
+                "encoder_learning_rate": self.encoder_learning_rate, "learning_rate": self.learning_rate,
+                "layerwise_decay": self.layerwise_decay, "nr_frozen_epochs": self.nr_frozen_epochs,
+                "hidden_sizes": list(self.hidden_sizes), "dropout": self.dropout, "pool": self.pool,
+                "layer_transformation": self.layer_transformation, "batch_size": self.train_batch_size,
+                "pair_loss_weight": self.pair_loss_weight, "pair_margin": self.pair_margin,
+                "length_grouped": self.length_grouped}
+
+
+def fit(train_rows: Any, valid_rows: Any, ctx: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    from tasks.iqs.score import score_texts, token_lengths
+    from tasks.iqs.train import load_model, train_model
+
+    p: CometConfig = ctx.params
+    limit = p.limit_train_batches
+    per_epoch = min(train_rows.num_rows, limit * p.train_batch_size) if isinstance(limit, int) else \
+        int(train_rows.num_rows * limit)
+    folder = ctx.scratch / "model"
+    training = train_model(train_rows, valid_rows, p.comet_hparams(), folder, epochs=p.epochs,
+                           accumulate_grad_batches=p.accumulate_grad_batches, patience=p.patience, seed=p.seed,
+                           limit_train_batches=p.limit_train_batches,
+                           advance=ctx.progress(p.epochs * per_epoch, "iqs.train"))
+    model = load_model(folder)
+    lengths = token_lengths(model, train_rows.column("src").to_pylist())
+    training["train_rows_truncated"] = int((lengths > model.encoder.max_positions - 2).sum())
+
+    def score(texts: list[str]) -> Any:
+        return score_texts(model, texts, normalize=p.normalize_whitespace, batch_size=p.batch_size).scores
+
+    return score, {"model": folder}, training
+
+
+def open_model(inputs: ScorerInputs) -> Scoring:
+    from tasks.iqs.score import score_texts
+    from tasks.iqs.train import load_model
+
+    store, key = inputs.store, inputs.iqs_model.key
+    info = model_info(store, key)
+    if info["scorer"] != "comet":
+        raise BadInputError(f"model {key} was trained with scorer {info['scorer']!r}: it has no COMET "
+                            "checkpoint; set iqs.scorer=probe or train a comet model", field="iqs.scorer")
+    model = load_model(store.local_path(key, "files", "model"))
+
+    def score(rows: Any) -> Scores:
+        result = score_texts(model, table_texts(rows), normalize=info["normalize_whitespace"],
+                             batch_size=inputs.params.batch_size)
+        return Scores(result.scores, truncated=result.truncated)
+
+    return Scoring(score, model=key)
+
+
+SCORER = Scorer("comet", CometConfig, open_model, train=lambda ctx: train_on_revisions(ctx, fit),
+                description="CaR's IQS: a COMET regression model trained on expert-revised pairs")

@@ -1,0 +1,92 @@
+"""`embed`: one L2-normalized sentence embedding per conversation (tasks/embed.py), for clustering, the probe
+scorer and semantic dedup. The model's name and a checksum of its files are in the key, so a changed model
+folder re-embeds instead of serving stale vectors."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from storage.params import NOT_IN_KEY, Section
+from storage.stage import Requirement, Stage, StageContext, StageOutput
+from storage.store import DatasetRef
+from tasks.embed import (
+    BATCH_SIZE,
+    BUNDLED_MODEL,
+    READ_ROWS,
+    embedding_dimension,
+    embeddings_table,
+    encode,
+    load_model,
+    model_checksum,
+    pick_device,
+    resolve_model,
+    table_texts,
+)
+from tasks.errors import BadInputError
+
+
+class EmbedConfig(Section):
+    model: str | None = Field(
+        None, description="sentence-transformers model: local folder or hub name; the bundled all-MiniLM-L6-v2 when "
+                          "empty. Its name and a checksum of its files are part of the cache key")
+    text: Literal["car", "user", "full"] = Field(
+        "car", description="what is embedded: car = CaR's 'Instruction: … Input: … Response: …' (multi-turn: "
+                           "turns with role names), user = the user turns, full = system prompt and every turn")
+    precision: Literal["fp32", "bf16", "int8"] = Field(
+        "fp32", description="fp32: exact; bf16: bfloat16 autocast (CPUs with AVX512-BF16/AMX, GPUs), cosine to "
+                            "fp32 above 0.9999; int8: dynamic int8 quantization of the Linear layers (CPU only), "
+                            "mean cosine to fp32 0.99; its activation scales are per batch, so vectors "
+                            "vary slightly with batch_size")
+    batch_size: int | None = Field(None, ge=1, json_schema_extra=NOT_IN_KEY,
+                                   description="texts per forward pass; 16 on CPU, 128 on a GPU when empty")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=NOT_IN_KEY,
+                                                   description="auto: cuda when available")
+
+
+def model_identity(params: EmbedConfig) -> dict[str, str]:
+    """Stage-key material: which model, by name and by content."""
+    return {"model": params.model or BUNDLED_MODEL, "weights_sha256": model_checksum(resolve_model(params.model))}
+
+
+def build(ctx: StageContext, conversations: DatasetRef) -> StageOutput:
+    params = ctx.params
+    if conversations.rows == 0:
+        raise BadInputError(f"dataset {conversations.key} has no rows to embed", field="conversations")
+    folder = resolve_model(params.model)
+    device = pick_device(params.device)
+    model = load_model(params.model, params.device, params.precision)
+    batch_size = params.batch_size or BATCH_SIZE.get(device, 16)
+    stats: dict[str, Any] = {"model": params.model or BUNDLED_MODEL, "model_path": str(folder),
+                             "weights_sha256": model_checksum(folder), "text": params.text,
+                             "precision": params.precision, "device": device, "dim": embedding_dimension(model),
+                             "batch_size": batch_size, "max_seq_length": model.max_seq_length}
+    advance = ctx.progress(conversations.rows, f"embed ({device})")
+
+    def tables() -> Iterator[pa.Table]:
+        began, rows = time.perf_counter(), 0
+        for batch in ctx.store.iter_batches(conversations.key, READ_ROWS, ["id", "system", "messages", "meta"]):
+            table = pa.Table.from_batches([batch])
+            vectors = encode(model, table_texts(table, params.text, rows), batch_size, advance,
+                             params.precision)
+            if not np.isfinite(vectors).all():
+                bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
+                raise BadInputError("the model returned a non-finite embedding", row=rows + bad,
+                                    field=f"embedding (id {table.column('id')[bad].as_py()})")
+            rows += table.num_rows
+            yield embeddings_table(table.column("id").to_pylist(), vectors)
+        seconds = time.perf_counter() - began
+        stats.update(rows=rows, seconds=round(seconds, 2), rows_per_s=round(rows / max(seconds, 1e-9), 1))
+        ctx.log.info("embed: %d rows in %.1fs on %s (%.0f rows/s)", rows, seconds, device, stats["rows_per_s"])
+
+    return StageOutput(table=tables(), stats=stats)
+
+
+STAGE = Stage("embed", "1", build, params=EmbedConfig, section="embed", output="embeddings", tags=("gpu",),
+              fingerprint=model_identity,
+              requires=(Requirement("sentence_transformers", "pip install sentence-transformers"),),
+              description="sentence embeddings of the conversations")

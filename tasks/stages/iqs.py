@@ -1,0 +1,78 @@
+"""`iqs`: every conversation scored by the configured quality scorer (tasks/scorers/), higher = better.
+
+Output: id, iqs_score, iqs_rank (1 = best, ties by id) and the scorer's own extra columns. Which scorer and
+model made the scores is in the stats. The scorer says which inputs it reads besides the conversations (a
+trained model, the embed stage's vectors, the base model); the others are not wired.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from storage.stage import Call, Stage, StageContext, StageOutput
+from storage.store import DatasetRef
+from tasks import scorers
+from tasks.errors import BadInputError
+from tasks.iqs.report import score_histogram_png
+from tasks.iqs.score import rank
+from tasks.scorers.base import INPUTS, ScorerInputs
+
+CHUNK_ROWS = 4096  # rows scored per call (progress granularity; scorers sort by length within a chunk)
+
+
+def plan(config: Any) -> list[Call]:
+    params = config.iqs
+    if params.scorer == scorers.NONE:
+        return []
+    needs = scorers.get(params.scorer).inputs()
+    inputs: dict[str, str | None] = {name: None for name in INPUTS if name not in needs}
+    if "iqs_model" in needs and params.model:
+        inputs["iqs_model"] = params.model
+    return [Call(params, inputs=inputs)]
+
+
+def build(ctx: StageContext, conversations: DatasetRef, iqs_model: DatasetRef | None = None,
+          embeddings: DatasetRef | None = None, base_model: DatasetRef | None = None) -> StageOutput:
+    p = ctx.params
+    if p.scorer == scorers.NONE:
+        raise BadInputError("iqs.scorer is none: nothing to score with", field="iqs.scorer")
+    scorer = scorers.get(p.scorer)
+    if "iqs_model" in scorer.inputs() and iqs_model is None:
+        raise BadInputError(f"the {p.scorer} scorer needs a trained model: set iqs.model or train one "
+                            "(iqs.train)", field="iqs_model")
+    scoring = scorer.open(ScorerInputs(ctx.store, p, iqs_model, embeddings, base_model))
+    advance = ctx.progress(conversations.rows, f"iqs ({p.scorer})")
+    ids: list[str] = []
+    values: list[np.ndarray] = []
+    extra: dict[str, list[pa.Array]] = {}
+    truncated = 0
+    for batch in ctx.store.iter_batches(conversations.key, CHUNK_ROWS, ["id", "system", "messages", "meta"]):
+        rows = pa.Table.from_batches([batch])
+        scores = scoring.score(rows)
+        if len(scores.values) != rows.num_rows:
+            raise RuntimeError(f"the {p.scorer} scorer returned {len(scores.values)} scores for {rows.num_rows} rows")
+        ids += rows.column("id").to_pylist()
+        values.append(np.asarray(scores.values, np.float64))
+        for name, column in scores.columns.items():
+            extra.setdefault(name, []).append(column)
+        truncated += scores.truncated
+        advance(rows.num_rows)
+    score = np.concatenate(values) if values else np.zeros(0)
+    columns = {"id": pa.array(ids, pa.string()), "iqs_score": pa.array(score), "iqs_rank": pa.array(rank(ids, score))}
+    columns.update({name: pa.concat_arrays(parts) for name, parts in extra.items()})
+    stats = {"rows": len(ids), "scorer": p.scorer, "model": scoring.model, "truncated": truncated,
+             "score_mean": float(score.mean()) if len(ids) else None,
+             "score_min": float(score.min()) if len(ids) else None,
+             "score_max": float(score.max()) if len(ids) else None}
+    files = {"score_histogram.png": score_histogram_png({"rows": score}, f"IQS scores ({p.scorer})")} if ids else {}
+    report = (f"## IQS scores\n\n{len(ids):,} rows scored with the `{p.scorer}` scorer"
+              + (f" (model `{scoring.model}`)" if scoring.model else "")
+              + f"; {truncated:,} text(s) longer than the scorer's model reads were truncated.\n\n"
+              f"mean {stats['score_mean']}, min {stats['score_min']}, max {stats['score_max']}")
+    return StageOutput(table=pa.table(columns), files=files, stats=stats, report=report)
+
+
+STAGE = Stage("iqs", "1", build, params=scorers.section_type(), section="iqs", output="scored", tags=("gpu",),
+              plan=plan, description="score every conversation with the configured quality scorer")

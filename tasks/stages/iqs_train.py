@@ -1,0 +1,35 @@
+"""`iqs.train`: expert revision pairs → a trained IQS model artifact, for the scorers that train (comet, probe).
+
+Not in a pipeline run whose `iqs.model` names a trained model already, or whose scorer needs no training.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from storage.stage import Call, Stage, StageContext, StageOutput
+from tasks import scorers
+from tasks.errors import BadInputError
+
+
+def trains(params: Any) -> bool:
+    return params.scorer != scorers.NONE and scorers.get(params.scorer).train is not None
+
+
+def plan(config: Any) -> list[Call]:
+    params = config.iqs
+    return [Call(params)] if trains(params) and not params.model else []
+
+
+def fingerprint(params: Any) -> dict[str, Any]:
+    return params.revision_checksums() if hasattr(params, "revision_checksums") else {}
+
+
+def build(ctx: StageContext) -> StageOutput:
+    if not trains(ctx.params):
+        raise BadInputError(f"iqs.scorer {ctx.params.scorer!r} has no model to train", field="iqs.scorer")
+    return scorers.get(ctx.params.scorer).train(ctx)
+
+
+STAGE = Stage("iqs.train", "1", build, params=scorers.section_type(), section="iqs", output="iqs_model",
+              tags=("gpu",), fingerprint=fingerprint, plan=plan,
+              description="train an IQS model (comet or probe) on expert revision pairs")

@@ -1,0 +1,41 @@
+"""`select`: CaR's rule (top n1 by score + the top n2 of every cluster), a reason on every row (tasks/select.py)."""
+from __future__ import annotations
+
+import json
+
+from pydantic import Field
+
+from storage.params import Section
+from storage.stage import Stage, StageContext, StageOutput
+from storage.store import DatasetRef
+from tasks.select import SUMMARY_FILE, plots, report_markdown, select
+
+
+class SelectConfig(Section):
+    n1: int = Field(1000, ge=0, description="take the n1 rows with the highest IQS score")
+    n2: int = Field(1, ge=0, description="then the n2 best of every cluster that are not already taken")
+    budget: int | None = Field(None, ge=1, description="total rows: n1 becomes the largest value whose selection "
+                                                       "(with the cluster rows) fits")
+
+
+def build(ctx: StageContext, conversations: DatasetRef, clusters: DatasetRef,
+          scored: DatasetRef | None = None) -> StageOutput:
+    params = ctx.params
+    conv = ctx.store.read_table(conversations.key)
+    clus = ctx.store.read_table(clusters.key, columns=["id", "cluster", "distance", "pc1", "pc2"])
+    scores = ctx.store.read_table(scored.key) if scored is not None else None
+    selection, summary = select(conv, clus, scores, params.n1, params.n2, params.budget)
+    if scored is not None:  # which scorer and model made the scores
+        scoring = ctx.store.manifest(scored.key).get("stats", {})
+        summary["scorer"], summary["scorer_model"] = scoring.get("scorer"), scoring.get("model")
+    files = plots(clus, scores, selection)
+    files[SUMMARY_FILE] = json.dumps(summary, indent=1)
+    stats = {k: v for k, v in summary.items() if k != "cluster_table"}
+    ctx.log.info("select: %d of %d rows (%d by score, %d added by the cluster step; top n1 covers %d of %d clusters)",
+                 summary["selected"], summary["rows"], summary["top_score_rows"], summary["cluster_top_rows"],
+                 summary["clusters_covered_by_top"], summary["clusters"])
+    return StageOutput(table=selection, files=files, stats=stats, report=report_markdown(summary))
+
+
+STAGE = Stage("select", "1", build, params=SelectConfig, section="select", output="selection",
+              description="CaR: the top n1 by score plus the top n2 of every cluster")

@@ -1,0 +1,159 @@
+"""The stage contract over every registered stage, the pipeline's wiring, and a stage added in one new file."""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.config import PipelineConfig, load_config
+from flows.plan import Plan, pipeline_plan
+from storage.stage import Requirement, Stage, StageOutput
+from tasks import scorers
+from tasks.errors import BadInputError
+from tasks.plugins import package_modules
+from tasks.stages import get, registered
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "demo" / "pipeline.yaml"
+
+
+def demo_config(tmp_path, *overrides):
+    return load_config(DEMO, [f"store={tmp_path / 'store'}", *overrides])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def demo_data():
+    if not (ROOT / "demo" / "data" / "alpaca_demo.json").exists():
+        subprocess.run([sys.executable, "demo/build_data.py", "demo/data"], cwd=ROOT, check=True)
+
+
+def test_every_stage_module_declares_one_stage_named_after_it():
+    for module in package_modules("tasks.stages"):
+        stage = module.STAGE
+        assert isinstance(stage, Stage) and stage.name.replace(".", "_") == module.__name__.rsplit(".", 1)[1]
+        assert [s for s in vars(module).values() if isinstance(s, Stage)] == [stage]
+
+
+@pytest.mark.parametrize("name", sorted(registered()))
+def test_declared_inputs_parameters_and_keys(name):
+    stage = get(name)
+    params = list(inspect.signature(stage.build).parameters)
+    assert params[0] == "ctx" and [i.name for i in stage.inputs] == params[1:]
+    for item in stage.inputs:
+        assert stage.input(item.name) is item and (not item.many or stage.input(f"{item.name}_007") is item)
+    defaults = getattr(PipelineConfig(), stage.section) if stage.section else None
+    if defaults is None:
+        return
+    plain = stage.dump_params(defaults)
+    assert json.loads(json.dumps(plain)) == plain  # what Prefect sends to a deployment run
+    assert stage.parse_params(plain) == defaults
+    inputs = {i.name: f"{i.name}-0123" for i in stage.inputs if not i.optional and not i.many}
+    if stage.fingerprint is None:  # (a fingerprint reads files: covered in each stage's own tests)
+        assert stage.key(defaults, inputs) == stage.key(stage.parse_params(plain), inputs)
+        assert stage.key(defaults, inputs).startswith(stage.name.replace(".", "-") + "-")
+
+
+def test_the_scoring_key_holds_only_what_scoring_reads():
+    comet = scorers.parse_config({"scorer": "comet"})
+    retrained = comet.model_copy(update={"layerwise_decay": 0.9, "epochs": 7})
+    inputs = {"conversations": "c", "iqs_model": "m"}
+    assert get("iqs").key(comet, inputs) == get("iqs").key(retrained, inputs)
+    assert get("iqs.train").key(comet, {}) != get("iqs.train").key(retrained, {})
+    assert get("iqs").key(comet, {**inputs, "iqs_model": "other"}) != get("iqs").key(comet, inputs)
+    # a field of another scorer is an error, not a silent re-run of everything after it
+    with pytest.raises(BadInputError, match="iqs.layerwise_decay"):
+        load_config(None, ["iqs.scorer=probe", "iqs.layerwise_decay=0.9"])
+
+
+def test_from_follows_the_data_dependencies(tmp_path):
+    plan = pipeline_plan(demo_config(tmp_path), _store(tmp_path))
+    labels = [s.label for s in plan.steps]
+    assert labels == ["ingest[0]", "ingest[1]", "ingest[2]", "ingest", "embed", "cluster", "iqs.train", "iqs",
+                      "select", "base_model", "format", "train"]
+    assert {s.label for s in plan.descendants("select")} == {"select", "format", "train"}  # not base_model
+    assert {s.label for s in plan.descendants("embed")} == {"embed", "cluster", "select", "format", "train"}
+    assert {s.label for s in plan.descendants("ingest.source")} == set(labels) - {"iqs.train", "base_model"}
+    assert [s.label for s in plan.until("cluster").steps] == labels[:6]
+    probe = pipeline_plan(demo_config(tmp_path, "iqs.scorer=probe"), _store(tmp_path))
+    assert "iqs" in {s.label for s in probe.descendants("embed")}  # the probe reads the embeddings
+    unscored = pipeline_plan(demo_config(tmp_path, "iqs.scorer=none"), _store(tmp_path))
+    assert "iqs" not in {s.stage.name for s in unscored.steps}
+    select = next(s for s in unscored.steps if s.label == "select")
+    assert set(select.inputs) == {"conversations", "clusters"}
+    with pytest.raises(BadInputError, match=r"not a stage of this flow \(ingest.source, ingest, embed"):
+        plan.descendants("bogus")
+
+
+def _store(tmp_path):
+    from storage.store import Store
+
+    return Store(str(tmp_path / "store"))
+
+
+def test_wiring_mistakes_are_bad_input_before_anything_runs(tmp_path):
+    plan = Plan(_store(tmp_path))
+    with pytest.raises(BadInputError, match="takes no input 'embedings'"):
+        plan.add(get("cluster"), PipelineConfig().cluster, {"embedings": "x"})
+    with pytest.raises(BadInputError, match="needs the input 'clusters'"):
+        plan.add(get("select"), PipelineConfig().select, {"conversations": "x"})
+    needy = Stage("needy", "1", lambda ctx: StageOutput(), params=dict,
+                  requires=(Requirement("no_such_module_for_sftflow", "pip install no-such"),))
+    with pytest.raises(BadInputError, match="needs the package 'no_such_module_for_sftflow': pip install no-such"):
+        plan.add(needy, {})
+    plan.add(get("cluster"), PipelineConfig().cluster, {"embeddings": "embed-missing"})
+    with pytest.raises(BadInputError, match="'embed-missing', which is not a complete dataset"):
+        plan.compute_keys()
+    with pytest.raises(BadInputError, match="iqs.model.*not a complete dataset"):
+        pipeline_plan(demo_config(tmp_path, "iqs.model=iqs-train-nothere"), _store(tmp_path))
+
+
+def test_a_missing_source_is_bad_input_naming_file_and_field(tmp_path):
+    config = load_config(None, [f"store={tmp_path / 'store'}", f"ingest.sources=[{tmp_path / 'gone.json'}]",
+                                "iqs.scorer=none"])
+    with pytest.raises(BadInputError, match="source not found") as caught:
+        pipeline_plan(config, _store(tmp_path))
+    assert caught.value.file == str(tmp_path / "gone.json") and caught.value.field == "ingest.sources"
+
+
+def test_tasks_and_storage_never_import_flows():
+    offenders = [str(p.relative_to(ROOT)) for folder in ("tasks", "storage") for p in (ROOT / folder).rglob("*.py")
+                 if re.search(r"^\s*(from|import) flows\b", p.read_text(), re.M)]
+    assert offenders == []
+
+
+def run_cli(*args: str, env: dict[str, str]) -> dict:
+    done = subprocess.run([sys.executable, "-m", "flows", *args, "--json"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_a_stage_added_in_one_file_runs_in_the_pipeline_and_alone(tmp_path):
+    """tests/toy_stage.py is the only file that names the toy stage: the config section, the wiring, the run table,
+    `sftflow stage --list` and `sftflow stage toy` all come from its declaration."""
+    env = {**os.environ, "SFTFLOW_HOME": str(tmp_path / "home"), "SFTFLOW_PLUGINS": "tests.toy_stage",
+           "PYTHONPATH": str(ROOT)}
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(yaml.safe_dump({"ingest": {"sources": [str(ROOT / "demo" / "data" / "alpaca_demo.json")]},
+                                      "toy": {"word": "a"}, "iqs": {"scorer": "none"}}))
+    run = run_cli("run", str(config), "--until", "toy", env=env)
+    assert [(r["stage"], r["status"]) for r in run["stages"]] == [("ingest[0]", "ran"), ("ingest", "ran"),
+                                                                  ("toy", "ran")]
+    toy, conversations = run["stages"][2], run["stages"][1]["key"]
+    assert toy["rows_in"] == toy["rows_out"] == 30
+    listed = {s["stage"]: s for s in run_cli("stage", "--list", env=env)["stages"]}
+    assert listed["toy"]["inputs"] == ["conversations"] and listed["toy"]["parameters"] == ["word"]
+    alone = run_cli("stage", "toy", "--input", f"conversations={conversations}", "--set", "word=a", env=env)
+    assert (alone["status"], alone["key"]) == ("cached", toy["key"])  # the same key as in the pipeline
+    other = run_cli("stage", "toy", "--input", f"conversations={conversations}", "--set", "toy.word=the", env=env)
+    assert other["status"] == "ran" and other["key"] != toy["key"] and other["stats"]["rows"] == 30
+    assert set(other) == {"stage", "status", "key", "rows_in", "rows_out", "seconds", "stats"}
+    assert not (tmp_path / "home" / "work" / other["key"]).exists()  # its scratch folder went once published

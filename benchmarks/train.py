@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import isolated
+from benchmarks.common import isolated, smollm2_folder
 
 CAR_SELECTION = Path(__file__).resolve().parents[2] / "shared" / "data" / "car" / "CaR_selected_result.json"
 FALLBACK = [("Give three tips for staying healthy.", "Eat a balanced diet, exercise regularly and sleep enough.")]
@@ -90,16 +90,7 @@ def measure(model_dir: str, method: str, steps: int, batch_size: int, max_length
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from storage.stage import run_stage
-    from storage.store import Store
-    from tasks import base_model
-    from tasks.stages.base_model import BaseModelParams
-
-    store = Store(args.store)
-    began = time.perf_counter()
-    ref = run_stage(base_model.STAGE, BaseModelParams(), {}, store)
-    convert_s = time.perf_counter() - began
-    folder = str(store.local_path(ref.ref.key, "files", "model"))
+    folder, convert_s, status = smollm2_folder(args.store)
     shape = (args.steps, args.batch_size, args.max_length)
     wall, peak, lora = isolated(measure, folder, "lora", *shape)
     comparison: dict[str, Any] = {"name": f"SmolLM2-135M train step, batch {args.batch_size} x <= {args.max_length}",
@@ -115,5 +106,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"benchmark": "train", "comparisons": [comparison], "device": lora["device"],
             "precision": lora["precision"], "gpu_peak_mb": lora["gpu_peak_mb"],
             "tokens_per_step": round(lora["tokens_per_step"], 1), "steps_timed": args.steps,
-            "base_model_seconds": round(convert_s, 1), "base_model_status": ref.status,
+            "base_model_seconds": round(convert_s, 1), "base_model_status": status,
             "lora_process_seconds": round(wall, 1)}

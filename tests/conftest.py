@@ -43,6 +43,23 @@ def tiny_lm(tmp_path_factory) -> Path:
     return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
 
 
+@pytest.fixture(scope="session")
+def tiny_confident_lm(tiny_lm, tmp_path_factory) -> Path:
+    """The tiny Llama with 8x larger (tied) embeddings: at the default 0.02 init its logits stay so flat that
+    no adapter can lower the loss by more than about 0.1 nats, which makes "the loss drops" a weak test, and
+    every token costs about log V, which hides a token scored at the wrong position."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-confident-lm")
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(8.0)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_lm).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def store(tmp_path):
     from storage.store import Store

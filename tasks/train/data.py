@@ -79,14 +79,19 @@ def split_key(row_id: str, seed: int) -> str:
     return hashlib.blake2b(f"{seed}:{row_id}".encode(), digest_size=8).hexdigest()
 
 
-def prepare(table: pa.Table, *, source: str, vocab_size: int, limit: int | None, truncate: bool,
-            eval_share: float, eval_max_rows: int, seed: int) -> Prepared:
-    """Check and split the tokenized rows. `limit` truncates when `truncate`, else a longer row is an error."""
+def require_tokenized(table: pa.Table, source: str, empty: str) -> None:
+    """The format stage's columns are there, and some rows (else `empty` is the error)."""
     for column in ("id", "input_ids", "labels"):
         if column not in table.column_names:
             raise BadInputError("the tokenized table has no such column", file=source, field=column)
     if table.num_rows == 0:
-        raise BadInputError("the training set is empty: nothing was selected or formatted", file=source)
+        raise BadInputError(empty, file=source)
+
+
+def prepare(table: pa.Table, *, source: str, vocab_size: int, limit: int | None, truncate: bool,
+            eval_share: float, eval_max_rows: int, seed: int) -> Prepared:
+    """Check and split the tokenized rows. `limit` truncates when `truncate`, else a longer row is an error."""
+    require_tokenized(table, source, "the training set is empty: nothing was selected or formatted")
     ids = [str(x) for x in table.column("id").to_pylist()]
     inputs = table.column("input_ids").to_pylist()
     labels = table.column("labels").to_pylist()

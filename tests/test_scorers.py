@@ -1,0 +1,66 @@
+"""The scorers that need no training, on the iqs stage and on CaR's validation pairs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flows.config import load_config
+from storage.schema import make_record, records_to_table
+from storage.stage import run_stage
+from tasks import scorers
+from tasks.iqs.evaluate import evaluate_pairs
+from tasks.iqs.revisions import RevisionPair, texts_table
+from tasks.scorers.base import ScorerInputs
+from tasks.stages import get
+
+
+def conversations(answers: list[str]):
+    return records_to_table([make_record(messages=[{"role": "user", "content": f"Question {i}?"},
+                                                   {"role": "assistant", "content": a}],
+                                         system=None, uri="t", fmt="t", row=i) for i, a in enumerate(answers)])
+
+
+def test_length_scores_the_answers_words(store):
+    table = conversations(["one", "one two three", "one two"])
+    ref = store.publish_table("conv", "ingest", table)
+    result = run_stage(get("iqs"), scorers.parse_config({"scorer": "length"}), {"conversations": ref}, store)
+    scored = {r["id"]: r for r in store.read_table(result.ref.key).to_pylist()}
+    ids = table.column("id").to_pylist()
+    assert [scored[i]["iqs_score"] for i in ids] == [1.0, 3.0, 2.0]
+    assert [scored[i]["iqs_rank"] for i in ids] == [3, 1, 2]
+    assert result.stats["scorer"] == "length" and result.stats["model"] == "answer length in words"
+    chars = scorers.get("length").open(ScorerInputs(store, scorers.parse_config({"scorer": "length", "unit": "chars"})))
+    assert chars.score(table).values.tolist() == [3.0, 13.0, 7.0]
+
+
+def test_random_is_seeded_and_does_not_depend_on_the_other_rows(store):
+    table = conversations([f"answer {i}" for i in range(200)])
+    score = scorers.get("random").open(ScorerInputs(store, scorers.parse_config({"scorer": "random"}))).score
+    values = score(table).values
+    assert np.array_equal(score(table.slice(50, 10)).values, values[50:60])  # a row's score is its own
+    other = scorers.get("random").open(ScorerInputs(store, scorers.parse_config({"scorer": "random", "seed": 1})))
+    assert not np.array_equal(other.score(table).values, values)
+    assert 0 <= values.min() and values.max() < 1 and 0.35 < values.mean() < 0.65
+
+
+def test_untrained_scorers_join_the_pipeline_without_a_model():
+    config = load_config(None, ["iqs.scorer=length"])
+    iqs_calls = get("iqs").calls(config)
+    assert iqs_calls[0].inputs == {"iqs_model": None, "embeddings": None, "base_model": None}
+    assert get("iqs.train").calls(config) == []
+
+
+def test_any_scorer_evaluates_on_revision_pairs():
+    pairs = [RevisionPair("Instruction: a Response: short", "Instruction: a Response: a longer answer", 9, "x:1"),
+             RevisionPair("Instruction: b Response: one two three", "Instruction: b Response: one", 9, "x:3")]
+    scoring = scorers.get("length").open(ScorerInputs(None, scorers.parse_config({"scorer": "length"})))
+    result = evaluate_pairs(pairs, lambda texts: scoring.score(texts_table(texts)).values)
+    assert result["pairwise_accuracy"] == 0.5 and result["baselines"]["response_length_words"] == 0.5
+
+
+@pytest.mark.parametrize("name", ["length", "random"])
+def test_the_cli_choices_come_from_the_registry(name):
+    from flows.cli import build_parser
+
+    args = build_parser().parse_args(["iqs", "eval", "--scorer", name, "--pairs", "p.csv"])
+    assert args.scorer == name

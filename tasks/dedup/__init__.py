@@ -1,0 +1,14 @@
+"""The dedup stage's parts: contamination, near-duplicates, semantic duplicates and answer groups.
+
+config (DedupConfig) → text (normalized words, shingles, exact Jaccard) and features (per-row views) →
+the rules: contamination, near (MinHash-LSH, minhash.py), semantic (faiss), answers (answer groups) →
+groups (which row stays) → decide (`deduplicate`: the decisions and the output tables) → report.
+"""
+from tasks.dedup.config import DedupConfig, EvalSource
+from tasks.dedup.contamination import EvalRows, read_eval_sources
+from tasks.dedup.decide import KEPT_SCHEMA, REMOVED_SCHEMA, DedupResult, deduplicate
+from tasks.dedup.groups import first_of_each_group
+from tasks.dedup.report import report_markdown, similarity_png
+
+__all__ = ["KEPT_SCHEMA", "REMOVED_SCHEMA", "DedupConfig", "DedupResult", "EvalRows", "EvalSource", "deduplicate",
+           "first_of_each_group", "read_eval_sources", "report_markdown", "similarity_png"]

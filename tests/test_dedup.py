@@ -13,9 +13,11 @@ from tasks.dedup import (
     REMOVED_SCHEMA,
     DedupConfig,
     deduplicate,
+    eval_fingerprint,
     first_of_each_group,
     read_eval_sources,
     report_markdown,
+    run_dedup,
     similarity_png,
 )
 from tasks.dedup.config import SemanticConfig
@@ -268,17 +270,25 @@ def test_eval_question_inside_a_training_row_is_contaminated(tmp_path):
         ("Hi there, can you help me?", "Sure."),
         ("A farmer has seventeen sheep.", "That is a lot of sheep."),  # a part of the riddle, under 13 words
     ]
-    evals, sources = read_eval_sources(DedupConfig(decontaminate=[str(eval_file)]).decontaminate)
-    assert sources[0]["read"] == sources[0]["kept"] == 3
-    result = deduplicate(table_of(rows), DedupConfig(**NO_SEMANTIC), evals=evals)
-    removed = by_prompt(result.removed)
+    config = DedupConfig(decontaminate=[str(eval_file)], **NO_SEMANTIC)
+    evals, _ = read_eval_sources(config.decontaminate)
+    out = run_dedup(table_of(rows), config)  # what the stage publishes
+    removed = by_prompt(out.companions["removed"])
     assert set(removed) == {rows[0][0], rows[1][0]}
     riddle = removed[rows[0][0]]
     assert riddle["reason"] == "contaminated" and riddle["similarity"] == 1.0
     assert riddle["kept_id"] == evals.ids[0] and riddle["eval_source"] == f"{eval_file}#0"
     assert removed[rows[1][0]]["kept_id"] == evals.ids[1]
-    assert result.stats["contaminated"]["eval_prompts_too_short"] == 1
-    assert result.stats["removed"]["contaminated"] == 2 and result.stats["kept"] == 3
+    stats = json.loads(json.dumps(out.stats))  # plain JSON, as `sftflow stage dedup --json` shows it
+    assert stats["eval_sources"][0]["read"] == stats["eval_sources"][0]["kept"] == 3
+    assert stats["contaminated"]["eval_prompts_too_short"] == 1
+    assert stats["removed"] == {"near_duplicate": 0, "semantic_duplicate": 0, "contaminated": 2}
+    assert stats["kept"] == out.table.num_rows == 3
+    assert "### Contaminated" in out.report and out.files["similarity.png"][:4] == b"\x89PNG"
+    # the evaluation file's content is part of the stage key
+    before = eval_fingerprint(config.decontaminate)
+    eval_file.write_text(eval_file.read_text() + json.dumps({"instruction": "New question here", "output": "x"}))
+    assert eval_fingerprint(config.decontaminate) != before
 
 
 def test_a_missing_eval_file_is_bad_input(tmp_path):

@@ -18,7 +18,7 @@ RULE_TITLES = {NEAR: "Near-duplicates (Jaccard of word shingles)", SEMANTIC: "Se
 
 
 def _cell(prompt: str, answer: str) -> str:
-    text = f"**Q:** {prompt} **A:** {answer}"
+    text = " ".join(f"**{label}:** {part}" for label, part in (("Q", prompt), ("A", answer)) if part)
     text = text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 1] + "…"
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -112,7 +112,7 @@ def similarity_png(result: DedupResult, config: DedupConfig) -> bytes:
                               "answer": "answer-group candidates: Jaccard of answer words"}
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 3.6), squeeze=False)
     for ax, (key, values) in zip(axes[0], panels):
-        ax.hist(values, bins=50, color="#1f77b4")
+        ax.hist(values, bins=np.linspace(min(0.0, float(np.min(values))), 1.0, 51), color="#1f77b4")
         ax.axvline(thresholds[key], color="#d62728", linestyle="--", label=f"threshold {thresholds[key]}")
         ax.set_yscale("log")
         ax.set(title=labels[key], xlabel="similarity", ylabel="pairs (log)" if key != SEMANTIC else "rows (log)")

@@ -206,7 +206,7 @@ def test_medicationqa_peppermint_questions_are_one_answer_group(minilm):
     assert groups["How should I store insulin?"] is None
     assert result.stats["answer_groups"] == 1 and result.stats["rows_in_answer_groups"] == 4
     # the semantic rule saw them as duplicates and left them to the group
-    assert result.stats["semantic_duplicate"]["answer_pairs_left_to_groups"] >= 1
+    assert result.stats["rules"]["semantic_duplicate"]["answer_pairs_left_to_groups"] >= 1
     # select's helper then takes one of the four: the group's first row by priority
     order = np.argsort(-np.array([len(r["messages"][0]["content"]) for r in result.table.to_pylist()]))
     chosen = first_of_each_group(order, result.table.column("answer_group").to_pylist())
@@ -236,7 +236,7 @@ def test_paraphrases_are_semantic_duplicates_and_different_inputs_survive(minilm
     assert row["kept_id"] == by_prompt(result.table)["Give three tips for staying healthy."]["id"]
     # the shingles alone would not call them duplicates
     assert result.stats["removed"]["near_duplicate"] == 0
-    assert result.stats["semantic_duplicate"]["index"] == "flat (exact)"
+    assert result.stats["rules"]["semantic_duplicate"]["index"] == "flat (exact)"
 
 
 def test_ivf_search_and_rows_with_many_duplicates():
@@ -281,7 +281,7 @@ def test_eval_question_inside_a_training_row_is_contaminated(tmp_path):
     assert removed[rows[1][0]]["kept_id"] == evals.ids[1]
     stats = json.loads(json.dumps(out.stats))  # plain JSON, as `sftflow stage dedup --json` shows it
     assert stats["eval_sources"][0]["read"] == stats["eval_sources"][0]["kept"] == 3
-    assert stats["contaminated"]["eval_prompts_too_short"] == 1
+    assert stats["rules"]["contaminated"]["eval_prompts_too_short"] == 1
     assert stats["removed"] == {"near_duplicate": 0, "semantic_duplicate": 0, "contaminated": 2}
     assert stats["kept"] == out.table.num_rows == 3
     assert "### Contaminated" in out.report and out.files["similarity.png"][:4] == b"\x89PNG"

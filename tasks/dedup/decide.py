@@ -26,6 +26,7 @@ from tasks.errors import BadInputError
 
 NEAR, SEMANTIC, CONTAMINATED = "near_duplicate", "semantic_duplicate", "contaminated"
 REASONS = (NEAR, SEMANTIC, CONTAMINATED)
+ANSWER_GROUPS = "answer_groups"
 DECISION_FIELDS = [
     pa.field("reason", pa.string()),  # near_duplicate, semantic_duplicate, contaminated; null: the row stays
     pa.field("kept_id", pa.string()),  # the kept row it duplicates, or the evaluation row it overlaps
@@ -121,33 +122,33 @@ def deduplicate(conversations: pa.Table, config: DedupConfig, embeddings: pa.Tab
     rank = priority_rank(features.ids, features.answer_lengths, score)
     decisions = Decisions.none(features.rows)
     evals = evals or EvalRows([], [], [], [])
-    stats: dict[str, Any] = {"rows": features.rows, "mode": config.mode, "priority": "iqs_score" if score is not None
-                             else "longest answer"}
+    rules: dict[str, dict[str, Any]] = {}  # what each rule looked at and found
     similarities: dict[str, np.ndarray] = {}
 
     if evals.ids and features.rows:
-        found, stats[CONTAMINATED] = contaminated_rows(features, evals, config.contamination)
+        found, rules[CONTAMINATED] = contaminated_rows(features, evals, config.contamination)
         apply_contamination(decisions, found, evals)
     if config.near.enabled and features.rows:
-        pairs, stats[NEAR] = near_duplicate_pairs(features, config.near, decisions.alive)
+        pairs, rules[NEAR] = near_duplicate_pairs(features, config.near, decisions.alive)
         similarities[NEAR] = pairs.candidate_similarity
-        stats[NEAR].update(remove_duplicates(decisions, pairs, NEAR, features.ids, rank))
+        rules[NEAR].update(remove_duplicates(decisions, pairs, NEAR, features.ids, rank))
     if config.semantic.enabled and features.rows:
-        pairs, stats[SEMANTIC], nearest = semantic_pairs(matrix, config.semantic, decisions.alive, config.device)
+        pairs, rules[SEMANTIC], nearest = semantic_pairs(matrix, config.semantic, decisions.alive, config.device)
         similarities[SEMANTIC] = nearest[np.isfinite(nearest)]
         exempt = answer_pairs(features, pairs.pairs, config.answer_groups, config.near.threshold)
-        stats[SEMANTIC]["answer_pairs_left_to_groups"] = int(exempt.sum())
-        stats[SEMANTIC].update(remove_duplicates(decisions, pairs.where(~exempt), SEMANTIC, features.ids, rank))
+        rules[SEMANTIC]["answer_pairs_left_to_groups"] = int(exempt.sum())
+        rules[SEMANTIC].update(remove_duplicates(decisions, pairs.where(~exempt), SEMANTIC, features.ids, rank))
     groups: list[str | None] = [None] * features.rows
     if config.answer_groups.enabled and features.rows:
-        groups, pairs, stats["answer_group_stats"] = answer_groups(features, config.answer_groups, decisions.alive,
-                                                                   rank)
-        similarities["answer"] = pairs.candidate_similarity
+        groups, pairs, rules[ANSWER_GROUPS] = answer_groups(features, config.answer_groups, decisions.alive, rank)
+        similarities[ANSWER_GROUPS] = pairs.candidate_similarity
     table, removed = output_tables(conversations, decisions, groups, config.mode)
     counts = {reason: int(np.sum(decisions.reason == reason)) for reason in REASONS}
-    stats.update(kept=features.rows - sum(counts.values()), removed=counts, rows_out=table.num_rows,
-                 answer_groups=stats.get("answer_group_stats", {}).get("groups", 0),
-                 rows_in_answer_groups=stats.get("answer_group_stats", {}).get("rows_in_groups", 0))
+    stats = {"rows": features.rows, "kept": features.rows - sum(counts.values()), "removed": counts,
+             "answer_groups": rules.get(ANSWER_GROUPS, {}).get("groups", 0),
+             "rows_in_answer_groups": rules.get(ANSWER_GROUPS, {}).get("rows_in_groups", 0),
+             "rows_out": table.num_rows, "mode": config.mode,
+             "priority": "iqs_score" if score is not None else "longest answer", "rules": rules}
     return DedupResult(table, removed, stats, features, decisions, groups, evals, similarities)
 
 

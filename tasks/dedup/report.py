@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tasks.dedup.config import DedupConfig
-from tasks.dedup.decide import CONTAMINATED, NEAR, REASONS, SEMANTIC, DedupResult
+from tasks.dedup.decide import ANSWER_GROUPS, CONTAMINATED, NEAR, REASONS, SEMANTIC, DedupResult
 
 SHOWN_CHARS = 240
 RULE_TITLES = {NEAR: "Near-duplicates (Jaccard of word shingles)", SEMANTIC: "Semantic duplicates (cosine)",
@@ -105,11 +105,11 @@ def similarity_png(result: DedupResult, config: DedupConfig) -> bytes:
     import matplotlib.pyplot as plt
 
     thresholds = {NEAR: config.near.threshold, SEMANTIC: config.semantic.threshold,
-                  "answer": config.answer_groups.threshold}
+                  ANSWER_GROUPS: config.answer_groups.threshold}
     panels = [(key, values) for key, values in result.similarities.items() if len(values)]
     labels: dict[str, Any] = {NEAR: "near-duplicate candidates: Jaccard of word shingles",
                               SEMANTIC: "every row: cosine to its nearest neighbour",
-                              "answer": "answer-group candidates: Jaccard of answer words"}
+                              ANSWER_GROUPS: "answer-group candidates: Jaccard of answer words"}
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 3.6), squeeze=False)
     for ax, (key, values) in zip(axes[0], panels):
         ax.hist(values, bins=np.linspace(min(0.0, float(np.min(values))), 1.0, 51), color="#1f77b4")

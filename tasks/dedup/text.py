@@ -73,11 +73,14 @@ def prompts_and_answers(table: pa.Table) -> tuple[list[str], list[str]]:
 
 
 def normalize(texts: Sequence[str | None]) -> pa.Array:
-    # Python's NFKC: pyarrow 25's utf8_normalize leaves "é" decomposed in every form (NFC included)
-    arr = pc.utf8_lower(pa.array([unicodedata.normalize("NFKC", t or "") for t in texts], pa.string()))
-    arr = pc.replace_substring_regex(arr, r"['’`]", "")
+    # Python's NFKC (ASCII text is already NFKC): pyarrow 25's utf8_normalize leaves "é" decomposed in every form
+    arr = pc.utf8_lower(pa.array([t if t is None or t.isascii() else unicodedata.normalize("NFKC", t)
+                                  for t in texts], pa.string()))
+    arr = pc.replace_substring_regex(pc.fill_null(arr, ""), r"['’`]", "")
     arr = pc.replace_substring_regex(arr, r"[^\pL\pN\pM]+", " ")
-    return pc.replace_substring_regex(arr, CJK, r" \1 ")
+    if pc.any(pc.match_substring_regex(arr, CJK)).as_py():  # a cheap test saves a rewrite of every text
+        arr = pc.replace_substring_regex(arr, CJK, r" \1 ")
+    return arr
 
 
 def normalized_text(text: str) -> str:

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from tasks.dedup.config import ContaminationConfig, EvalSource
 from tasks.dedup.features import RowFeatures
-from tasks.dedup.text import Ragged, concat_rows, prompts_and_answers, windows, words
+from tasks.dedup.text import Ragged, prompts_and_answers, windows, words
 from tasks.errors import BadInputError
 
 
@@ -66,13 +66,10 @@ class Contaminated:
     similarity: np.ndarray  # share of that evaluation row's n-grams found in the training row (1.0: all)
 
 
-def _tagged(ragged: Ragged) -> tuple[np.ndarray, np.ndarray]:
-    return ragged.values, ragged.row_ids()
-
-
-def _ngrams(prompt_words: Ragged, answer_words: Ragged, size: int) -> Ragged:
-    """Runs of exactly `size` words inside the prompt or the answer of each row."""
-    return concat_rows([windows(prompt_words, size, short_whole=False), windows(answer_words, size, short_whole=False)])
+def _ngrams(prompt_words: Ragged, answer_words: Ragged, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(hash, row) of every run of exactly `size` words inside the prompt or the answer of each row."""
+    parts = [windows(prompt_words, size, short_whole=False), windows(answer_words, size, short_whole=False)]
+    return np.concatenate([p.values for p in parts]), np.concatenate([p.row_ids() for p in parts])
 
 
 def contaminated_rows(features: RowFeatures, evals: EvalRows, config: ContaminationConfig
@@ -82,7 +79,7 @@ def contaminated_rows(features: RowFeatures, evals: EvalRows, config: Contaminat
     lengths = eval_prompt.lengths
     short = (lengths < n) & (lengths >= config.min_words)
     # what each evaluation row is matched by: its n-grams, or for a short prompt the prompt as a whole
-    keys, owner = _tagged(_ngrams(eval_prompt, eval_answer, n))
+    keys, owner = _ngrams(eval_prompt, eval_answer, n)
     whole = windows(eval_prompt, n)  # a prompt shorter than n words is one window of all its words
     per_length = {}
     for size in np.unique(lengths[short]).tolist():
@@ -99,12 +96,12 @@ def contaminated_rows(features: RowFeatures, evals: EvalRows, config: Contaminat
     for size, (size_keys, size_owner) in [(n, (keys, owner))] + sorted(per_length.items()):
         if not len(size_keys):
             continue
-        values, row_of = _tagged(_ngrams(features.prompt_words, features.answer_words, size))
+        values, row_of = _ngrams(features.prompt_words, features.answer_words, size)
         order = np.argsort(size_keys, kind="stable")
         sorted_keys, sorted_owner = size_keys[order], size_owner[order]
-        found = np.isin(values, sorted_keys)
-        values, row_of = values[found], row_of[found]
         lo = np.searchsorted(sorted_keys, values, side="left")
+        found = sorted_keys[np.minimum(lo, len(sorted_keys) - 1)] == values
+        values, row_of, lo = values[found], row_of[found], lo[found]
         hi = np.searchsorted(sorted_keys, values, side="right")
         reps = hi - lo  # an n-gram found in several evaluation rows counts for each
         at = np.repeat(lo, reps) + (np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps))

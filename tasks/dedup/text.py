@@ -4,7 +4,7 @@ Normalization (one definition for every rule): NFKC, lower case, apostrophes dro
 that are not letters, digits or combining marks becomes a space, and each CJK character is a word of its own
 (those scripts put no spaces between words). A word is hashed once per distinct word (blake2b, so hashes are the
 same in every process), and a window of words is a polynomial of its word hashes, mixed: computed with numpy over
-all rows together, no Python loop per row or per word.
+all rows together (one prefix sum serves every window length), no Python loop per row or per word.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import hashlib
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +20,7 @@ import pyarrow.compute as pc
 
 CJK = r"(\p{Han}|\p{Hiragana}|\p{Katakana})"
 WINDOW_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd: the polynomial's base
+BASE_INVERSE = pow(int(WINDOW_BASE), -1, 1 << 64)
 LENGTH_SALT = np.uint64(0xD6E8FEB86659FD93)  # a window of 3 words never hashes like one of 13 with equal words
 
 
@@ -40,6 +42,15 @@ class Ragged:
     def row_ids(self) -> np.ndarray:
         """The row of every value."""
         return np.repeat(np.arange(self.rows), self.lengths)
+
+    @cached_property
+    def window_prefix(self) -> tuple[np.ndarray, np.ndarray]:
+        """(B**i for i <= n, the prefix sums Q of `windows`), computed once for every window size."""
+        n = len(self.values)
+        prefix = np.zeros(n + 1, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            np.cumsum(self.values * _powers(BASE_INVERSE, n), out=prefix[1:])
+        return _powers(int(WINDOW_BASE), n + 1), prefix
 
     def sets(self, rows: np.ndarray) -> dict[int, frozenset[int]]:
         """The distinct values of the given rows (exact set algebra for the few rows that are compared)."""
@@ -117,24 +128,33 @@ def words(texts: Sequence[str | None]) -> Ragged:
     return Ragged(values, offsets)
 
 
+def _powers(base: int, n: int) -> np.ndarray:
+    """base**0 .. base**(n-1) modulo 2**64."""
+    out = np.full(n, base, dtype=np.uint64)
+    if n:
+        out[0] = 1
+    with np.errstate(over="ignore"):
+        return np.cumprod(out, dtype=np.uint64)
+
+
 def windows(words: Ragged, size: int, short_whole: bool = True) -> Ragged:
     """The hash of every run of `size` consecutive words of each row. A row shorter than `size` gives one
-    window of all its words when `short_whole`, none otherwise; an empty row gives none."""
+    window of all its words when `short_whole`, none otherwise; an empty row gives none.
+
+    The hash of the words w_p .. w_(p+L-1) is sum_j w_(p+j) * B**(L-1-j) mod 2**64, from one prefix sum for all
+    window lengths: B is odd, so it has an inverse mod 2**64 and the sum is B**(p+L-1) * (Q[p+L] - Q[p]) with
+    Q[i] = sum_(q<i) w_q * B**-q (wrapping uint64 arithmetic is exact mod 2**64)."""
     lengths = words.lengths
     counts = np.where(lengths >= size, lengths - size + 1, (lengths > 0) if short_whole else 0).astype(np.int64)
     offsets = np.zeros(words.rows + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     rows = np.repeat(np.arange(words.rows), counts)
     starts = words.offsets[:-1][rows] + (np.arange(offsets[-1]) - offsets[:-1][rows])
-    width = np.minimum(lengths[rows], size).astype(np.uint64)
-    last = max(len(words.values) - 1, 0)
-    h = np.zeros(len(starts), dtype=np.uint64)
+    width = np.minimum(lengths[rows], size)
+    powers, prefix = words.window_prefix
     with np.errstate(over="ignore"):
-        for j in range(size):
-            inside = np.uint64(j) < width
-            term = words.values[np.minimum(starts + j, last)] if len(words.values) else h
-            h = np.where(inside, h * WINDOW_BASE + term, h)
-        return Ragged(mix64(h ^ (width * LENGTH_SALT)), offsets)
+        h = powers[starts + width - 1] * (prefix[starts + width] - prefix[starts])
+        return Ragged(mix64(h ^ (width.astype(np.uint64) * LENGTH_SALT)), offsets)
 
 
 def pair_jaccard(ragged: Ragged, pairs: np.ndarray) -> np.ndarray:

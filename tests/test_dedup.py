@@ -253,6 +253,11 @@ def test_ivf_search_and_rows_with_many_duplicates():
     assert {tuple(p) for p in pairs.pairs.tolist()} == exact and len(exact) == 31 * 30 // 2
     assert stats["index"] == "IVF16 nprobe 4" and stats["saturated_rows"] == 31
     assert np.isnan(nearest[2000]) and nearest[99] >= 0.95 and np.nanmax(nearest[300:]) < 0.95
+    import faiss
+
+    if faiss.get_num_gpus() == 0:
+        with pytest.raises(BadInputError, match="dedup.device is gpu"):
+            semantic_pairs(x, config, eligible, "gpu")
 
 
 # -- contamination -----------------------------------------------------------------------------------------

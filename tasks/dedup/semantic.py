@@ -45,13 +45,13 @@ def semantic_pairs(x: np.ndarray, config: SemanticConfig, eligible: np.ndarray, 
     eligible row; NaN for the others)."""
     import faiss
 
+    gpu = use_gpu(device, "dedup.device")
     rows = np.flatnonzero(eligible)
     nearest = np.full(len(x), np.nan)
     if len(rows) < 2:
-        return Pairs.empty(), {"index": None, "device": "cpu", "saturated_rows": 0}, nearest
+        return Pairs.empty(), {"index": None, "device": "gpu" if gpu else "cpu", "saturated_rows": 0}, nearest
     xs = np.ascontiguousarray(x[rows], dtype=np.float32)
     index, kind = build_index(xs, config)
-    gpu = use_gpu(device, "dedup.device")
     searcher = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index) if gpu else index
     k = min(config.neighbors, len(rows))
     left, right, sims, saturated = [], [], [], []

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from tasks.dedup.config import ContaminationConfig, EvalSource
 from tasks.dedup.features import RowFeatures
-from tasks.dedup.text import Ragged, prompts_and_answers, windows, words
+from tasks.dedup.text import Ragged, prompts_and_answers, spans, windows, words
 from tasks.errors import BadInputError
 
 
@@ -104,7 +104,7 @@ def contaminated_rows(features: RowFeatures, evals: EvalRows, config: Contaminat
         values, row_of, lo = values[found], row_of[found], lo[found]
         hi = np.searchsorted(sorted_keys, values, side="right")
         reps = hi - lo  # an n-gram found in several evaluation rows counts for each
-        at = np.repeat(lo, reps) + (np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps))
+        at = spans(lo, reps)
         train_rows.append(np.repeat(row_of, reps))
         eval_rows.append(sorted_owner[at])
         hit_keys.append(np.repeat(values, reps))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.dedup.text import WINDOW_BASE, Ragged, mix64
+from tasks.dedup.text import WINDOW_BASE, Ragged, mix64, spans
 
 MIN_RECALL = 0.99  # chance that a pair exactly at the threshold shares at least one band
 
@@ -79,8 +79,7 @@ def pairs_within_groups(members: np.ndarray, group_of: np.ndarray) -> np.ndarray
     end_of = np.repeat(ends, ends - starts)  # the end of each position's group
     count = end_of - np.arange(len(members)) - 1  # later positions in the same group
     left = np.repeat(np.arange(len(members)), count)
-    first_right = np.repeat(np.cumsum(count) - count, count)
-    right = left + 1 + (np.arange(len(left)) - first_right)
+    right = spans(np.arange(len(members)) + 1, count)
     return np.sort(np.stack([members[left], members[right]], axis=1), axis=1)
 
 

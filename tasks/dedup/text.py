@@ -57,6 +57,13 @@ class Ragged:
         return {int(i): frozenset(self.values[self.offsets[i]:self.offsets[i + 1]].tolist()) for i in rows}
 
 
+def spans(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """starts[0], starts[0]+1, .., starts[0]+counts[0]-1, starts[1], ...: the concatenated ranges, vectorized."""
+    counts = np.asarray(counts, dtype=np.int64)
+    first = np.cumsum(counts) - counts  # where each range begins in the output
+    return np.repeat(np.asarray(starts, dtype=np.int64) - first, counts) + np.arange(int(counts.sum()))
+
+
 def ragged_from_rows(values: np.ndarray, row_of: np.ndarray, rows: int) -> Ragged:
     """Values tagged with their row (in any order) as a Ragged, each row's values in their given order."""
     order = np.argsort(row_of, kind="stable")
@@ -149,7 +156,7 @@ def windows(words: Ragged, size: int, short_whole: bool = True) -> Ragged:
     offsets = np.zeros(words.rows + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     rows = np.repeat(np.arange(words.rows), counts)
-    starts = words.offsets[:-1][rows] + (np.arange(offsets[-1]) - offsets[:-1][rows])
+    starts = spans(words.offsets[:-1], counts)
     width = np.minimum(lengths[rows], size)
     powers, prefix = words.window_prefix
     with np.errstate(over="ignore"):

@@ -81,13 +81,13 @@ class KMeansResult:
     device: str
 
 
-def use_gpu(device: str) -> bool:
+def use_gpu(device: str, field: str = "cluster.device") -> bool:
     import faiss
 
     gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     if device == "gpu" and gpus == 0:
-        raise BadInputError("cluster.device is gpu but faiss sees no GPU (install faiss-gpu: EXTRAS=dev,gpu)",
-                            field="cluster.device")
+        raise BadInputError(f"{field} is gpu but faiss sees no GPU (install faiss-gpu: EXTRAS=dev,gpu)",
+                            field=field)
     return device != "cpu" and gpus > 0
 
 

@@ -320,11 +320,12 @@ def ours_contamination(table: pa.Table, evals: Any) -> set[int]:
 
 
 def compare_contamination(table: pa.Table) -> tuple[list[dict], list[dict]]:
-    from tasks.dedup.config import ContaminationConfig, EvalSource
+    from tasks.dedup.config import ContaminationConfig
     from tasks.dedup.contamination import read_eval_sources
     from tasks.dedup.text import prompts_and_answers
+    from tasks.stages.ingest_source import SourceConfig
 
-    evals, _ = read_eval_sources([EvalSource(path=str(SEEDS))])
+    evals, _ = read_eval_sources([SourceConfig(path=str(SEEDS))])
     config = ContaminationConfig()
     prompts, answers = prompts_and_answers(table)
     ours_s, ours = timed(ours_contamination, table, evals)

@@ -17,9 +17,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.schema import CONVERSATION_SCHEMA
+from tasks.dedup.groups import first_of_each_group
 from tasks.errors import BadInputError
 
 TOP_SCORE, CLUSTER_TOP = "top_score", "cluster_top"
+ANSWER_GROUP = "answer_group"  # dedup's column: rows whose answers are near-identical share a group
 SUMMARY_FILE = "selection_summary.json"
 SELECTION_SCHEMA = pa.schema(list(CONVERSATION_SCHEMA) + [
     pa.field("selection_reason", pa.string()),
@@ -132,6 +134,13 @@ def select(conversations: pa.Table, clusters: pa.Table, scored: pa.Table | None,
     cluster, distance, score, rank = join_inputs(conversations, clusters, scored)
     ids = np.asarray(conversations.column("id").to_pylist())
     order, cluster_rank = priority(ids, cluster, score, distance)
+    if ANSWER_GROUP in conversations.column_names:  # dedup's answer groups: at most one row of each
+        groups = conversations.column(ANSWER_GROUP).to_pylist()
+        allowed = np.sort(first_of_each_group(order, groups))
+        table, summary = select(conversations.drop_columns([ANSWER_GROUP]).take(pa.array(allowed)), clusters,
+                                scored, n1, n2, budget)
+        summary["answer_group_rows_left_out"] = len(ids) - len(allowed)
+        return table, summary
     if score is not None and rank is None:  # rank 1 = best, as the IQS stage writes it
         rank = np.empty(len(ids), dtype=np.int64)
         rank[order] = np.arange(1, len(ids) + 1)
@@ -185,7 +194,8 @@ SUMMARY_ROWS = [("rows", "rows in"), ("clusters", "clusters"), ("n1_used", "n1 (
                 ("budget", "budget"), ("selected", "selected"), ("top_score_rows", "top_score rows"),
                 ("cluster_top_rows", "rows added by the cluster step"),
                 ("clusters_covered_by_top", "clusters covered by the top n1"),
-                ("clusters_covered", "clusters covered in the end"), ("score_threshold", "lowest top-n1 score")]
+                ("clusters_covered", "clusters covered in the end"), ("score_threshold", "lowest top-n1 score"),
+                ("answer_group_rows_left_out", "rows left out as a second answer of an answer group")]
 
 
 def report_markdown(summary: dict[str, Any]) -> str:
@@ -196,7 +206,10 @@ def report_markdown(summary: dict[str, Any]) -> str:
         lines += [f"Scores: the `{summary['scorer']}` scorer" +
                   (f" (model `{summary['scorer_model']}`)" if summary.get("scorer_model") else "") + ".", ""]
     lines += ["| | |", "|---|---:|"]
-    lines += [f"| {label} | {'-' if summary[key] is None else summary[key]} |" for key, label in SUMMARY_ROWS]
+    lines += [f"| {label} | {'-' if summary.get(key) is None else summary[key]} |" for key, label in SUMMARY_ROWS]
+    if summary.get("dedup_removed"):
+        lines += ["", "Before selection, dedup removed: " + ", ".join(f"{reason} {n}" for reason, n in
+                                                                      summary["dedup_removed"].items()) + "."]
     columns = [c for c in ("cluster", "size", "selected", TOP_SCORE, CLUSTER_TOP, "best_score", "mean_score")
                if c in summary["cluster_table"][0]]
     lines += ["", "## Clusters (largest first)", "", "| " + " | ".join(columns) + " |",

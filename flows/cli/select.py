@@ -74,7 +74,7 @@ def show_report(store, key: str, args: argparse.Namespace) -> None:
     files = {f["name"].removeprefix("files/"): str(store.local_path(key, *f["name"].split("/")))
              for f in manifest.get("files", [])}
     result = {"key": key, **summary, "files": files}
-    rows = [{"": label, "value": summary[name]} for name, label in SUMMARY_ROWS]
+    rows = [{"": label, "value": summary.get(name)} for name, label in SUMMARY_ROWS]
     clusters = sorted(summary["cluster_table"], key=lambda r: (-r["size"], r["cluster"]))
     shown = clusters[:args.clusters_shown]
     text = [f"selection {key}", *([summary["note"]] if summary["note"] else []), "",

@@ -5,13 +5,13 @@ the rules: contamination, near (MinHash-LSH, minhash.py), semantic (faiss), answ
 groups (which row stays) → decide (`deduplicate`: the decisions and the output tables) → report →
 run (`run_dedup`: what the stage publishes).
 """
-from tasks.dedup.config import DedupConfig, EvalSource
+from tasks.dedup.config import DedupConfig
 from tasks.dedup.contamination import EvalRows, eval_fingerprint, read_eval_sources
 from tasks.dedup.decide import KEPT_SCHEMA, REMOVED_SCHEMA, DedupResult, deduplicate
 from tasks.dedup.groups import first_of_each_group
 from tasks.dedup.report import report_markdown, similarity_png
 from tasks.dedup.run import DedupOutputs, run_dedup
 
-__all__ = ["KEPT_SCHEMA", "REMOVED_SCHEMA", "DedupConfig", "DedupOutputs", "DedupResult", "EvalRows", "EvalSource",
+__all__ = ["KEPT_SCHEMA", "REMOVED_SCHEMA", "DedupConfig", "DedupOutputs", "DedupResult", "EvalRows",
            "deduplicate", "eval_fingerprint", "first_of_each_group", "read_eval_sources", "report_markdown",
            "run_dedup", "similarity_png"]

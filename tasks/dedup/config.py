@@ -1,15 +1,13 @@
 """The dedup stage's configuration section (every rule switchable, conservative defaults)."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from storage.stage import NOT_IN_KEY
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from storage.params import NOT_IN_KEY
+from storage.params import Section as Strict
+from tasks.stages.ingest_source import SourceConfig, sources_from_paths
 
 
 class NearConfig(Strict):
@@ -58,28 +56,14 @@ class AnswerGroupConfig(Strict):
     num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations for finding candidate pairs")
 
 
-class EvalSource(Strict):
-    """An evaluation file to decontaminate against, read by the ingest code (any ingestible format)."""
-
-    path: str = Field(description="file path, fsspec URL or hf:NAME[:CONFIG][@REVISION]")
-    format: str | None = Field(None, description="ingest format; detected when empty")
-    sheet: str | None = Field(None, description="xlsx sheet name")
-    split: str | None = Field(None, description="dataset split for hf: sources")
-    mapping: dict[str, str] | None = Field(None, description="table columns: system/input/output -> header")
-
-    @property
-    def system_prompt(self) -> None:
-        """read_source's default system prompt: none (the rules never read system prompts)."""
-        return None
-
-
 class DedupConfig(Strict):
+    enabled: bool = Field(True, description="false: no dedup stage; the later stages read the ingested rows")
     mode: Literal["remove", "flag"] = Field("remove", description="remove: removed rows go to the -removed "
                                                                   "companion; flag: every row stays, with the "
                                                                   "decision columns added")
     near: NearConfig = Field(default_factory=NearConfig)
     semantic: SemanticConfig = Field(default_factory=SemanticConfig)
-    decontaminate: list[EvalSource] = Field(default_factory=list, description="evaluation files whose prompts and "
+    decontaminate: list[SourceConfig] = Field(default_factory=list, description="evaluation files whose prompts and "
                                             "answers must not appear in the training data")
     contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)
     answer_groups: AnswerGroupConfig = Field(default_factory=AnswerGroupConfig)
@@ -88,8 +72,4 @@ class DedupConfig(Strict):
     examples: int = Field(5, ge=0, json_schema_extra=NOT_IN_KEY, description="duplicate groups shown per rule in "
                                                                              "the report")
 
-    @field_validator("decontaminate", mode="before")
-    @classmethod
-    def _paths_as_sources(cls, value: Any) -> Any:
-        """A plain string is a file given by its path alone: `decontaminate: [eval.jsonl]`."""
-        return [{"path": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+    _paths_as_sources = field_validator("decontaminate", mode="before")(sources_from_paths)

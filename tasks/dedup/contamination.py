@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tasks.dedup.config import ContaminationConfig, EvalSource
+from tasks.dedup.config import ContaminationConfig
 from tasks.dedup.features import RowFeatures
 from tasks.dedup.text import Ragged, prompts_and_answers, spans, windows, words
 from tasks.errors import BadInputError
+from tasks.stages.ingest_source import SourceConfig
 
 
 @dataclass
@@ -35,14 +36,14 @@ class EvalRows:
         return cls(table.column("id").to_pylist(), sources, prompts, answers)
 
 
-def eval_fingerprint(sources: Sequence[EvalSource]) -> dict[str, list[str]]:
+def eval_fingerprint(sources: Sequence[SourceConfig]) -> dict[str, list[str]]:
     """Stage-key material: the content of every evaluation file (a changed file re-runs the stage)."""
     from tasks.ingest.revision import source_revision
 
     return {"decontaminate": [source_revision(s.path) for s in sources]}
 
 
-def read_eval_sources(sources: Sequence[EvalSource]) -> tuple[EvalRows, list[dict[str, Any]]]:
+def read_eval_sources(sources: Sequence[SourceConfig]) -> tuple[EvalRows, list[dict[str, Any]]]:
     """Every evaluation file through the ingest reader: its rows and its ingest counts (read, kept,
     quarantined, duplicates). A file that cannot be read at all raises BadInputError naming it."""
     from tasks.ingest import read_source

@@ -2,7 +2,6 @@
 or the evaluation row and the training rows that overlap it), and a histogram of the similarities."""
 from __future__ import annotations
 
-import base64
 import io
 from collections import defaultdict
 from typing import Any
@@ -76,9 +75,8 @@ def answer_group_members(result: DedupResult) -> list[list[int]]:
             sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
 
 
-def report_markdown(result: DedupResult, examples: int = 5, image: bytes | None = None) -> str:
-    """The stage report; `image` (similarity_png's bytes) is embedded as a data URI, which the Prefect UI
-    renders inline on the artifact page."""
+def report_markdown(result: DedupResult, examples: int = 5) -> str:
+    """The stage report (the stage's PNG, similarity.png, follows it as a figure)."""
     s = result.stats
     removed = sum(s["removed"].values())
     verb = "flagged" if s["mode"] == "flag" else "removed"
@@ -90,9 +88,7 @@ def report_markdown(result: DedupResult, examples: int = 5, image: bytes | None 
     if s["mode"] == "flag":
         lines.append("Mode `flag`: every row stays in the output, with `reason`, `kept_id`, `similarity`.")
     lines += examples_markdown(result, examples)
-    lines += ["", "Similarities each rule looked at, with its threshold (`similarity.png`):"]
-    if image is not None:
-        lines += ["", f"![similarity](data:image/png;base64,{base64.b64encode(image).decode()})"]
+    lines += ["", "The figure: the similarities each rule looked at, with its threshold."]
     return "\n".join(lines) + "\n"
 
 

@@ -34,4 +34,4 @@ def run_dedup(conversations: pa.Table, config: DedupConfig, embeddings: pa.Table
     png = similarity_png(result, config)
     stats = {**result.stats, "eval_sources": eval_stats}
     return DedupOutputs(result.table, {REMOVED_COMPANION: result.removed}, stats,
-                        report_markdown(result, config.examples, png), {HISTOGRAM_FILE: png})
+                        report_markdown(result, config.examples), {HISTOGRAM_FILE: png})

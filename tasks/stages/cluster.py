@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import pyarrow.compute as pc
 from pydantic import Field
 
 from storage.params import NOT_IN_KEY, Section
@@ -31,8 +32,16 @@ class ClusterConfig(Section):
                                                   description="auto: gpu when faiss sees one")
 
 
-def build(ctx: StageContext, embeddings: DatasetRef) -> StageOutput:
+def build(ctx: StageContext, embeddings: DatasetRef, conversations: DatasetRef | None = None) -> StageOutput:
+    """Clusters the embeddings of `conversations` when given (the rows dedup kept), else all of them."""
     table = ctx.store.read_table(embeddings.key, columns=["id", "embedding"])
+    if conversations is not None:
+        kept = ctx.store.read_table(conversations.key, columns=["id"]).column("id")
+        table = table.filter(pc.is_in(table.column("id"), value_set=kept))
+        missing = conversations.rows - table.num_rows
+        if missing:
+            raise BadInputError(f"{missing} conversation(s) of {conversations.key} have no embedding in "
+                                f"{embeddings.key}: were they embedded from another dataset?", field="embedding")
     if table.num_rows == 0:
         raise BadInputError(f"dataset {embeddings.key} has no embeddings to cluster", field="embedding")
     ids = table.column("id").to_pylist()
@@ -47,4 +56,4 @@ def build(ctx: StageContext, embeddings: DatasetRef) -> StageOutput:
 
 STAGE = Stage("cluster", "1", build, params=ClusterConfig, section="cluster", output="clusters", tags=("gpu",),
               requires=(Requirement("faiss", "pip install 'sftflow[cpu]' (faiss-cpu) or 'sftflow[gpu]'"),),
-              description="PCA + faiss k-means over the embeddings")
+              description="PCA + faiss k-means over the embeddings (of the rows dedup kept)")

@@ -15,7 +15,7 @@ from tasks.errors import BadInputError
 from tasks.ingest.dedupe import IdSet
 from tasks.ingest.quarantine import QUARANTINE_SCHEMA
 from tasks.ingest.report import source_report
-from tasks.stages.ingest_source import SourceConfig
+from tasks.stages.ingest_source import SourceConfig, sources_from_paths
 
 MERGE_BATCH = 50_000
 
@@ -23,11 +23,7 @@ MERGE_BATCH = 50_000
 class IngestConfig(Section):
     sources: list[SourceConfig] = Field(default_factory=list)
 
-    @field_validator("sources", mode="before")
-    @classmethod
-    def _paths_as_sources(cls, value: Any) -> Any:
-        """A plain string is a source given by its path alone: `sources: [data.json, sheet.xlsx]`."""
-        return [{"path": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+    _paths_as_sources = field_validator("sources", mode="before")(sources_from_paths)
 
 
 def build(ctx: StageContext, **source: DatasetRef) -> StageOutput:

@@ -32,6 +32,11 @@ class SourceConfig(Section):
                                                         "(medicationqa: the seed's doctor prompt)")
 
 
+def sources_from_paths(cls: type, value: Any) -> Any:
+    """A plain string is a source given by its path alone: `sources: [data.json, sheet.xlsx]`."""
+    return [{"path": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
+
 def fingerprint(params: SourceConfig) -> Mapping[str, Any]:
     """The source's content: a missing source is bad input here, before any stage runs."""
     try:

@@ -25,6 +25,9 @@ def build(ctx: StageContext, conversations: DatasetRef, clusters: DatasetRef,
     clus = ctx.store.read_table(clusters.key, columns=["id", "cluster", "distance", "pc1", "pc2"])
     scores = ctx.store.read_table(scored.key) if scored is not None else None
     selection, summary = select(conv, clus, scores, params.n1, params.n2, params.budget)
+    upstream = ctx.store.manifest(conversations.key)
+    if upstream.get("stage") == "dedup":  # the counts of the rows that never reached the selection
+        summary["dedup_removed"] = upstream.get("stats", {}).get("removed")
     if scored is not None:  # which scorer and model made the scores
         scoring = ctx.store.manifest(scored.key).get("stats", {})
         summary["scorer"], summary["scorer_model"] = scoring.get("scorer"), scoring.get("model")

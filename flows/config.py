@@ -25,13 +25,27 @@ class Section(BaseModel):
 class SourceConfig(Section):
     path: str = Field(description="File path, fsspec URL, or hf:NAME[:CONFIG][@REVISION]")
     format: str | None = Field(None, description="alpaca, sharegpt, openai, guanaco, xtuner, self-instruct, "
-                                                 "oasst1, canonical, medicationqa, columns; detected when empty")
+                                                 "oasst1, oasst-trees, canonical, medicationqa, columns; detected "
+                                                 "when empty")
     sheet: str | None = Field(None, description="xlsx sheet name")
     split: str | None = Field(None, description="dataset split for hf: sources")
     mapping: dict[str, str] | None = Field(None, description="table columns (xlsx, csv, parquet, JSON): "
                                                               "system/input/output -> header")
     system_prompt: str | None = Field(None, description="system prompt for records that have none "
                                                         "(medicationqa: the seed's doctor prompt)")
+    repair: bool = Field(True, description="drop leading assistant turns, merge consecutive same-role turns, read "
+                                           "chatgpt/bing/bard/model as assistant (each repair counted); false: "
+                                           "quarantine such conversations")
+    lang: list[str] | None = Field(None, description="keep only conversations whose lang (OpenAssistant, or a lang "
+                                                     "column) is one of these; those without a lang are kept")
+    preference: Literal["chosen"] | None = Field(None, description="preference records (chosen/rejected): chosen "
+                                                                   "takes the chosen answer; empty: quarantine them")
+
+    @field_validator("lang", mode="before")
+    @classmethod
+    def _lang_list(cls, value: Any) -> Any:
+        """`lang: en` or `lang: en,de` as well as a list."""
+        return [code.strip() for code in value.split(",") if code.strip()] if isinstance(value, str) else value
 
 
 class IngestConfig(Section):

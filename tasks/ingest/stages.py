@@ -45,17 +45,32 @@ def build_source(ctx: StageContext) -> StageOutput:
 def summary(stats: Mapping[str, Any]) -> str:
     quarantined = sum(stats["quarantined"].values())
     reasons = ", ".join(f"{r} {n}" for r, n in stats["quarantined"].items())
+    repaired = stats.get("repairs", {}).get("conversations")
     return (f"read {stats['read']}, kept {stats['kept']}, quarantined {quarantined}"
-            f"{f' ({reasons})' if reasons else ''}, duplicates {stats['duplicates']}")
+            f"{f' ({reasons})' if reasons else ''}, duplicates {stats['duplicates']}"
+            f"{f', repaired {repaired}' if repaired else ''}")
 
 
 def source_report(sources: list[Mapping[str, Any]]) -> str:
-    lines = ["| source | format | split | read | kept | quarantined | duplicates |", "|---|---|---|---|---|---|---|"]
+    lines = ["| source | format | split | read | kept | quarantined | duplicates | repaired |",
+             "|---|---|---|---|---|---|---|---|"]
     for s in sources:
         quarantined = ", ".join(f"{r}: {n}" for r, n in s["quarantined"].items()) or "0"
+        repairs = s.get("repairs") or {}
+        repaired = ", ".join(f"{r}: {n}" for r, n in repairs.items() if r != "conversations")
+        repaired = f"{repairs['conversations']} ({repaired})" if repaired else "0"
         lines.append(f"| {s['uri']} | {s['format']} | {s.get('split') or ''} | {s['read']} | {s['kept']} | "
-                     f"{quarantined} | {s['duplicates']} |")
-    return "\n".join(lines)
+                     f"{quarantined} | {s['duplicates']} | {repaired} |")
+    warnings = [f"{Path(s['uri']).name}: {w}" for s in sources for w in s.get("warnings") or []]
+    return "\n".join(lines + ([""] + [f"**Warning:** {w}" for w in warnings] if warnings else []))
+
+
+def merged_counts(per_source: list[Mapping[str, Any]], name: str) -> dict[str, int]:
+    """A per-source count dict (quarantined, repairs, skipped_messages) summed over the sources."""
+    total: Counter[str] = Counter()
+    for s in per_source:
+        total.update(s.get(name) or {})
+    return dict(sorted(total.items()))
 
 
 def build_merge(ctx: StageContext, **inputs: DatasetRef) -> StageOutput:
@@ -64,19 +79,20 @@ def build_merge(ctx: StageContext, **inputs: DatasetRef) -> StageOutput:
         raise BadInputError("no sources to ingest: list them under ingest.sources", field="ingest.sources")
     store = ctx.store
     per_source = [store.manifest(ref.key).get("stats", {}) for ref in refs]
-    quarantined: Counter[str] = Counter()
-    for s in per_source:
-        quarantined.update(s.get("quarantined", {}))
     quarantine_tables = [store.read_table(companion_key(ref.key, "quarantine")).cast(QUARANTINE_SCHEMA)
                          for ref in refs]
     stats: dict[str, Any] = {
         "read": sum(s.get("read", 0) for s in per_source),
         "kept": 0,
-        "quarantined": dict(sorted(quarantined.items())),
+        "quarantined": merged_counts(per_source, "quarantined"),
         "duplicates": sum(s.get("duplicates", 0) for s in per_source),
         "duplicates_across_sources": 0,
+        "repairs": merged_counts(per_source, "repairs"),
+        "skipped_messages": merged_counts(per_source, "skipped_messages"),
+        "warnings": [f"{Path(s.get('uri', '')).name}: {w}" for s in per_source for w in s.get("warnings") or []],
         "sources": [{"key": ref.key, **{k: s.get(k) for k in ("uri", "format", "split", "read", "kept",
-                                                              "quarantined", "duplicates", "revision")}}
+                                                              "quarantined", "duplicates", "revision", "repairs",
+                                                              "warnings")}}
                     for ref, s in zip(refs, per_source)],
     }
     advance = ctx.progress(sum(ref.rows for ref in refs), "ingest: merge sources")

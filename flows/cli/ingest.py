@@ -89,7 +89,7 @@ def handle(args: argparse.Namespace) -> int:
     exported = []
     for fmt, path in exports:
         done = write_export(store.iter_batches(merged.ref.key), fmt, path)
-        print(f"exported {done.summary(fmt)} to {path}", file=sys.stderr)
+        print(f"exported to {path}: {done.summary(fmt)}", file=sys.stderr)
         exported.append({"format": fmt, "path": path, "written": done.written, "skipped": done.skipped})
     result = {"read": stats["read"], "kept": stats["kept"], "quarantined": stats["quarantined"],
               "duplicates": stats["duplicates"], "repairs": stats["repairs"], "warnings": stats["warnings"],

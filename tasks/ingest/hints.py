@@ -31,6 +31,9 @@ def hint(reason: str, repair: bool) -> str:
         "not_an_object": "the records are not JSON objects (a JSONL line may also be a list of messages)",
         "unsupported_content": "only text and tool_call content parts are read (images and the like are not)",
         "unsupported_loss_weight": "only loss weights 0 and 1 on assistant turns are honoured",
+        "bad_tool_call": "a tool call must be JSON with a name and arguments (ShareGPT's function_call value, "
+                         f"OpenAI's tool_calls); {LOOK}",
+        "bad_tools": f"tools must be a JSON list of function definitions, each with a name; {LOOK}",
         "bad_structure": f"--format names the layout if detection guessed wrong; {LOOK}",
         "missing_field": "--map input=COLUMN --map output=COLUMN names the columns",
         "deleted": "OpenAssistant trees whose prompt was deleted: expected, nothing to read",

@@ -1,68 +1,313 @@
-"""The formatted selection in other trainers' formats: plain formatted text (JSONL), xtuner's conversation
-JSONL, and a LLaMA-Factory dataset folder (sharegpt-style data file plus its dataset_info.json entry).
+"""Canonical conversation records in other trainers' formats: one converter per format, one writer for all.
 
-xtuner and LLaMA-Factory apply their own prompt templates, so they get the conversations, not our text; a
-trailing user turn without an answer is left out there (both reject or ignore it; it carries no loss here).
+Callers: the format stage (`text`, `xtuner`, `llamafactory` files next to the tokenized table), `sftflow ingest
+--export FORMAT:PATH` (`xtuner`, `alpaca`, `sharegpt`, `openai`, `canonical`) and the self-instruct generator's
+`--output` (alpaca JSONL, canonical parquet). Files are written streaming, one batch at a time (`.gz`
+compresses); JSON layouts are one array, JSONL one object per line.
+
+What each format holds of the tool and loss-weight fields: `openai` everything (tools, tool_calls, tool
+results, OpenAI's per-message `weight`); `sharegpt` and `llamafactory` tools, calls (`function_call` turns) and
+results (`observation` / `tool` turns), but neither a turn that has both text and calls nor a loss weight;
+`xtuner` loss weights (`output_with_loss`) but no tools; `alpaca` neither. A record a format cannot hold is
+left out and counted by reason (`Exported.skipped`), never written half. A trailing user turn without an answer
+is left out of the conversation formats (it carries no loss). Alpaca splits the user turn back into instruction
+and input when meta holds the pair it was built from, so ingest → export → ingest gives the same ids.
 """
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
 
-EXPORTS = ("text", "xtuner", "llamafactory")
+import fsspec
+import orjson
+import pyarrow as pa
+
+from storage.schema import CONVERSATION_SCHEMA, normalize_text
+from tasks.errors import BadInputError
+from tasks.text import alpaca_user_content
+
+Row = Mapping[str, Any]
+INGEST_EXPORTS = ("xtuner", "alpaca", "sharegpt", "openai", "canonical")  # `sftflow ingest --export`
+STAGE_EXPORTS = ("text", "xtuner", "llamafactory")  # the format stage's `exports:`
 
 
-def _jsonl(rows: Iterable[Mapping[str, Any]]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+class Unrepresentable(Exception):
+    """A record the format cannot hold; `reason` is counted in Exported.skipped."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
-def answered(messages: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]]:
+@dataclass
+class Exported:
+    written: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> records left out
+
+    def summary(self, fmt: str) -> str:
+        left_out = ", ".join(f"{n} ({reason})" for reason, n in self.skipped.items())
+        return f"{self.written} records as {fmt}" + (f"; left out {left_out}" if left_out else "")
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+def _meta(row: Row) -> dict[str, Any]:
+    meta = row.get("meta")
+    return json.loads(meta) if isinstance(meta, str) and meta else dict(meta or {})
+
+
+def answered(messages: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     end = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
     return list(messages[:end + 1])
 
 
-def effective_system(record: Mapping[str, Any], override: str | None) -> str | None:
-    system = override if override is not None else record.get("system")
+def _system(row: Row, override: str | None) -> str | None:
+    system = override if override is not None else row.get("system")
     return system or None
 
 
-def text_jsonl(ids: Sequence[str], texts: Sequence[str]) -> bytes:
-    return _jsonl({"id": i, "text": t} for i, t in zip(ids, texts))
+def _tools(row: Row) -> list[dict[str, Any]]:
+    return json.loads(row["tools"]) if row.get("tools") else []
 
 
-def xtuner_jsonl(records: Sequence[Mapping[str, Any]], system: str | None = None) -> bytes:
-    """xtuner's single/multi-turn format: {"conversation": [{"system", "input", "output"}, {"input", "output"}]}."""
-    rows = []
+def _call(call: Mapping[str, Any]) -> dict[str, Any]:
+    return {"name": call["name"], "arguments": json.loads(call["arguments"])}
+
+
+def _no_loss(message: Mapping[str, Any]) -> bool:
+    return message.get("loss_weight") is not None and message["role"] == "assistant" and message["loss_weight"] == 0
+
+
+def split_user(content: str, meta: Mapping[str, Any]) -> tuple[str, str]:
+    """(instruction, input) of an Alpaca user turn: meta's pair if it rebuilds the turn, else (turn, "")."""
+    instruction, input_text = meta.get("instruction"), meta.get("input")
+    if isinstance(instruction, str) and isinstance(input_text, str):
+        if normalize_text(alpaca_user_content(instruction, input_text)) == content:
+            return instruction, input_text
+    return content, ""
+
+
+def exchanges(row: Row) -> list[tuple[str, Mapping[str, Any]]]:
+    """(prompt, answer) pairs for the pair formats: consecutive user turns joined by a blank line, an answer
+    with no user turn before it gets an empty prompt. Tool turns have no place there."""
+    if row.get("tools"):
+        raise Unrepresentable("tools")
+    pairs, pending = [], None
+    for message in answered(row["messages"]):
+        if message["role"] == "tool" or message.get("tool_calls"):
+            raise Unrepresentable("tool_calls")
+        if message["role"] == "user":
+            pending = message["content"] if pending is None else pending + "\n\n" + message["content"]
+        else:
+            pairs.append((pending or "", message))
+            pending = None
+    return pairs
+
+
+def _tagged_turns(row: Row, names: Mapping[str, str], key: str, value: str) -> list[dict[str, Any]]:
+    """ShareGPT-style turns ({from, value} or LLaMA-Factory's {role, content}): tool calls as function_call
+    turns holding the call JSON, tool results as observation turns."""
+    turns = []
+    for message in answered(row["messages"]):
+        if _no_loss(message):
+            raise Unrepresentable("loss_weight")
+        if message.get("tool_calls"):
+            if message["content"]:
+                raise Unrepresentable("tool_call_with_text")
+            calls = [_call(c) for c in message["tool_calls"]]
+            text = json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)
+            turns.append({key: names["function_call"], value: text})
+        else:
+            turns.append({key: names[message["role"]], value: message["content"]})
+    return turns
+
+
+# -- the converters ------------------------------------------------------------------------------------------
+def to_alpaca(row: Row, system: str | None = None) -> dict[str, Any]:
+    pairs = exchanges(row)
+    if any(_no_loss(answer) for _, answer in pairs):
+        raise Unrepresentable("loss_weight")
+    (user, answer), earlier = pairs[-1], pairs[:-1]
+    instruction, input_text = split_user(user, _meta(row))
+    record: dict[str, Any] = {"instruction": instruction, "input": input_text, "output": answer["content"]}
+    if _system(row, system):
+        record["system"] = _system(row, system)
+    if earlier:  # LLaMA-Factory's history: earlier [user, assistant] pairs
+        record["history"] = [[prompt, reply["content"]] for prompt, reply in earlier]
+    return record
+
+
+def to_xtuner(row: Row, system: str | None = None) -> dict[str, Any]:
+    """xtuner's single/multi-turn format: {"conversation": [{"system", "input", "output"}, {"input", "output"}]};
+    `output_with_loss: false` where the answer carries no loss."""
+    turns = []
+    for prompt, answer in exchanges(row):
+        turn = {"input": prompt, "output": answer["content"]}
+        if _no_loss(answer):
+            turn["output_with_loss"] = False
+        turns.append(turn)
+    sys_text = _system(row, system)
+    if sys_text and turns:
+        turns[0] = {"system": sys_text, **turns[0]}
+    return {"conversation": turns}
+
+
+SHAREGPT_NAMES = {"user": "human", "assistant": "gpt", "tool": "observation", "function_call": "function_call"}
+
+
+def to_sharegpt(row: Row, system: str | None = None) -> dict[str, Any]:
+    turns = _tagged_turns(row, SHAREGPT_NAMES, "from", "value")
+    sys_text = _system(row, system)
+    if sys_text:
+        turns.insert(0, {"from": "system", "value": sys_text})
+    record: dict[str, Any] = {"conversations": turns}
+    if row.get("tools"):
+        record["tools"] = json.dumps(_tools(row), ensure_ascii=False)
+    return record
+
+
+def to_openai(row: Row, system: str | None = None) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = []
+    sys_text = _system(row, system)
+    if sys_text:
+        messages.append({"role": "system", "content": sys_text})
+    for message in answered(row["messages"]):
+        out: dict[str, Any] = {"role": message["role"], "content": message["content"]}
+        if message.get("tool_calls"):
+            out["content"] = message["content"] or None
+            out["tool_calls"] = [{**({"id": c["id"]} if c.get("id") else {}), "type": "function",
+                                  "function": {"name": c["name"], "arguments": c["arguments"]}}
+                                 for c in message["tool_calls"]]
+        if message.get("tool_call_id"):
+            out["tool_call_id"] = message["tool_call_id"]
+        if _no_loss(message):
+            out["weight"] = 0  # OpenAI fine-tuning's per-message switch
+        messages.append(out)
+    record: dict[str, Any] = {"messages": messages}
+    if row.get("tools"):
+        record["tools"] = [{"type": "function", "function": tool} for tool in _tools(row)]
+    return record
+
+
+LLAMAFACTORY_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+                     "observation_tag": "tool", "function_tag": "function_call", "system_tag": "system"}
+LLAMAFACTORY_NAMES = {"user": "user", "assistant": "assistant", "tool": "tool", "function_call": "function_call"}
+
+
+def to_llamafactory(row: Row, system: str | None = None) -> dict[str, Any]:
+    """LLaMA-Factory's sharegpt formatting with OpenAI-style role/content tags (dataset_info.json says which)."""
+    record: dict[str, Any] = {"messages": _tagged_turns(row, LLAMAFACTORY_NAMES, "role", "content")}
+    sys_text = _system(row, system)
+    if sys_text:
+        record["system"] = sys_text
+    if row.get("tools"):
+        record["tools"] = json.dumps(_tools(row), ensure_ascii=False)
+    return record
+
+
+def to_text(row: Row, system: str | None = None) -> dict[str, Any]:
+    return {"text": row["text"]}
+
+
+Converter = Callable[[Row, str | None], dict[str, Any]]
+CONVERTERS: dict[str, tuple[Converter, str]] = {  # name → (converter, default layout)
+    "xtuner": (to_xtuner, "jsonl"),
+    "alpaca": (to_alpaca, "json"),
+    "sharegpt": (to_sharegpt, "json"),
+    "openai": (to_openai, "jsonl"),
+    "llamafactory": (to_llamafactory, "json"),
+    "text": (to_text, "jsonl"),
+}
+
+
+# -- writing -------------------------------------------------------------------------------------------------
+def parse_spec(spec: str) -> tuple[str, str]:
+    """FORMAT:PATH → (format, path)."""
+    fmt, sep, path = spec.partition(":")
+    if not sep or not path or fmt not in INGEST_EXPORTS:
+        raise BadInputError(f"--export expects FORMAT:PATH with FORMAT one of {', '.join(INGEST_EXPORTS)}, "
+                            f"got {spec!r}", field="export")
+    return fmt, path
+
+
+def _rows(batches: Iterable[pa.Table | pa.RecordBatch | Sequence[Row]]) -> Iterator[Row]:
+    for batch in batches:
+        yield from batch.to_pylist() if isinstance(batch, (pa.Table, pa.RecordBatch)) else batch
+
+
+def write_rows(out: BinaryIO, records: Iterable[Row], fmt: str, *, layout: str | None = None,
+               system: str | None = None, with_ids: bool = False) -> Exported:
+    """Convert and write `records` to the open binary file `out`; records the format cannot hold are counted."""
+    convert, default_layout = CONVERTERS[fmt]
+    layout = layout or default_layout
+    done, skipped = Exported(), Counter()
+    if layout == "json":
+        out.write(b"[")
     for record in records:
-        turns, pending = [], None
-        for message in answered(record["messages"]):
-            if message["role"] == "user":
-                pending = message["content"] if pending is None else pending + "\n\n" + message["content"]
-            else:
-                turns.append({"input": pending or "", "output": message["content"]})
-                pending = None
-        sys_text = effective_system(record, system)
-        if sys_text and turns:
-            turns[0] = {"system": sys_text, **turns[0]}
-        rows.append({"id": record["id"], "conversation": turns})
-    return _jsonl(rows)
+        try:
+            converted = convert(record, system)
+        except Unrepresentable as exc:
+            skipped[exc.reason] += 1
+            continue
+        line = orjson.dumps({"id": record["id"], **converted} if with_ids else converted)
+        if layout == "json":
+            out.write(b"\n" + line if done.written == 0 else b",\n" + line)
+        else:
+            out.write(line + b"\n")
+        done.written += 1
+    if layout == "json":
+        out.write(b"\n]\n")
+    done.skipped = dict(sorted(skipped.items()))
+    return done
 
 
-def llamafactory_files(records: Sequence[Mapping[str, Any]], name: str, system: str | None = None
-                       ) -> dict[str, bytes]:
-    """`data.json` (sharegpt formatting with OpenAI-style role/content tags) and `dataset_info.json`."""
-    data = []
-    for record in records:
-        row: dict[str, Any] = {"id": record["id"], "messages": [
-            {"role": m["role"], "content": m["content"]} for m in answered(record["messages"])]}
-        sys_text = effective_system(record, system)
-        if sys_text:
-            row["system"] = sys_text
-        data.append(row)
-    info = {name: {"file_name": "data.json", "formatting": "sharegpt",
-                   "columns": {"messages": "messages", "system": "system"},
-                   "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                            "assistant_tag": "assistant"}}}
-    return {"data.json": json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8"),
-            "dataset_info.json": json.dumps(info, indent=2).encode("utf-8")}
+def write_export(batches: Iterable[pa.Table | pa.RecordBatch | Sequence[Row]], fmt: str, path: str, *,
+                 layout: str | None = None, system: str | None = None, with_ids: bool = False) -> Exported:
+    """Write the conversation batches to `path` (any fsspec URL) in export format `fmt`."""
+    if fmt == "canonical":
+        return Exported(_write_canonical(batches, path))
+    with fsspec.open(path, "wb", compression="infer") as out:
+        return write_rows(out, _rows(batches), fmt, layout=layout, system=system, with_ids=with_ids)
+
+
+def export_bytes(records: Iterable[Row], fmt: str, *, system: str | None = None, with_ids: bool = False
+                 ) -> tuple[bytes, Exported]:
+    """The export as bytes (the format stage stores its exports as files of its output)."""
+    buffer = io.BytesIO()
+    done = write_rows(buffer, records, fmt, system=system, with_ids=with_ids)
+    return buffer.getvalue(), done
+
+
+def llamafactory_files(records: Sequence[Row], name: str, system: str | None = None
+                       ) -> tuple[dict[str, bytes], Exported]:
+    """A LLaMA-Factory dataset folder: `data.json` and its `dataset_info.json` entry (the `tools` column only when
+    a record has tool definitions: LLaMA-Factory expects every named column to exist)."""
+    data, done = export_bytes(records, "llamafactory", system=system, with_ids=True)
+    columns = {"messages": "messages", "system": "system"}
+    if any(r.get("tools") for r in records):
+        columns["tools"] = "tools"
+    info = {name: {"file_name": "data.json", "formatting": "sharegpt", "columns": columns, "tags": LLAMAFACTORY_TAGS}}
+    return {"data.json": data, "dataset_info.json": json.dumps(info, indent=2).encode("utf-8")}, done
+
+
+def _write_canonical(batches: Iterable[pa.Table | pa.RecordBatch | Sequence[Row]], path: str) -> int:
+    import pyarrow.parquet as pq
+
+    count = 0
+    if path.removesuffix(".gz").endswith((".jsonl", ".json")):
+        with fsspec.open(path, "wb", compression="infer") as out:
+            for row in _rows(batches):
+                out.write(orjson.dumps(row) + b"\n")
+                count += 1
+        return count
+    with fsspec.open(path, "wb") as out, pq.ParquetWriter(out, CONVERSATION_SCHEMA, compression="zstd") as writer:
+        for batch in batches:
+            table = batch if isinstance(batch, pa.Table) else (
+                pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch)
+                else pa.Table.from_pylist(list(batch), schema=CONVERSATION_SCHEMA))
+            writer.write_table(table.select(CONVERSATION_SCHEMA.names).cast(CONVERSATION_SCHEMA))
+            count += table.num_rows
+    return count

@@ -18,7 +18,7 @@ from tasks import exports
 from tasks.errors import BadInputError
 from tasks.tokenize import QUARANTINE_SCHEMA, TOKENIZED_SCHEMA, ConversationEncoder
 
-COLUMNS = ["id", "system", "messages", "meta"]
+COLUMNS = ["id", "system", "messages", "meta", "tools"]
 
 
 def load_tokenizer(store: Store, base_model: DatasetRef) -> Any:
@@ -53,16 +53,25 @@ def tokenize_batches(encoder: ConversationEncoder, batches: Any, advance: Any = 
     return out, quarantine, kept
 
 
-def export_files(params: Any, table: pa.Table, records: list[dict[str, Any]]) -> dict[str, bytes]:
+def export_files(params: Any, table: pa.Table, records: list[dict[str, Any]],
+                 warnings: list[str] | None = None) -> dict[str, bytes]:
+    """The exports asked for (tasks/exports.py); records a format cannot hold are named in `warnings`."""
     files: dict[str, bytes] = {}
+    done: dict[str, exports.Exported] = {}
     if "text" in params.exports:
-        files["exports/text.jsonl"] = exports.text_jsonl(table.column("id").to_pylist(),
-                                                         table.column("text").to_pylist())
+        rows = ({"id": i, "text": t} for i, t in zip(table.column("id").to_pylist(), table.column("text").to_pylist()))
+        files["exports/text.jsonl"], done["text.jsonl"] = exports.export_bytes(rows, "text", with_ids=True)
     if "xtuner" in params.exports:
-        files["exports/xtuner.jsonl"] = exports.xtuner_jsonl(records, params.system)
+        files["exports/xtuner.jsonl"], done["xtuner.jsonl"] = exports.export_bytes(
+            records, "xtuner", system=params.system, with_ids=True)
     if "llamafactory" in params.exports:
-        for name, data in exports.llamafactory_files(records, params.dataset_name, params.system).items():
-            files[f"exports/llamafactory/{name}"] = data
+        folder, done["llamafactory/data.json"] = exports.llamafactory_files(records, params.dataset_name,
+                                                                            params.system)
+        files.update((f"exports/llamafactory/{name}", data) for name, data in folder.items())
+    for name, result in done.items():
+        if result.skipped and warnings is not None:
+            warnings.append(f"exports/{name} leaves out {', '.join(f'{n} ({r})' for r, n in result.skipped.items())}: "
+                            "the format cannot hold them (tasks/exports.py)")
     return files
 
 

@@ -9,7 +9,9 @@ Where the turns are delimited by special tokens on a byte-level BPE tokenizer (c
 `SpecialTokenSpans` finds the same tokens without character offsets, so the batch skips computing them.
 
 `train_on`: `all_assistant` (every assistant turn, the default), `last_assistant` (only the final answer),
-`prompt` (every token). Labels are -100 everywhere else. BOS is prepended once, only when the tokenizer adds
+`prompt` (every token). An assistant turn's tool calls are supervised with it, tool results never; a turn
+with `loss_weight` 0 carries no loss in any mode (and `last_assistant` is the last turn that does). Labels
+are -100 everywhere else. BOS is prepended once, only when the tokenizer adds
 one by default and the text does not already start with it. Truncation keeps the first `max_length` tokens;
 a sample left with no supervised token goes to quarantine with its reason instead of training on nothing.
 """
@@ -28,7 +30,16 @@ import pyarrow as pa
 
 from tasks.env import temporary_env
 from tasks.errors import BadInputError
-from tasks.templates import ASSISTANT, END, Template, fill_special_tokens, for_tokenizer, template_messages
+from tasks.templates import (
+    ASSISTANT,
+    END,
+    TOOL_CALL,
+    NoToolFormat,
+    Template,
+    fill_special_tokens,
+    for_tokenizer,
+    template_messages,
+)
 
 IGNORE_INDEX = -100
 PARALLELISM_ENV = "TOKENIZERS_PARALLELISM"
@@ -46,6 +57,8 @@ QUARANTINE_SCHEMA = pa.schema([
     pa.field("length", pa.int32()), pa.field("text", pa.string()),
 ])
 NO_ASSISTANT, BAD_INPUT, TOO_LONG = "no_assistant_turn", "bad_input", "no_supervised_token_within_max_length"
+NO_TOOL_FORMAT, NO_LOSS = "no_tool_format", "no_loss_turn"
+SUPERVISED = (ASSISTANT, TOOL_CALL, END)
 
 
 @dataclass
@@ -54,20 +67,28 @@ class Rendered:
     spans: list[tuple[int, int]]  # supervised character ranges, sorted, disjoint
 
 
-def supervised_spans(pieces: Sequence[Any], train_on: TrainOn) -> list[tuple[int, int]]:
+def supervised_spans(pieces: Sequence[Any], train_on: TrainOn, silent: frozenset[int] = frozenset()
+                     ) -> list[tuple[int, int]]:
+    """Character spans that carry loss; `silent` are the turns with loss_weight 0."""
     spans, pos = [], 0
     # END, not ASSISTANT: an empty answer renders no ASSISTANT piece
-    last_turn = max((p.turn for p in pieces if p.kind in (ASSISTANT, END)), default=None)
+    last_turn = max((p.turn for p in pieces if p.kind in SUPERVISED and p.turn not in silent), default=None)
     for piece in pieces:
         end = pos + len(piece.text)
-        if train_on == "prompt" or (piece.kind in (ASSISTANT, END)
-                                    and (train_on == "all_assistant" or piece.turn == last_turn)):
+        answer = piece.kind in SUPERVISED
+        if (not (answer and piece.turn in silent)
+                and (train_on == "prompt" or (answer and (train_on == "all_assistant" or piece.turn == last_turn)))):
             if spans and spans[-1][1] == pos:
                 spans[-1] = (spans[-1][0], end)
             else:
                 spans.append((pos, end))
         pos = end
     return spans
+
+
+def silent_turns(messages: Sequence[Mapping[str, Any]]) -> frozenset[int]:
+    """The assistant turns whose loss_weight is 0."""
+    return frozenset(i for i, m in enumerate(messages) if m.get("role") == "assistant" and m.get("loss_weight") == 0)
 
 
 def tokenizer_adds_bos(tokenizer: Any) -> bool:
@@ -98,6 +119,7 @@ class ConversationEncoder:
     parallel: bool = True  # let the Rust tokenizer spread a batch over every core
     warnings: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: {"truncated": 0, "bos_added": 0, "masked_by_offsets": 0})
+    _warned_tools: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not getattr(self.tokenizer, "is_fast", False):
@@ -125,30 +147,47 @@ class ConversationEncoder:
                                  "text (stop strings) rather than on a token id")
 
     def render(self, system: str | None, messages: Sequence[Mapping[str, Any]],
-               meta: str | Mapping[str, Any] | None = None) -> Rendered:
+               meta: str | Mapping[str, Any] | None = None, tools: Any = None) -> Rendered:
         turns = template_messages(messages, meta)
         system = self.system if self.system is not None else system
-        pieces = self.template.render_pieces(system, turns, bos_token=self.bos_token, eos_token=self.eos_token)
+        pieces = self.template.render_pieces(system, turns, bos_token=self.bos_token, eos_token=self.eos_token,
+                                             tools=tools)
         text = "".join(p.text for p in pieces)
-        return Rendered(text, supervised_spans(pieces, self.train_on))
+        return Rendered(text, supervised_spans(pieces, self.train_on, silent_turns(turns)))
 
     def encode(self, rows: pa.Table | Sequence[Mapping[str, Any]]) -> Batch:
-        """Tokenize canonical rows (id, system, messages, meta): the tokenized table and quarantined rows."""
-        records = rows.select(["id", "system", "messages", "meta"]).to_pylist() if isinstance(rows, pa.Table) \
-            else list(rows)
+        """Tokenize canonical rows (id, system, messages, meta, tools when there are any): the tokenized table
+        and quarantined rows."""
+        if isinstance(rows, pa.Table):
+            rows = rows.select([c for c in ("id", "system", "messages", "meta", "tools") if c in rows.column_names])
+        records = rows.to_pylist() if isinstance(rows, pa.Table) else list(rows)
         ids, rendered, bad = [], [], []
         for record in records:
-            if not any(m.get("role") == "assistant" for m in record["messages"] or []):
+            answers = [m for m in record["messages"] or [] if m.get("role") == "assistant"]
+            if not answers:
                 bad.append({"id": record["id"], "reason": NO_ASSISTANT, "detail": "no assistant turn to learn from"})
                 continue
+            if self.train_on != "prompt" and all(m.get("loss_weight") == 0 for m in answers):
+                bad.append({"id": record["id"], "reason": NO_LOSS, "detail": "every assistant turn has loss_weight 0"})
+                continue
             try:
-                rendered.append(self.render(record.get("system"), record["messages"], record.get("meta")))
+                rendered.append(self.render(record.get("system"), record["messages"], record.get("meta"),
+                                            record.get("tools")))
                 ids.append(record["id"])
+            except NoToolFormat as exc:
+                bad.append({"id": record["id"], "reason": NO_TOOL_FORMAT, "detail": str(exc)})
+                self._warn_no_tool_format(str(exc))
             except BadInputError as exc:
                 bad.append({"id": record["id"], "reason": BAD_INPUT, "detail": str(exc)})
         table, too_long = self.encode_rendered(ids, rendered)
         quarantine = pa.Table.from_pylist(bad + too_long, schema=QUARANTINE_SCHEMA)
         return Batch(table, quarantine)
+
+    def _warn_no_tool_format(self, detail: str) -> None:
+        """Once per run: the quarantine counts them, the warning says why and what to pick instead."""
+        if not self._warned_tools:
+            self.warnings.append(f"conversations with tools are quarantined ({NO_TOOL_FORMAT}): {detail}")
+            self._warned_tools = True
 
     def encode_rendered(self, ids: list[str], rendered: list[Rendered]) -> tuple[pa.Table, list[dict[str, Any]]]:
         texts = [r.text for r in rendered]

@@ -344,7 +344,7 @@ def test_gold_set_from_cars_validation_revisions(shared_data, tiny_confident_lm)
         exact += text == line["src"].strip()
     assert exact == 253  # one response starts with a newline, which the canonical record strips
     assert sum("\n\n" in r["messages"][0]["content"] for r in records) == 106  # rows with an Alpaca input
-    assert records[0]["messages"] == [
+    assert [{k: m[k] for k in ("role", "content")} for m in records[0]["messages"]] == [
         {"role": "user", "content": "List four countries in Africa"},
         {"role": "assistant", "content": "Here are four countries in Africa: Egypt, South Africa, Nigeria, Morocco."}]
 

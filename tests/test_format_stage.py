@@ -117,3 +117,37 @@ def test_stage_output_trains_the_same_packed_or_padded(store, inputs, tiny_lm):
     loss_packed.backward()
     assert torch.isfinite(loss_packed)
     torch.testing.assert_close(loss_packed, loss_padded, atol=1e-4, rtol=1e-4)
+
+
+def test_format_stage_with_tool_calls_and_loss_weights(store, tiny_lm):
+    tools = json.dumps([{"name": "lookup", "description": "Look up", "parameters": {"type": "object"}}])
+    rows = [
+        make_record(messages=[{"role": "user", "content": "Owl?"}, {"role": "assistant", "content": "", "tool_calls": [
+            {"id": None, "name": "lookup", "arguments": '{"q": "owl"}'}]}, {"role": "tool", "content": "a bird"},
+            {"role": "assistant", "content": "A bird."}], system=None, uri="t.jsonl", fmt="openai", row=0, tools=tools),
+        make_record(messages=[{"role": "user", "content": "2+2?"},
+                              {"role": "assistant", "content": "5", "loss_weight": 0.0},
+                              {"role": "user", "content": "Again?"}, {"role": "assistant", "content": "4"}],
+                    system=None, uri="t.jsonl", fmt="openai", row=1),
+    ]
+    with store.writer("base_model-tiny", "base_model", kind="model") as writer:
+        writer.add_file("model", tiny_lm)
+    inputs = {"selection": store.publish_table("select-tools", "select", records_to_table(rows)),
+              "base_model": store.ref("base_model-tiny")}
+    result = run_stage(STAGE, FormatConfig(template="chatml", max_length=1024), inputs, store)  # the tiny BPE is long
+    stats = store.manifest(result.ref.key)["stats"]
+    assert stats["rows_out"] == 2 and stats["quarantined"] == 0
+    table = store.read_table(result.ref.key).to_pylist()
+    assert "<tool_call>\n{\"name\": \"lookup\"" in table[0]["text"] and "# Tools" in table[0]["text"]
+    # xtuner holds the loss weight but not the tools; LLaMA-Factory the tools but not the loss weight
+    assert any("exports/xtuner.jsonl leaves out 1 (tools)" in w for w in stats["warnings"])
+    assert any("exports/llamafactory/data.json leaves out 1 (loss_weight)" in w for w in stats["warnings"])
+    xtuner = [json.loads(x) for x in store.read_file(result.ref.key, "exports/xtuner.jsonl").decode().splitlines()]
+    assert xtuner == [{"id": rows[1]["id"], "conversation": [
+        {"input": "2+2?", "output": "5", "output_with_loss": False}, {"input": "Again?", "output": "4"}]}]
+    assert "**Warning:** exports/xtuner.jsonl leaves out" in store.read_file(result.ref.key, "report.md").decode()
+
+    refused = run_stage(STAGE, FormatConfig(template="alpaca", max_length=1024, exports=[]), inputs, store)
+    stats = store.manifest(refused.ref.key)["stats"]
+    assert stats["rows_out"] == 1 and stats["quarantine_reasons"] == {"no_tool_format": 1}
+    assert any("no_tool_format" in w and "use chatml, llama3" in w for w in stats["warnings"])

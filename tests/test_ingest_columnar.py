@@ -13,9 +13,10 @@ import pytest
 
 from storage.schema import make_record, meta_json, record_id, records_to_table
 from tasks.ingest import source
-from tasks.ingest.arrow import mask, numbers, repeated, strings
+from tasks.ingest.arrow import floats, mask, numbers, repeated, strings
 from tasks.ingest.columns import RecordColumns
 from tasks.ingest.dedupe import id_keys
+from tasks.ingest.turns import Conversation
 from tests.conftest import ROOT
 from tests.ingest_helpers import ingest, write_json, write_jsonl
 
@@ -135,23 +136,32 @@ def test_demo_data_matches_row_by_row(tmp_path, monkeypatch):
 
 
 def test_record_columns_equal_make_record():
+    call = {"id": "c1", "name": "area", "arguments": '{"r": 2}'}
     conversations = [
-        (4, " Sys\r\n ", [{"role": "user", "content": "Cafe\u0301 "}, {"role": "assistant", "content": "a"}], {"k": 1}),
-        (2, None, [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"},
-                   {"role": "user", "content": "u2"}, {"role": "assistant", "content": "a2"}], None),
-        (3, "  ", [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], {"z": [1]}),
+        (4, " Sys\r\n ", [{"role": "user", "content": "Cafe\u0301 "}, {"role": "assistant", "content": "a"}], {"k": 1},
+         None),
+        (2, None, [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a", "loss_weight": 0.0},
+                   {"role": "user", "content": "u2"}, {"role": "assistant", "content": "a2"}], None, None),
+        (5, None, [{"role": "user", "content": "area?"}, {"role": "assistant", "content": "", "tool_calls": [call]},
+                   {"role": "tool", "content": "12.6", "tool_call_id": "c1"}, {"role": "assistant", "content": "12.6"}],
+         None, [{"name": "area", "parameters": {}}]),
+        (3, "  ", [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], {"z": [1]}, None),
     ]
     columns = RecordColumns("file.json", "alpaca", "train")
-    for row, system, turns, meta in conversations:
-        columns.add(row, system, turns, meta)
+    for row, system, turns, meta, tools in conversations:
+        columns.add(row, Conversation(turns, system, meta or {}, tools))
     columns.add_pairs([1], ["S"], [" q "], ["r"], [meta_json({"instruction": "q"})])
     expected = [make_record(messages=turns, system=system, uri="file.json", fmt="alpaca", row=row, split="train",
-                            meta=meta) for row, system, turns, meta in conversations]
+                            meta=meta, tools=tools) for row, system, turns, meta, tools in conversations]
     expected.append(make_record(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "r"}],
                                 system="S", uri="file.json", fmt="alpaca", row=1, split="train",
                                 meta={"instruction": "q"}))
     expected.sort(key=lambda record: record["source"]["row"])  # the table comes in source row order
     assert columns.table().equals(records_to_table(expected))
+    plain = RecordColumns("file.json", "alpaca", "train")
+    plain.add(4, Conversation(conversations[0][2], conversations[0][1]))
+    assert plain.table().column("messages")[0].as_py()[1] == {"role": "assistant", "content": "a", "tool_calls": None,
+                                                             "tool_call_id": None, "loss_weight": None}
 
 
 def test_arrays_from_buffers_equal_pa_array():
@@ -163,6 +173,8 @@ def test_arrays_from_buffers_equal_pa_array():
     for value, count in (("file.json", 3), ("Caf\u00e9", 2), ("", 2), (None, 4), ("x", 0)):
         assert repeated(value, count).equals(pa.array([value] * count, pa.string()))
     assert numbers([3, 0, 2**40]).equals(pa.array([3, 0, 2**40], pa.int64()))
+    for values in ([0.0, None, 1.5], [None, None], [], [2.0]):
+        assert floats(values).equals(pa.array(values, pa.float64()))
     flags = np.array([True, False, True] * 5)
     assert mask(flags).equals(pa.array(flags.tolist(), pa.bool_()))
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.errors import BadInputError
-from tasks.ingest import EXPORT_FORMATS, parse_spec, write_export
+from tasks.exports import INGEST_EXPORTS, parse_spec, write_export
 from tests.ingest_helpers import ingest, messages, write_json, write_jsonl
 
 ALPACA = [{"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
@@ -102,7 +102,7 @@ def test_large_jsonl_is_streamed_in_batches(tmp_path):
     assert sizes == [1000, 1000, 500] and reading.stats["kept"] == 2500
 
 
-@pytest.mark.parametrize("fmt", [f for f in EXPORT_FORMATS if f != "canonical"])
+@pytest.mark.parametrize("fmt", [f for f in INGEST_EXPORTS if f != "canonical"])
 def test_export_round_trip_gives_the_same_ids(tmp_path, shared_data, fmt):
     table, _, _ = ingest(shared_data / "llama-factory" / "alpaca_en_demo.json")
     multi = ingest(write_jsonl(tmp_path / "multi.jsonl", [{"conversations": [
@@ -111,7 +111,7 @@ def test_export_round_trip_gives_the_same_ids(tmp_path, shared_data, fmt):
     source = pa.concat_tables([table, multi])
     suffix = "json" if fmt in ("alpaca", "sharegpt") else "jsonl"
     path = tmp_path / f"out.{suffix}"
-    assert write_export(source.to_batches(max_chunksize=300), fmt, str(path)) == source.num_rows
+    assert write_export(source.to_batches(max_chunksize=300), fmt, str(path)).written == source.num_rows
     again, stats, _ = ingest(path)
     assert stats["format"] == fmt and again.column("id").to_pylist() == source.column("id").to_pylist()
     if fmt == "alpaca":  # instruction and input are split back, so CaR's text is the same

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 
+import pyarrow as pa
 import pytest
 
 from tasks.errors import BadInputError
@@ -84,14 +85,21 @@ def test_sharegpt_openai_xtuner_and_their_system_prompts(tmp_path):
 
 
 def test_sharegpt_bad_turns_are_quarantined(tmp_path):
-    records = [{"conversations": [{"from": "gpt", "value": "I speak first"}, {"from": "human", "value": "ok"}]},
+    records = [{"conversations": [{"from": "gpt", "value": "I speak first"}, {"from": "human", "value": "ok"},
+                                  {"from": "gpt", "value": "fine"}]},
+               {"conversations": [{"from": "human", "value": "x"}, {"from": "narrator", "value": "y"}]},
                {"conversations": [{"from": "human", "value": "x"}, {"from": "function_call", "value": "{}"}]},
                {"conversations": "not a list"},
                {"conversations": [{"from": "human", "value": "  "}, {"from": "gpt", "value": "answer"}]}]
-    _, stats, quarantine = ingest(write_jsonl(tmp_path / "s.jsonl", records))
-    assert stats["quarantined"] == {"not_alternating": 1, "unsupported_role": 1, "bad_structure": 1,
-                                    "empty_user": 1}
-    assert quarantine.column("field").to_pylist()[1] == "conversations[1].from"
+    path = write_jsonl(tmp_path / "s.jsonl", records)
+    _, stats, quarantine = ingest(path)
+    assert stats["quarantined"] == {"unsupported_role": 1, "bad_tool_call": 1, "bad_structure": 1, "empty_user": 1}
+    assert quarantine.column("field").to_pylist()[0] == "conversations[1].from"
+    assert stats["kept"] == 1 and stats["repairs"] == {"conversations": 1, "dropped_leading_turns": 1}
+    _, stats, _ = ingest(path, repair=False)
+    assert stats["quarantined"] == {"not_alternating": 1, "unsupported_role": 1, "bad_tool_call": 1,
+                                    "bad_structure": 1, "empty_user": 1}
+    assert stats["repairs"] == {} and stats["kept"] == 0
 
 
 def test_oasst1_trees_follow_the_best_ranked_reply(tmp_path):
@@ -113,11 +121,11 @@ def test_oasst1_trees_follow_the_best_ranked_reply(tmp_path):
 
 
 def test_canonical_reenters_with_the_same_ids(tmp_path, shared_data):
-    from tasks.ingest import write_export
+    from tasks.exports import write_export
 
     table, _, _ = ingest(shared_data / "alpaca" / "seed_tasks.jsonl")
     for name in ("canon.parquet", "canon.jsonl"):
-        assert write_export([table], "canonical", str(tmp_path / name)) == table.num_rows
+        assert write_export([table], "canonical", str(tmp_path / name)).written == table.num_rows
         again, stats, _ = ingest(tmp_path / name)
         assert stats["format"] == "canonical"
         assert again.column("id").to_pylist() == table.column("id").to_pylist()
@@ -165,3 +173,43 @@ def test_fast_record_id_equals_the_canonical_json_digest():
         expected = digest([normalize_text(text), [[m["role"], normalize_text(m["content"])] for m in msgs]], chars=32)
         assert record_id(text, msgs) == expected
         assert make_record(messages=msgs, system=text, uri="u", fmt="f", row=0)["id"] == expected
+
+
+def test_new_fields_round_trip_with_the_same_ids(tmp_path):
+    """ingest → export → ingest keeps the ids of tool calls, tool results, tool definitions and loss weights in
+    every format that holds them; each format leaves out (and counts) what it cannot hold."""
+    from tasks.exports import INGEST_EXPORTS, write_export
+    from tests.published_layouts import glaive_rows, v1
+
+    tools = json.dumps([{"name": "lookup", "description": "Look up", "parameters": {"type": "object"}}])
+    openai = [
+        {"messages": [v1("user", "2+2?", 0.0), v1("assistant", "5", 0.0), v1("user", "Again?", 0.0),
+                      v1("assistant", "4", 1.0)]},  # C: a silent answer
+        {"messages": [{"role": "user", "content": "Owl?"},
+                      {"role": "assistant", "content": "Let me check.", "tool_calls": [{
+                          "id": "c9", "type": "function", "function": {"name": "lookup", "arguments": '{"q":"owl"}'}}]},
+                      {"role": "tool", "tool_call_id": "c9", "content": "a bird"},
+                      {"role": "assistant", "content": "A bird."}], "tools": json.loads(tools)},  # D: text and a call
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+         "tools": json.loads(tools)},  # E: tools, no call
+    ]
+    sharegpt = [glaive_rows()[0],  # A: calls and results, tool definitions
+                {"conversations": [{"from": "system", "value": "Be kind."}, {"from": "human", "value": "Hi"},
+                                   {"from": "gpt", "value": "Hello"}, {"from": "human", "value": "Bye"},
+                                   {"from": "gpt", "value": "Bye!"}]}]  # B: plain
+    a_b = ingest(write_json(tmp_path / "glaive.json", sharegpt))[0]
+    c_d_e = ingest(write_jsonl(tmp_path / "openai.jsonl", openai))[0]
+    ids = dict(zip("ABCDE", a_b.column("id").to_pylist() + c_d_e.column("id").to_pylist()))
+    source = [a_b, c_d_e]
+    holds = {"openai": ("ABCDE", {}), "canonical": ("ABCDE", {}),
+             "sharegpt": ("ABE", {"loss_weight": 1, "tool_call_with_text": 1}),
+             "xtuner": ("BC", {"tools": 3}), "alpaca": ("B", {"loss_weight": 1, "tools": 3})}
+    assert set(holds) == set(INGEST_EXPORTS)
+    for fmt, (kept, skipped) in holds.items():
+        path = tmp_path / f"out-{fmt}.{'json' if fmt in ('alpaca', 'sharegpt') else 'jsonl'}"
+        done = write_export(source, fmt, str(path))
+        assert (done.written, done.skipped) == (len(kept), skipped), fmt
+        again, stats, _ = ingest(path)
+        assert stats["quarantined"] == {} and again.column("id").to_pylist() == [ids[k] for k in kept], fmt
+        if fmt in ("openai", "canonical"):
+            assert again.column("tools").to_pylist() == pa.concat_tables(source).column("tools").to_pylist()

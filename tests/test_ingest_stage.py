@@ -69,8 +69,13 @@ def test_cli_json_counts_exports_and_errors(tmp_path, shared_data):
     done = run_cli(str(alpaca), str(guanaco), "--export", f"openai:{export}", "--json", home=tmp_path / "home")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert set(result) == {"read", "kept", "quarantined", "duplicates", "key", "quarantine_key"}
+    assert set(result) == {"read", "kept", "quarantined", "duplicates", "repairs", "warnings", "key",
+                           "quarantine_key", "exports"}
+    assert result["exports"] == [{"format": "openai", "path": str(export), "written": result["kept"], "skipped": {}}]
     assert result["read"] == 999 + 3 and result["quarantined"] == {"no_assistant_turn": 1}
+    # the warning threshold is per source: 1 of guanaco's 3 conversations, not 1 of all 1,002
+    assert result["repairs"] == {} and len(result["warnings"]) == 1
+    assert result["warnings"][0].startswith("g.jsonl: 1 of 3 conversations (33%) quarantined as no_assistant_turn: ")
     assert result["read"] == result["kept"] + 1 + result["duplicates"]
     assert result["quarantine_key"] == f"{result['key']}-quarantine"
     assert len(export.read_text().splitlines()) == result["kept"]

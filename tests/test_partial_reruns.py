@@ -52,7 +52,8 @@ def test_retry_of_a_failed_run_runs_only_the_failed_stage_and_later(prefect_api,
     assert not report["ok"] and statuses(report)["select"] == "skipped"
     states = task_states(flow_run_id)
     # the base model does not wait for cluster: it ran beside it
-    assert states == {**expected(["Completed"] * 3, ran=("ingest", "embed", "base_model")), "cluster": ["Failed"]}
+    assert states == {**expected(["Completed"] * 3, ran=("ingest", "embed", "dedup", "base_model")),
+                      "cluster": ["Failed"]}
     done = [key for key in stage_keys(report).values()]
     before = {key: created(store, key) for key in done}
 
@@ -62,7 +63,7 @@ def test_retry_of_a_failed_run_runs_only_the_failed_stage_and_later(prefect_api,
                            cwd=ROOT, env=api_env(PREFECT_API_URL.value()), capture_output=True, text=True,
                            timeout=180)
     assert retry.returncode == 0, retry.stdout + retry.stderr
-    assert task_states(flow_run_id) == expected(["Cached"] * 3, cached=("ingest", "embed", "base_model"),
+    assert task_states(flow_run_id) == expected(["Cached"] * 3, cached=("ingest", "embed", "dedup", "base_model"),
                                                 ran=FROM_CLUSTER)
     assert {key: created(store, key) for key in done} == before  # not rewritten
 
@@ -73,10 +74,10 @@ def test_one_changed_parameter_reruns_only_that_stage_and_later(prefect_api, sto
     changed = config.model_copy(deep=True)
     changed.select.n2 = 2
     flow_run_id, second = run_flow(changed)
-    assert task_states(flow_run_id) == expected(["Cached"] * 3, cached=("ingest", "embed", "cluster", "base_model"),
-                                                ran=("select", "format", "train"))
+    assert task_states(flow_run_id) == expected(["Cached"] * 3, ran=("select", "format", "train"),
+                                                cached=("ingest", "embed", "dedup", "cluster", "base_model"))
     before, after = stage_keys(first), stage_keys(second)
-    assert all(after[s] == before[s] for s in ("ingest", "embed", "cluster"))
+    assert all(after[s] == before[s] for s in ("ingest", "embed", "dedup", "cluster"))
     assert all(after[s] != before[s] for s in ("select", "format", "train"))
 
 
@@ -87,7 +88,7 @@ def test_from_stage_forces_it_and_everything_after(prefect_api, store, sources, 
     before = created(store, keys["cluster"])
     time.sleep(1)  # manifests record seconds
     flow_run_id, again = run_flow(config, from_stage="cluster")
-    assert task_states(flow_run_id) == expected(["Cached"] * 3, cached=("ingest", "embed", "base_model"),
+    assert task_states(flow_run_id) == expected(["Cached"] * 3, cached=("ingest", "embed", "dedup", "base_model"),
                                                 ran=FROM_CLUSTER)
     assert stage_keys(again) == keys  # same keys, rebuilt in place
     assert statuses(again) == {**{s: "cached" for s in keys}, **{s: "ran" for s in FROM_CLUSTER}}
@@ -105,7 +106,8 @@ def test_deleted_or_corrupted_datasets_are_rebuilt_not_served(prefect_api, store
     # ingest[2] is rebuilt; its content is the same, so the merge key is too and everything after is a hit, except
     # the deleted cluster dataset, which is rebuilt
     assert task_states(flow_run_id) == expected(["Cached", "Cached", "Completed"], ran=("cluster",),
-                                                cached=("ingest", "embed", "select", "base_model", "format", "train"))
+                                                cached=("ingest", "embed", "dedup", "select", "base_model", "format",
+                                                        "train"))
     assert stage_keys(again) == keys and all(store.verify(key) for key in keys.values())
     assert store.read_table(keys["ingest[2]"]).num_rows == first["stages"][2]["rows_out"]
 

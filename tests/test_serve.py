@@ -27,8 +27,8 @@ pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-LATER_STAGES_RAN = {stage: ["Completed"] for stage in ("ingest", "embed", "cluster", "select", "base_model", "format",
-                                                      "train")}
+LATER_STAGES_RAN = {stage: ["Completed"] for stage in ("ingest", "embed", "dedup", "cluster", "select", "base_model",
+                                                      "format", "train")}
 
 
 def free_port() -> int:

@@ -75,13 +75,17 @@ def test_the_scoring_key_holds_only_what_scoring_reads():
 def test_from_follows_the_data_dependencies(tmp_path):
     plan = pipeline_plan(demo_config(tmp_path), _store(tmp_path))
     labels = [s.label for s in plan.steps]
-    assert labels == ["ingest[0]", "ingest[1]", "ingest[2]", "ingest", "embed", "cluster", "iqs.train", "iqs",
-                      "select", "base_model", "format", "train"]
+    assert labels == ["ingest[0]", "ingest[1]", "ingest[2]", "ingest", "embed", "dedup", "cluster", "iqs.train",
+                      "iqs", "select", "base_model", "format", "train"]
     assert {s.label for s in plan.descendants("select")} == {"select", "format", "train"}  # not base_model
-    assert {s.label for s in plan.descendants("embed")} == {"embed", "cluster", "select", "format", "train"}
+    # embed feeds dedup (semantic rule), so everything that reads the deduplicated rows
+    assert {s.label for s in plan.descendants("embed")} == {"embed", "dedup", "cluster", "iqs", "select", "format",
+                                                            "train"}
     assert {s.label for s in plan.descendants("ingest.source")} == set(labels) - {"iqs.train", "base_model"}
-    assert [s.label for s in plan.until("cluster").steps] == labels[:6]
-    probe = pipeline_plan(demo_config(tmp_path, "iqs.scorer=probe"), _store(tmp_path))
+    assert [s.label for s in plan.until("cluster").steps] == labels[:7]
+    no_dedup = pipeline_plan(demo_config(tmp_path, "dedup.enabled=false"), _store(tmp_path))
+    assert "iqs" not in {s.label for s in no_dedup.descendants("embed")}  # comet reads texts, not vectors
+    probe = pipeline_plan(demo_config(tmp_path, "iqs.scorer=probe", "dedup.enabled=false"), _store(tmp_path))
     assert "iqs" in {s.label for s in probe.descendants("embed")}  # the probe reads the embeddings
     unscored = pipeline_plan(demo_config(tmp_path, "iqs.scorer=none"), _store(tmp_path))
     assert "iqs" not in {s.stage.name for s in unscored.steps}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import pyarrow.compute as pc
@@ -10,9 +11,18 @@ import pytest
 from storage.schema import make_record, records_to_table
 from tasks.templates import get_template
 from tasks.text import alpaca_user_content
-from tasks.tokenize import IGNORE_INDEX, NO_ASSISTANT, TOO_LONG, ConversationEncoder, summarize
+from tasks.tokenize import (
+    IGNORE_INDEX,
+    NO_ASSISTANT,
+    NO_LOSS,
+    NO_TOOL_FORMAT,
+    TOO_LONG,
+    ConversationEncoder,
+    summarize,
+)
 
 SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TOOLS = json.dumps([{"name": "lookup", "description": "Look a word up", "parameters": {"type": "object"}}])
 SMOLLM_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 CONVERSATIONS = [
@@ -224,6 +234,7 @@ BOUNDARY_CONTENTS = ["", " ", "  lead", "\n\nHi", "\nx", "'re fine", "'s", " 're
 
 
 def boundary_rows(n: int = 300) -> list[dict]:
+    """Random rows; some answers call tools (results follow) or carry loss_weight 0 (never the last one)."""
     import random
 
     rng = random.Random(0)
@@ -233,7 +244,16 @@ def boundary_rows(n: int = 300) -> list[dict]:
         for _ in range(rng.randint(1, 3)):
             messages += [{"role": "user", "content": rng.choice(BOUNDARY_CONTENTS)},
                          {"role": "assistant", "content": rng.choice(BOUNDARY_CONTENTS) + rng.choice(["", "word"])}]
-        out.append({"id": str(i), "system": rng.choice([None, "", "Sys"]), "messages": messages, "meta": None})
+            if rng.random() < 0.3:
+                messages[-1]["tool_calls"] = [{"id": None, "name": "lookup", "arguments": '{"q": "x"}'}]
+                messages += [{"role": "tool", "content": rng.choice(BOUNDARY_CONTENTS) or "{}"},
+                             {"role": "assistant", "content": rng.choice(BOUNDARY_CONTENTS) + "done"}]
+        for message in messages[:-1]:
+            if message["role"] == "assistant" and rng.random() < 0.2:
+                message["loss_weight"] = 0.0
+        tools = TOOLS if any(m.get("tool_calls") for m in messages) and rng.random() < 0.8 else None
+        out.append({"id": str(i), "system": rng.choice([None, "", "Sys"]), "messages": messages, "meta": None,
+                    "tools": tools})
     return out
 
 
@@ -257,11 +277,13 @@ def test_special_token_spans_equal_the_offsets_mask(smollm2_tokenizer, name, tra
     out = encoder.encode(table_rows).table.to_pylist()
     assert len(out) == len(table_rows)
     for row, got in zip(table_rows, out):
-        rendered = encoder.render(row["system"], row["messages"], row["meta"])
+        rendered = encoder.render(row["system"], row["messages"], row["meta"], row["tools"])
         assert got["input_ids"] == tok(rendered.text, add_special_tokens=False)["input_ids"]
         assert [lab != IGNORE_INDEX for lab in got["labels"]] == offsets_mask(tok, rendered.text, rendered.spans)
     # most samples take the special-token path; leading whitespace and stray special tokens fall back
     assert 0 < encoder.counts["masked_by_offsets"] < len(table_rows) // 2 or train_on == "prompt"
+    assert sum(bool(r["tools"]) for r in table_rows) > 30  # the rows exercise tools and silent answers
+    assert sum(any(m.get("loss_weight") == 0 for m in r["messages"]) for r in table_rows) > 30
 
 
 def test_special_token_spans_need_special_token_turns_and_a_byte_level_tokenizer(tiny_lm, metaspace_tokenizer):
@@ -270,3 +292,88 @@ def test_special_token_spans_need_special_token_turns_and_a_byte_level_tokenizer
     tiny = AutoTokenizer.from_pretrained(tiny_lm)
     assert ConversationEncoder(tiny, get_template("alpaca"))._special_spans is None  # plain-text turn markers
     assert ConversationEncoder(metaspace_tokenizer, get_template("chatml"))._special_spans is None  # not GPT-2 BPE
+
+
+def tiny_tokenizer(tiny_lm):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_lm)
+
+
+def supervised_text(tok, out) -> str:
+    return tok.decode([lab for lab in out["labels"] if lab != IGNORE_INDEX])
+
+
+def test_loss_weight_zero_turn_carries_no_loss_token_for_token(tiny_lm):
+    tok = tiny_tokenizer(tiny_lm)
+    chatml = get_template("chatml")
+    turns = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4."},
+             {"role": "user", "content": "And times 3?"}, {"role": "assistant", "content": "12, since 4×3=12."}]
+    plain = make_record(messages=turns, system="S", uri="t", fmt="t", row=0)
+    weighted = make_record(messages=[turns[0], {**turns[1], "loss_weight": 0.0}, *turns[2:]], system="S", uri="t",
+                           fmt="t", row=1)
+    assert weighted["id"] != plain["id"] and weighted["messages"][1]["loss_weight"] == 0.0
+
+    def encoded(record, train_on):
+        return ConversationEncoder(tok, chatml, train_on=train_on).encode([record]).table.to_pylist()[0]
+
+    # all_assistant: exactly the tokens last_assistant supervises on the unweighted record
+    out = encoded(weighted, "all_assistant")
+    assert out["input_ids"] == encoded(plain, "all_assistant")["input_ids"]
+    assert out["labels"] == encoded(plain, "last_assistant")["labels"]
+    assert supervised_text(tok, out) == "12, since 4×3=12.<|im_end|>"
+    assert encoded(weighted, "last_assistant")["labels"] == out["labels"]
+    # prompt: every token but those of the silent answer (located independently in the text)
+    out = encoded(weighted, "prompt")
+    start = out["text"].index("<|im_start|>assistant\n4.<|im_end|>") + len("<|im_start|>assistant\n")
+    silent = offsets_mask(tok, out["text"], [(start, start + len("4.<|im_end|>"))])
+    assert [lab != IGNORE_INDEX for lab in out["labels"]] == [not s for s in silent] and any(silent)
+    # nothing left to learn from: quarantined with its own reason
+    silent_only = make_record(messages=[turns[0], {**turns[1], "loss_weight": 0.0}], system=None, uri="t", fmt="t",
+                              row=2)
+    batch = ConversationEncoder(tok, chatml).encode([silent_only])
+    assert batch.table.num_rows == 0 and batch.quarantine.column("reason").to_pylist() == [NO_LOSS]
+
+
+def tool_record():
+    messages = [{"role": "user", "content": "Look up owl"},
+                {"role": "assistant", "content": "Looking.", "tool_calls": [
+                    {"id": "c1", "name": "lookup", "arguments": '{"q": "owl"}'},
+                    {"id": "c2", "name": "lookup", "arguments": '{"q": "bird"}'}]},
+                {"role": "tool", "content": "a bird of prey", "tool_call_id": "c1"},
+                {"role": "tool", "content": "an animal with wings", "tool_call_id": "c2"},
+                {"role": "assistant", "content": "An owl is a bird of prey."}]
+    return make_record(messages=messages, system=None, uri="t", fmt="t", row=0, tools=TOOLS)
+
+
+def test_tool_calls_are_supervised_and_tool_results_never(tiny_lm):
+    tok = tiny_tokenizer(tiny_lm)
+    record = tool_record()
+    chatml = ConversationEncoder(tok, get_template("chatml"))
+    out = chatml.encode([record]).table.to_pylist()[0]
+    text = out["text"]
+    calls = ('Looking.\n<tool_call>\n{"name": "lookup", "arguments": {"q": "owl"}}\n</tool_call>\n'
+             '<tool_call>\n{"name": "lookup", "arguments": {"q": "bird"}}\n</tool_call><|im_end|>')
+    answer = "An owl is a bird of prey.<|im_end|>"
+    spans = [(text.index(part), text.index(part) + len(part)) for part in (calls, answer)]
+    assert [lab != IGNORE_INDEX for lab in out["labels"]] == offsets_mask(tok, text, spans)
+    assert supervised_text(tok, out) == calls + answer
+    results = [(text.index(r), text.index(r) + len(r)) for r in ("a bird of prey\n", "an animal with wings")]
+    assert not any(m and lab != IGNORE_INDEX for m, lab in zip(offsets_mask(tok, text, results), out["labels"]))
+    assert "<tool_response>\na bird of prey\n</tool_response>" in text and '"name": "lookup"' in text
+    # the model's own chat_template (here chatml's, which takes tools) gives the same tokens and labels
+    tok.chat_template = get_template("chatml").chat_template()
+    via_tokenizer = ConversationEncoder(tok, get_template("tokenizer")).encode([record]).table.to_pylist()[0]
+    assert via_tokenizer["input_ids"] == out["input_ids"] and via_tokenizer["labels"] == out["labels"]
+
+
+def test_templates_without_a_tool_format_quarantine_tool_records(tiny_lm):
+    tok = tiny_tokenizer(tiny_lm)
+    plain = make_record(messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+                        system=None, uri="t", fmt="t", row=1)
+    encoder = ConversationEncoder(tok, get_template("alpaca"))
+    batch = encoder.encode([tool_record(), plain, tool_record()])
+    assert batch.table.column("id").to_pylist() == [plain["id"]]
+    assert batch.quarantine.column("reason").to_pylist() == [NO_TOOL_FORMAT, NO_TOOL_FORMAT]
+    assert "use chatml, llama3" in batch.quarantine.column("detail")[0].as_py()
+    assert [w for w in encoder.warnings if NO_TOOL_FORMAT in w] == [encoder.warnings[-1]]  # said once

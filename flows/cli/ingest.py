@@ -1,7 +1,9 @@
-"""`sftflow ingest SOURCE... [--format F] [--sheet S] [--split S] [--map K=COL]... [--export FORMAT:PATH]... [--json]`.
+"""`sftflow ingest SOURCE... [--format F] [--sheet S] [--split S] [--map K=COL]... [--no-repair] [--lang L]...
+[--preference chosen] [--export FORMAT:PATH]... [--json]`.
 
 Runs the ingest stages without Prefect (storage.stage.run_stage): one cached `ingest.source` per source, then
-the `ingest` merge; ends with the counts (read = kept + quarantined + duplicates) and the store keys.
+the `ingest` merge; ends with the counts (read = kept + quarantined + duplicates), the repairs, the warnings
+(a quarantine reason above 5% of a source, with the option that would read those rows) and the store keys.
 """
 from __future__ import annotations
 
@@ -19,12 +21,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                                         "downloaded dataset repo folder).")
     parser.add_argument("sources", nargs="+", metavar="SOURCE")
     parser.add_argument("--format", help="alpaca, sharegpt, openai, guanaco, xtuner, self-instruct, oasst1, "
-                                         "canonical, medicationqa, columns (default: detected from the records)")
+                                         "oasst-trees, canonical, medicationqa, columns (default: detected from the "
+                                         "records)")
     parser.add_argument("--sheet", help="xlsx sheet (default: DrugQA for medicationqa, else the first sheet)")
     parser.add_argument("--split", help="dataset split for hf: sources (default: train, or the only one)")
     parser.add_argument("--map", dest="mapping", action="append", default=[], metavar="KEY=COLUMN",
                         help="table column for system, input or output, e.g. --map input=Question (repeatable)")
     parser.add_argument("--system-prompt", help="system prompt for records that have none")
+    parser.add_argument("--repair", action=argparse.BooleanOptionalAction, default=True,
+                        help="drop leading assistant turns, merge consecutive same-role turns, read chatgpt/bing/"
+                             "bard/model as assistant (default: on; --no-repair quarantines such conversations)")
+    parser.add_argument("--lang", action="append", default=[], metavar="CODE",
+                        help="keep only conversations in this language, e.g. --lang en (repeatable or comma-"
+                             "separated; conversations without a lang are kept)")
+    parser.add_argument("--preference", choices=["chosen"],
+                        help="preference records (chosen/rejected): take the chosen answer as the assistant turn")
     parser.add_argument("--export", action="append", default=[], metavar="FORMAT:PATH",
                         help="also write the result as xtuner, alpaca, sharegpt, openai or canonical (repeatable)")
     parser.add_argument("--store", help="store URL (default: $SFTFLOW_HOME/store)")
@@ -53,7 +64,7 @@ def handle(args: argparse.Namespace) -> int:
     from storage.stage import companion_key
     from storage.store import Store
     from tasks.errors import BadInputError
-    from tasks.ingest import parse_spec, write_export
+    from tasks.exports import parse_spec, write_export
     from tasks.stages import get
     from tasks.stages.ingest import IngestConfig
     from tasks.stages.ingest_source import SourceConfig
@@ -65,8 +76,10 @@ def handle(args: argparse.Namespace) -> int:
             raise BadInputError(f"--map expects KEY=COLUMN, got {item!r}", field="mapping")
         mapping[key.strip()] = column.strip()
     exports = [parse_spec(spec) for spec in args.export]
+    langs = [code.strip() for item in args.lang for code in item.split(",") if code.strip()]
     sources = [SourceConfig(path=source_path(s), format=args.format, sheet=args.sheet, split=args.split,
-                            mapping=mapping or None, system_prompt=args.system_prompt) for s in args.sources]
+                            mapping=mapping or None, system_prompt=args.system_prompt, repair=args.repair,
+                            lang=langs or None, preference=args.preference) for s in args.sources]
     store = Store(args.store)
     refs = {}
     for i, source in enumerate(sources):
@@ -75,20 +88,29 @@ def handle(args: argparse.Namespace) -> int:
         refs[f"source_{i:03d}"] = result.ref.key
     merged = run_alone(get("ingest"), IngestConfig(sources=sources), refs, store, force=args.force)
     stats = merged.stats
+    exported = []
     for fmt, path in exports:
-        count = write_export(store.iter_batches(merged.ref.key), fmt, path)
-        print(f"exported {count} records as {fmt} to {path}", file=sys.stderr)
+        done = write_export(store.iter_batches(merged.ref.key), fmt, path)
+        print(f"exported to {path}: {done.summary(fmt)}", file=sys.stderr)
+        exported.append({"format": fmt, "path": path, "written": done.written, "skipped": done.skipped})
     result = {"read": stats["read"], "kept": stats["kept"], "quarantined": stats["quarantined"],
-              "duplicates": stats["duplicates"], "key": merged.ref.key,
-              "quarantine_key": companion_key(merged.ref.key, "quarantine")}
+              "duplicates": stats["duplicates"], "repairs": stats["repairs"], "warnings": stats["warnings"],
+              "key": merged.ref.key, "quarantine_key": companion_key(merged.ref.key, "quarantine")}
+    if exported:
+        result["exports"] = exported
     rows = [{"source": _shown(s["uri"]), "format": s["format"], "split": s["split"], "read": s["read"],
              "kept": s["kept"], "quarantined": sum(s["quarantined"].values()), "duplicates": s["duplicates"]}
             for s in stats["sources"]]
     reasons = "".join(f"\n  {reason}: {n}" for reason, n in stats["quarantined"].items())
+    repairs = dict(stats["repairs"])
+    repaired = (f"\nrepaired {repairs.pop('conversations')} conversations: "
+                + ", ".join(f"{kind} {n}" for kind, n in repairs.items()) if repairs else "")
+    warnings = "".join(f"\nwarning: {w}" for w in stats["warnings"])
     text = (format_table(rows, ["source", "format", "split", "read", "kept", "quarantined", "duplicates"]) +
             f"\n\nread {stats['read']} = kept {stats['kept']} + quarantined {sum(stats['quarantined'].values())} + "
             f"duplicates {stats['duplicates']} ({stats['duplicates_across_sources']} across sources)"
-            f"{reasons}\ndataset    {result['key']} ({merged.status})\nquarantine {result['quarantine_key']}")
+            f"{reasons}{repaired}{warnings}\ndataset    {result['key']} ({merged.status})\n"
+            f"quarantine {result['quarantine_key']}")
     emit(result, args.json, text)
     return 0
 

@@ -56,6 +56,14 @@ def numbers(values: Sequence[int] | np.ndarray, dtype: type = np.int64) -> pa.Ar
     return pa.Array.from_buffers(pa.from_numpy_dtype(data.dtype), len(data), [None, pa.py_buffer(data)])
 
 
+def floats(values: Sequence[float | None]) -> pa.Array:
+    """A float64 array of the values (None → null)."""
+    valid = np.fromiter((value is not None for value in values), dtype=bool, count=len(values))
+    data = np.fromiter((0.0 if value is None else value for value in values), dtype=np.float64, count=len(values))
+    return pa.Array.from_buffers(pa.float64(), len(values), [_validity(valid), pa.py_buffer(data)],
+                                 null_count=int(len(values) - valid.sum()))
+
+
 def mask(values: np.ndarray) -> pa.Array:
     """A boolean array (for Table.filter) of a numpy bool array."""
     return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(np.packbits(values, bitorder="little"))])

@@ -1,22 +1,24 @@
 """Format parsers: one raw record (a dict) → canonical conversations, plus auto-detection from the keys.
 
-Every parser yields `Conversation`s or raises / yields `Rejected` (for the quarantine). Text is normalized
-the way record ids are (storage.schema.normalize_text) before Alpaca parts are joined, so meta's
+Every parser yields `Conversation`s or raises / yields `Rejected` (for the quarantine); turns.py validates the
+turns (and repairs them: `FormatOptions.repair`), tools.py reads tool calls in their published spellings. Text
+is normalized the way record ids are (storage.schema.normalize_text) before Alpaca parts are joined, so meta's
 instruction/input rebuild the user turn exactly (tasks/text.py car_text) and exports split it back.
 """
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from dataclasses import dataclass
 from typing import Any
 
 from storage.schema import normalize_text
 from tasks.errors import BadInputError
-from tasks.ingest.quarantine import CellError, Rejected
+from tasks.ingest.oasst import parse_oasst_tree
+from tasks.ingest.quarantine import Rejected
+from tasks.ingest.tools import calls_from_json, message_calls, read_calls, read_loss_weight, read_tools
+from tasks.ingest.turns import Conversation, Turn, as_text, conversation, role_of
 from tasks.text import alpaca_user_content
 
 MEDICATIONQA_SYSTEM = ("You are a professional, highly experienced doctor professor. You always provide accurate, "
@@ -25,72 +27,28 @@ MEDICATIONQA_SHEET = "DrugQA"
 MEDICATIONQA_MAPPING = {"input": "Question", "output": "Answer"}
 MAPPING_KEYS = ("system", "input", "output")
 
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "chatgpt": "assistant", "bard": "assistant", "bing": "assistant", "model": "assistant",
-                  "system": "system"}
-OASST_ROLES = {"prompter": "user", "assistant": "assistant"}
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
+                  "function_call": "assistant", "observation": "tool", "tool": "tool"}
+RENAMED_ASSISTANTS = frozenset(("chatgpt", "bing", "bard", "model"))  # ShareGPT V3 names read when repairing
+OPENAI_ROLES = {"system": "system", "user": "user", "assistant": "assistant", "tool": "tool",
+                "function": "tool",  # OpenAI's legacy function results
+                "function_call": "assistant", "observation": "tool"}  # LLaMA-Factory's tags in role/content data
 ALPACA_OWN = frozenset(("output", "system", "history"))  # alpaca fields not copied into meta
 ALPACA_FIELDS = ALPACA_OWN | {"instruction", "input"}
 GUANACO_MARKER = re.compile(r"###\s*(Human|Assistant)\s*:")
-
-
-@dataclass
-class Conversation:
-    messages: list[dict[str, str]]
-    system: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+PREFERENCE_HINT = "--preference chosen (source option preference: chosen) takes the chosen answer"
 
 
 @dataclass(frozen=True)
 class FormatOptions:
     mapping: Mapping[str, str] | None = None  # columns format: system/input/output -> column name
     system_prompt: str | None = None  # a system prompt for records that have none
+    repair: bool = True  # the repair policy of turns.py
+    lang: frozenset[str] | None = None  # keep only conversations in these languages (lowercase)
+    preference: str | None = None  # "chosen": a preference record's chosen answer is the assistant turn
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
-def as_text(value: Any, field_name: str) -> str:
-    """A cell or JSON value as text; numbers and dates are written out, lists and objects are rejected."""
-    if type(value) is str:  # the common case first: this runs several times per row
-        return value
-    if value is None:
-        return ""
-    if isinstance(value, CellError):
-        raise Rejected("error_cell", field_name, f"the cell holds the error value {value}")
-    if isinstance(value, str):
-        return value
-    if isinstance(value, float) and math.isnan(value):
-        return ""
-    if isinstance(value, (bool, int, float)):
-        return str(value)
-    if isinstance(value, (datetime, date, time)):
-        return value.isoformat()
-    raise Rejected("not_text", field_name, f"expected text, found {type(value).__name__}")
-
-
-def conversation(turns: Iterable[tuple[str, Any, str]], system: Any = None, meta: dict[str, Any] | None = None,
-                 system_field: str = "system") -> Conversation:
-    """Validate (role, content, field) turns: non-empty, alternating user/assistant, starting with the user
-    and ending with an answer. A trailing unanswered user turn is moved to meta["trailing_user"]."""
-    meta = dict(meta or {})
-    messages: list[dict[str, str]] = []
-    for index, (role, value, field_name) in enumerate(turns):
-        content = as_text(value, field_name)
-        if not content or content.isspace():
-            raise Rejected(f"empty_{role}", field_name, f"turn {index} ({role}) is empty")
-        expected = "user" if len(messages) % 2 == 0 else "assistant"
-        if role != expected:
-            raise Rejected("not_alternating", field_name, f"turn {index} is {role}, expected {expected}")
-        messages.append({"role": role, "content": content})
-    if not messages:
-        raise Rejected("no_turns", None, "the conversation has no turns")
-    if messages[-1]["role"] == "user":
-        if len(messages) == 1:
-            raise Rejected("no_assistant_turn", None, "there is no assistant turn")
-        meta["trailing_user"] = messages.pop()["content"]
-    sys_text = as_text(system, system_field) if system is not None else ""
-    return Conversation(messages, sys_text if sys_text and not sys_text.isspace() else None, meta)
-
-
 def rest(obj: Mapping[str, Any], used: Iterable[str]) -> dict[str, Any]:
     """The record's other fields, kept in meta."""
     meta = dict(obj)  # a copy and a few pops: about twice as fast as a comprehension (this runs once per row)
@@ -107,18 +65,45 @@ def require(obj: Mapping[str, Any], name: str, kind: type = list) -> Any:
     return value
 
 
+def _split_system(turns: list[Turn], system: Any) -> tuple[list[Turn], Any]:
+    if turns and turns[0].role == "system":
+        if system:
+            raise Rejected("bad_structure", turns[0].field, "a system turn and a system field")
+        system, turns = turns[0].content, turns[1:]
+    return turns, system
+
+
+def is_preference(obj: Mapping[str, Any]) -> bool:
+    return "chosen" in obj and "rejected" in obj
+
+
+def with_chosen(obj: Mapping[str, Any], turns: list[Turn], meta: dict[str, Any], opts: FormatOptions,
+                read_turn: Callable[[Any, str], Turn]) -> list[Turn]:
+    """A preference record (LLaMA-Factory's ranking data: conversations + chosen + rejected): its chosen answer
+    becomes the assistant turn and the rejected one is kept in meta["rejected"]; quarantined unless asked for."""
+    if opts.preference != "chosen":
+        raise Rejected("preference_record", "chosen", f"a preference pair (chosen and rejected answers): "
+                                                      f"{PREFERENCE_HINT} as the assistant turn")
+    for name in ("chosen", "rejected"):
+        meta.pop(name, None)
+    rejected = obj["rejected"]
+    meta["rejected"] = (rejected.get("value", rejected.get("content")) if isinstance(rejected, Mapping)
+                        else rejected)
+    return [*turns, read_turn(obj["chosen"], "chosen")]
+
+
 # -- the formats ---------------------------------------------------------------------------------------------
 def parse_alpaca(obj: Mapping[str, Any], opts: FormatOptions) -> Iterator[Conversation]:
     """instruction / input / output, with LLaMA-Factory's optional system and history ([[user, assistant], …])."""
     instruction = normalize_text(as_text(obj.get("instruction"), "instruction"))
     input_text = normalize_text(as_text(obj.get("input"), "input"))
-    turns: list[tuple[str, Any, str]] = []
+    turns: list[Turn] = []
     for pair in obj.get("history") or []:
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
             raise Rejected("bad_structure", "history", "history items must be [user, assistant] pairs")
-        turns += [("user", pair[0], "history"), ("assistant", pair[1], "history")]
+        turns += [Turn("user", pair[0], "history"), Turn("assistant", pair[1], "history")]
     user = alpaca_user_content(instruction, input_text) if instruction else ""
-    turns += [("user", user, "instruction"), ("assistant", obj.get("output"), "output")]
+    turns += [Turn("user", user, "instruction"), Turn("assistant", obj.get("output"), "output")]
     yield conversation(turns, obj.get("system") or opts.system_prompt, alpaca_meta(obj, instruction, input_text))
 
 
@@ -142,75 +127,115 @@ def parse_self_instruct(obj: Mapping[str, Any], opts: FormatOptions) -> Iterator
             input_text = normalize_text(as_text(instance.get("input"), f"instances[{i}].input"))
             user = alpaca_user_content(instruction, input_text) if instruction else ""
             meta = {**base, "instruction": instruction, "input": input_text, "instance": i}
-            yield conversation([("user", user, "instruction"),
-                                ("assistant", instance.get("output"), f"instances[{i}].output")],
+            yield conversation([Turn("user", user, "instruction"),
+                                Turn("assistant", instance.get("output"), f"instances[{i}].output")],
                                opts.system_prompt, meta)
         except Rejected as rejected:
             yield rejected
 
 
-def role_of(value: Any, table: Mapping[str, str], field_name: str) -> str:
-    role = table.get(str(value).lower()) if isinstance(value, str) else None
+def sharegpt_turn(turn: Any, where: str, opts: FormatOptions, renamed: dict[str, int]) -> Turn:
+    """One {from, value} turn; `function_call` turns are assistant tool calls, `observation` turns tool results."""
+    if type(turn) is not dict and not isinstance(turn, Mapping):  # the type check first: this runs once per turn
+        raise Rejected("bad_structure", where, "a turn must be an object")
+    name = turn.get("from")
+    key = name.lower() if type(name) is str else None
+    role = SHAREGPT_ROLES.get(key)
+    if role is None and opts.repair and key in RENAMED_ASSISTANTS:
+        role = "assistant"
+        renamed["renamed_roles"] = renamed.get("renamed_roles", 0) + 1
     if role is None:
-        raise Rejected("unsupported_role", field_name, f"role {value!r} is not one of {sorted(table)}")
-    return role
-
-
-def _split_system(turns: list[tuple[str, Any, str]], system: Any) -> tuple[list[tuple[str, Any, str]], Any]:
-    if turns and turns[0][0] == "system":
-        if system:
-            raise Rejected("bad_structure", turns[0][2], "a system turn and a system field")
-        system, turns = turns[0][1], turns[1:]
-    return turns, system
+        extra = f" ({', '.join(sorted(RENAMED_ASSISTANTS))} are read with repair on)" if not opts.repair else ""
+        raise Rejected("unsupported_role", where + ".from", f"role {name!r} is not one of {sorted(SHAREGPT_ROLES)}"
+                                                           f"{extra}")
+    if key == "function_call":
+        return Turn("assistant", "", where, calls_from_json(turn.get("value"), where + ".value"))
+    return Turn(role, turn.get("value"), where)
 
 
 def parse_sharegpt(obj: Mapping[str, Any], opts: FormatOptions) -> Iterator[Conversation]:
-    """conversations: [{from: human|gpt|system, value}], optional top-level system (LLaMA-Factory)."""
-    turns = []
-    for i, turn in enumerate(require(obj, "conversations")):
-        where = f"conversations[{i}]"
-        if not isinstance(turn, Mapping):
-            raise Rejected("bad_structure", where, "a turn must be an object")
-        turns.append((role_of(turn.get("from"), SHAREGPT_ROLES, where + ".from"), turn.get("value"), where))
+    """conversations: [{from: human|gpt|system|function_call|observation, value}], optional top-level system and
+    tools (LLaMA-Factory), chosen/rejected for preference data."""
+    renamed: dict[str, int] = {}
+
+    def read(turn: Any, where: str) -> Turn:
+        return sharegpt_turn(turn, where, opts, renamed)
+
+    yield turn_list(obj, opts, "conversations", read, renamed)
+
+
+def turn_list(obj: Mapping[str, Any], opts: FormatOptions, key: str, read_turn: Callable[[Any, str], Turn],
+              repairs: Mapping[str, int] | None = None) -> Conversation:
+    """The shape ShareGPT and OpenAI records share: turns under `key`, an optional system prompt (a first system
+    turn or a field) and tool definitions, chosen/rejected for preference data."""
+    turns = [read_turn(turn, f"{key}[{i}]") for i, turn in enumerate(require(obj, key))]
+    meta = rest(obj, (key, "system", "tools"))
+    if is_preference(obj):
+        turns = with_chosen(obj, turns, meta, opts, read_turn)
     turns, system = _split_system(turns, obj.get("system"))
-    yield conversation(turns, system or opts.system_prompt, rest(obj, ("conversations", "system")))
+    return conversation(turns, system or opts.system_prompt, meta, repair=opts.repair,
+                        tools=read_tools(obj.get("tools"), "tools"), repairs=repairs)
 
 
-def message_content(value: Any, field_name: str) -> Any:
-    """OpenAI content: a string, or a list of parts of which the text parts are joined."""
-    if isinstance(value, list):
-        texts = [p.get("text", "") for p in value if isinstance(p, Mapping) and p.get("type") == "text"]
-        if len(texts) != len(value):
-            raise Rejected("unsupported_content", field_name, "only text content parts are supported")
-        return "\n".join(texts)
-    return value
+def message_content(value: Any, field_name: str) -> tuple[Any, list[dict[str, Any]]]:
+    """OpenAI content: a string, or a list of parts whose text parts are joined (text under `text`, or under
+    `value` as in LLaMA-Factory v1, whose `tool_call` parts are calls). Returns (text, calls)."""
+    if not isinstance(value, list):
+        return value, []
+    texts, calls = [], []
+    for part in value:
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind == "text":
+            texts.append(part["text"] if "text" in part else part.get("value", ""))
+        elif kind in ("tool_call", "tool_calls"):
+            calls += calls_from_json(part.get("value"), field_name)
+        else:
+            raise Rejected("unsupported_content", field_name,
+                           f"only text and tool_call content parts are read, found {kind or type(part).__name__!r}")
+    return "\n".join(t if isinstance(t, str) else as_text(t, field_name) for t in texts), calls
+
+
+def openai_turn(message: Any, where: str) -> Turn:
+    """One message: role/content, tool calls (OpenAI's or LLaMA-Factory's), the answered call id, loss weight."""
+    if not isinstance(message, Mapping):
+        raise Rejected("bad_structure", where, "a message must be an object")
+    role = role_of(message.get("role"), OPENAI_ROLES, where + ".role")
+    text, calls = message_content(message.get("content"), where + ".content")
+    calls += message_calls(message, where)
+    if str(message["role"]).lower() == "function_call":  # LLaMA-Factory: the content is the call's JSON
+        calls, text = calls + calls_from_json(text, where + ".content"), ""
+    call_id = message.get("tool_call_id")
+    return Turn(role, text, where, calls or None, None if call_id is None else str(call_id),
+                read_loss_weight(message, role, where))
 
 
 def parse_openai(obj: Mapping[str, Any], opts: FormatOptions) -> Iterator[Conversation]:
-    """messages: [{role: system|user|assistant, content}]."""
-    turns = []
-    for i, message in enumerate(require(obj, "messages")):
-        where = f"messages[{i}]"
-        if not isinstance(message, Mapping):
-            raise Rejected("bad_structure", where, "a message must be an object")
-        role = role_of(message.get("role"), {"system": "system", "user": "user", "assistant": "assistant"},
-                     where + ".role")
-        turns.append((role, message_content(message.get("content"), where + ".content"), where))
-    turns, system = _split_system(turns, obj.get("system"))
-    yield conversation(turns, system or opts.system_prompt, rest(obj, ("messages", "system")))
+    """messages: [{role: system|user|assistant|tool, content, tool_calls?, tool_call_id?, loss_weight|weight?}],
+    optional top-level tools; chosen/rejected for preference data."""
+    yield turn_list(obj, opts, "messages", openai_turn)
+
+
+def canonical_turn(message: Any, where: str) -> Turn:
+    if not isinstance(message, Mapping):
+        return Turn("?", None, where)
+    calls = read_calls(message["tool_calls"], where + ".tool_calls") if message.get("tool_calls") else None
+    role = message.get("role")
+    weight = read_loss_weight(message, role, where) if isinstance(role, str) else None
+    call_id = message.get("tool_call_id")
+    return Turn(role, message.get("content"), where, calls, None if call_id is None else str(call_id), weight)
 
 
 def parse_canonical(obj: Mapping[str, Any], opts: FormatOptions) -> Iterator[Conversation]:
-    """Our own schema (store exports, the self-instruct generator): messages/system/meta; the id is recomputed
-    from the content and the lineage becomes this file."""
-    turns = [(m.get("role"), m.get("content"), f"messages[{i}]") if isinstance(m, Mapping)
-             else ("?", None, f"messages[{i}]") for i, m in enumerate(require(obj, "messages"))]
+    """Our own schema (store exports, the self-instruct generator): messages/system/tools/meta; the id is
+    recomputed from the content and the lineage becomes this file."""
+    turns = [canonical_turn(m, f"messages[{i}]") for i, m in enumerate(require(obj, "messages"))]
     meta = obj.get("meta")
     try:
         meta = json.loads(meta) if isinstance(meta, str) else dict(meta or {})
     except (json.JSONDecodeError, TypeError, ValueError) as exc:
         raise Rejected("bad_structure", "meta", f"meta is not a JSON object: {exc}") from None
-    yield conversation(turns, obj.get("system") or opts.system_prompt, meta)
+    yield conversation(turns, obj.get("system") or opts.system_prompt, meta, repair=opts.repair,
+                       tools=read_tools(obj.get("tools"), "tools"))
 
 
 def parse_guanaco(obj: Mapping[str, Any], opts: FormatOptions) -> Iterator[Conversation]:
@@ -222,20 +247,24 @@ def parse_guanaco(obj: Mapping[str, Any], opts: FormatOptions) -> Iterator[Conve
         raise Rejected("no_turn_markers", "text", "no '### Human:' / '### Assistant:' marker")
     if parts[0].strip():
         raise Rejected("bad_structure", "text", "text before the first '### Human:' marker")
-    turns = [("user" if who == "Human" else "assistant", body, "text") for who, body in zip(parts[1::2], parts[2::2])]
-    yield conversation(turns, opts.system_prompt, rest(obj, ("text",)))
+    turns = [Turn("user" if who == "Human" else "assistant", body, "text")
+             for who, body in zip(parts[1::2], parts[2::2])]
+    yield conversation(turns, opts.system_prompt, rest(obj, ("text",)), repair=opts.repair)
 
 
 def parse_xtuner(obj: Mapping[str, Any], opts: FormatOptions) -> Iterator[Conversation]:
-    """{"conversation": [{system, input, output}, …]}: the system prompt rides on the first turn."""
+    """{"conversation": [{system, input, output, output_with_loss?}, …]}: the system prompt rides on the first
+    turn; `output_with_loss: false` is a loss weight of 0 on that answer."""
     turns, system = [], None
     for i, item in enumerate(require(obj, "conversation")):
         where = f"conversation[{i}]"
         if not isinstance(item, Mapping):
             raise Rejected("bad_structure", where, "a turn must be an object")
         system = system or item.get("system")
-        turns += [("user", item.get("input"), where + ".input"), ("assistant", item.get("output"), where + ".output")]
-    yield conversation(turns, system or opts.system_prompt, rest(obj, ("conversation",)))
+        weight = 0.0 if item.get("output_with_loss", True) is False else None
+        turns += [Turn("user", item.get("input"), where + ".input"),
+                  Turn("assistant", item.get("output"), where + ".output", loss_weight=weight)]
+    yield conversation(turns, system or opts.system_prompt, rest(obj, ("conversation",)), repair=opts.repair)
 
 
 def parse_columns(obj: Mapping[str, Any], opts: FormatOptions) -> Iterator[Conversation]:
@@ -246,7 +275,7 @@ def parse_columns(obj: Mapping[str, Any], opts: FormatOptions) -> Iterator[Conve
             raise Rejected("missing_field", mapping.get(name), f"the row has no {mapping.get(name)!r} column")
     system_col = mapping.get("system")
     question, answer = mapping["input"], mapping["output"]
-    turns = [("user", obj[question], question), ("assistant", obj[answer], answer)]
+    turns = [Turn("user", obj[question], question), Turn("assistant", obj[answer], answer)]
     system = obj.get(system_col) if system_col else None
     yield conversation(turns, system or opts.system_prompt, rest(obj, mapping.values()), system_col or "system")
 
@@ -261,6 +290,7 @@ PARSERS: dict[str, Parser] = {
     "xtuner": parse_xtuner,
     "self-instruct": parse_self_instruct,
     "canonical": parse_canonical,
+    "oasst-trees": parse_oasst_tree,
     "columns": parse_columns,
     "medicationqa": parse_columns,
 }
@@ -268,9 +298,12 @@ TABLE_FORMATS = ("oasst1",)  # formats that need every row at once (message tree
 FORMATS = (*PARSERS, *TABLE_FORMATS)
 
 
-def options_for(fmt: str, mapping: Mapping[str, str] | None, system_prompt: str | None) -> FormatOptions:
+def options_for(fmt: str, mapping: Mapping[str, str] | None, system_prompt: str | None, *, repair: bool = True,
+                lang: Iterable[str] | None = None, preference: str | None = None) -> FormatOptions:
+    langs = frozenset(code.strip().lower() for code in lang) if lang else None
+    common = {"repair": repair, "lang": langs, "preference": preference}
     if fmt == "medicationqa":
-        return FormatOptions(mapping or MEDICATIONQA_MAPPING, system_prompt or MEDICATIONQA_SYSTEM)
+        return FormatOptions(mapping or MEDICATIONQA_MAPPING, system_prompt or MEDICATIONQA_SYSTEM, **common)
     if fmt == "columns":
         if not mapping or "input" not in mapping or "output" not in mapping:
             raise BadInputError(f"format 'columns' needs a mapping with input and output columns, got {mapping}",
@@ -278,7 +311,7 @@ def options_for(fmt: str, mapping: Mapping[str, str] | None, system_prompt: str 
         unknown = set(mapping) - set(MAPPING_KEYS)
         if unknown:
             raise BadInputError(f"mapping keys must be {MAPPING_KEYS}, got {sorted(unknown)}", field="mapping")
-    return FormatOptions(mapping, system_prompt)
+    return FormatOptions(mapping, system_prompt, **common)
 
 
 def check_columns(columns: Iterable[str], opts: FormatOptions, file: str) -> None:
@@ -297,6 +330,9 @@ def detect_format(sample: Mapping[str, Any], mapping: Mapping[str, str] | None =
         return "columns"
     if {"Question", "Answer", "Focus (Drug)"} <= keys:
         return "medicationqa"
+    if ({"message_tree_id", "prompt"} <= keys and isinstance(sample.get("prompt"), Mapping)) or (
+            {"message_id", "text", "role"} <= keys and isinstance(sample.get("replies"), list)):
+        return "oasst-trees"  # OpenAssistant's own exports: a tree per line, or message nodes with nested replies
     if "conversations" in keys:
         return "sharegpt"
     if "conversation" in keys:

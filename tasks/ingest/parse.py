@@ -6,14 +6,21 @@ from typing import Any
 
 from tasks.ingest.columnar import CHUNK_PARSERS
 from tasks.ingest.columns import RecordColumns
-from tasks.ingest.formats import PARSERS, Conversation, FormatOptions
+from tasks.ingest.formats import PARSERS, FormatOptions
 from tasks.ingest.oasst import parse_oasst1
 from tasks.ingest.quarantine import QuarantineLog, Rejected, Unreadable
+from tasks.ingest.turns import Conversation
 
 
 def conversations(items: Iterable[tuple[int, Any]], fmt: str, opts: FormatOptions
                   ) -> Iterator[tuple[int, Conversation | Rejected, Any]]:
     """(row, conversation or rejection, raw row) for every candidate conversation of the source."""
+    for row, result, raw in _parsed(items, fmt, opts):
+        yield row, in_languages(result, opts.lang) if opts.lang else result, raw
+
+
+def _parsed(items: Iterable[tuple[int, Any]], fmt: str, opts: FormatOptions
+            ) -> Iterator[tuple[int, Conversation | Rejected, Any]]:
     if fmt == "oasst1":
         readable = []
         for row, obj in items:
@@ -35,13 +42,24 @@ def conversations(items: Iterable[tuple[int, Any]], fmt: str, opts: FormatOption
             yield row, rejected, obj
 
 
+def in_languages(result: Conversation | Rejected, langs: frozenset[str]) -> Conversation | Rejected:
+    """The `lang` filter: a conversation whose meta names another language is set aside (quarantined as
+    filtered_lang, so it can be found again); one without a `lang` is kept."""
+    if isinstance(result, Rejected):
+        return result
+    lang = result.meta.get("lang")
+    if isinstance(lang, str) and lang.strip().lower() not in langs:
+        return Rejected("filtered_lang", "lang", f"lang {lang!r} is not one of {sorted(langs)} (--lang)")
+    return result
+
+
 def add_parsed(row: int, result: Conversation | Rejected, raw: Any, records: RecordColumns,
                quarantine: QuarantineLog, uri: str) -> None:
     """A conversation into `records`, a rejection into `quarantine`."""
     if isinstance(result, Rejected):
         quarantine.add(uri, row, result, raw)
     else:
-        records.add(row, result.system, result.messages, result.meta)
+        records.add(row, result)
 
 
 def parse_chunk(chunk: list[tuple[int, Any]], fmt: str, opts: FormatOptions, records: RecordColumns,

@@ -52,9 +52,21 @@ def _json_item(row: int, line: bytes) -> Item:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         return row, _unparsable(line, exc)
-    if type(obj) is not dict:
-        return row, Unreadable("not_an_object", line, f"expected a JSON object, found {type(obj).__name__}")
-    return row, obj
+    return row, _record(obj, line)
+
+
+def is_message_list(obj: Any) -> bool:
+    """A bare list of chat messages (each an object with a role), as some OpenAI-format JSONL files hold."""
+    return type(obj) is list and bool(obj) and all(type(m) is dict and "role" in m for m in obj)
+
+
+def _record(obj: Any, raw: Any) -> dict[str, Any] | Unreadable:
+    """A record, or a list of messages read as one ({"messages": [...]}), or an Unreadable."""
+    if type(obj) is dict:
+        return obj
+    if is_message_list(obj):
+        return {"messages": obj}
+    return Unreadable("not_an_object", raw, f"expected a JSON object, found {type(obj).__name__}")
 
 
 def _unparsable(line: bytes, exc: orjson.JSONDecodeError) -> Unreadable:
@@ -67,10 +79,11 @@ def _unparsable(line: bytes, exc: orjson.JSONDecodeError) -> Unreadable:
 
 def read_jsonl(uri: str) -> Iterator[Item]:
     """Line by line, never the whole file. A file that is really one JSON array (as the seed's converter
-    wrote into a .jsonl file) is read as an array. Blank lines are skipped (and counted in the row numbers)."""
+    wrote into a .jsonl file) is read as an array; lines that are lists of messages are OpenAI records.
+    Blank lines are skipped (and counted in the row numbers)."""
     with open_binary(uri) as fh:
         first = fh.readline()
-        if first.lstrip().startswith(b"["):
+        if first.lstrip().startswith(b"[") and not _is_message_line(first):
             yield from _array_items(uri, first + fh.read())
             return
         row, lines = 0, [first]
@@ -78,6 +91,13 @@ def read_jsonl(uri: str) -> Iterator[Item]:
             yield from jsonl_items(lines, row)
             row += len(lines)
             lines = fh.readlines(LINES_BLOCK)
+
+
+def _is_message_line(line: bytes) -> bool:
+    try:
+        return is_message_list(orjson.loads(line))
+    except orjson.JSONDecodeError:  # the first line of an array spread over lines
+        return False
 
 
 def jsonl_items(lines: list[bytes], first_row: int) -> Iterator[Item]:
@@ -89,7 +109,7 @@ def jsonl_items(lines: list[bytes], first_row: int) -> Iterator[Item]:
             if line.strip():
                 yield row, _unparsable(line, exc)
         else:
-            yield _json_item(row, line) if type(obj) is not dict else (row, obj)
+            yield row, obj if type(obj) is dict else _record(obj, line)
 
 
 def read_json(uri: str) -> Iterator[Item]:
@@ -123,10 +143,7 @@ def _records_of(uri: str, doc: Any) -> Iterator[Item]:
     if not isinstance(doc, list):
         raise BadInputError(f"expected a JSON array of records, found {type(doc).__name__}", file=uri)
     for row, obj in enumerate(doc):
-        if isinstance(obj, dict):
-            yield row, obj
-        else:
-            yield row, Unreadable("not_an_object", obj, f"expected a JSON object, found {type(obj).__name__}")
+        yield row, _record(obj, obj)
 
 
 def read_csv(uri: str) -> Iterator[Item]:

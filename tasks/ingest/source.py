@@ -3,15 +3,18 @@
 `read_source` picks the reader, detects the format from the first readable record (unless one is given),
 parses every row, drops exact duplicates (same record id) and streams tables of `batch_rows` records, so
 memory stays flat however large a JSONL file is (only the set of ids seen grows, 16 bytes a row: dedupe.py).
+The stats count what the repair policy did (`repairs`), the messages left out (`skipped_messages`) and end
+with `warnings` for quarantine reasons that take a large share of the source (hints.py).
 """
 from __future__ import annotations
 
 import gc
 import itertools
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
@@ -32,6 +35,7 @@ from tasks.ingest.formats import (
     options_for,
     undetected,
 )
+from tasks.ingest.hints import quarantine_warnings
 from tasks.ingest.parse import add_parsed, conversations, parse_chunk
 from tasks.ingest.quarantine import QuarantineLog
 from tasks.ingest.readers import READERS, file_kind
@@ -39,7 +43,7 @@ from tasks.ingest.revision import source_revision
 
 BATCH_ROWS = 20_000
 FORMAT_ALIASES = {"xlsx": None, "auto": None, "self_instruct": "self-instruct", "selfinstruct": "self-instruct",
-                  "guanaco-text": "guanaco", "messages": "openai", "oasst": "oasst1"}
+                  "guanaco-text": "guanaco", "messages": "openai", "oasst": "oasst1", "oasst_trees": "oasst-trees"}
 
 
 def resolve_format(name: str | None) -> str | None:
@@ -85,11 +89,18 @@ def _peek(items: Iterator[tuple[int, Any]]) -> tuple[Iterator[tuple[int, Any]], 
     return iter(seen), None
 
 
+class Chunk(NamedTuple):
+    table: pa.Table  # records in source row order
+    read: int  # conversations read
+    repairs: Counter[str]
+    skipped: Counter[str]
+
+
 def parsed_chunks(items: Iterator[tuple[int, Any]], uri: str, fmt: str, split: str | None, opts: FormatOptions,
-                  quarantine: QuarantineLog, batch_rows: int) -> Iterator[tuple[pa.Table, int]]:
-    """(records in source row order, conversations read) for successive chunks of the source; rejections go to
-    `quarantine`."""
-    if fmt in CHUNK_PARSERS:
+                  quarantine: QuarantineLog, batch_rows: int) -> Iterator[Chunk]:
+    """Successive chunks of the source; rejections go to `quarantine`. The flat formats' chunk parsers read
+    plain rows a column at a time, unless a language filter needs every row's meta."""
+    if fmt in CHUNK_PARSERS and not opts.lang:
         while True:
             with paused_gc():
                 chunk = list(itertools.islice(items, batch_rows))
@@ -98,16 +109,16 @@ def parsed_chunks(items: Iterator[tuple[int, Any]], uri: str, fmt: str, split: s
                 records = RecordColumns(uri, fmt, split)
                 read = parse_chunk(chunk, fmt, opts, records, quarantine, uri)
                 table = records.table()
-            yield table, read
+            yield Chunk(table, read, records.repairs, records.skipped)
     records, read = RecordColumns(uri, fmt, split), 0
     for row, result, raw in conversations(items, fmt, opts):
         add_parsed(row, result, raw, records, quarantine, uri)
         read += 1
         if len(records) >= batch_rows:
-            yield records.table(), read
+            yield Chunk(records.table(), read, records.repairs, records.skipped)
             records, read = RecordColumns(uri, fmt, split), 0
     if read:
-        yield records.table(), read
+        yield Chunk(records.table(), read, records.repairs, records.skipped)
 
 
 def open_source(config: Any) -> tuple[Iterator[tuple[int, Any]], str | None, str | None, list[str] | None,
@@ -150,12 +161,13 @@ def read_source(config: Any, progress: Progress | None = None, batch_rows: int =
         fmt = detect_format(sample, config.mapping) if sample is not None else ("columns" if config.mapping else None)
     if fmt is None:
         raise undetected(uri, sample)
-    opts = options_for(fmt, config.mapping, config.system_prompt)
+    opts = options_for(fmt, config.mapping, config.system_prompt, repair=config.repair, lang=config.lang,
+                       preference=config.preference)
     if opts.mapping and (columns is not None or sample is not None):
         check_columns(columns if columns is not None else sample, opts, uri)
     blank_rows = extra.pop("blank_rows", None)
     stats: dict[str, Any] = {"uri": uri, "format": fmt, "split": split, "read": 0, "kept": 0, "quarantined": {},
-                             "duplicates": 0, **extra}
+                             "duplicates": 0, **extra, "repairs": {}, "skipped_messages": {}, "warnings": []}
     quarantine = QuarantineLog()
 
     def tables() -> Iterator[pa.Table]:
@@ -175,14 +187,20 @@ def read_source(config: Any, progress: Progress | None = None, batch_rows: int =
             return table if first.all() else table.filter(mask(first))
 
         pending: list[pa.Table] = []  # kept records, joined up to batch_rows a table (the store's shards)
-        for table, read in parsed_chunks(items, uri, fmt, split, opts, quarantine, batch_rows):
-            pending.append(new_rows(table, read))
+        repairs: Counter[str] = Counter()
+        skipped: Counter[str] = Counter()
+        for chunk in parsed_chunks(items, uri, fmt, split, opts, quarantine, batch_rows):
+            pending.append(new_rows(chunk.table, chunk.read))
+            repairs.update(chunk.repairs)
+            skipped.update(chunk.skipped)
             if sum(t.num_rows for t in pending) >= batch_rows:
                 yield pa.concat_tables(pending)
                 pending = []
         if pending or not stats["kept"]:
             yield pa.concat_tables(pending) if pending else RecordColumns(uri, fmt, split).table()
         stats["quarantined"] = dict(sorted(quarantine.counts.items()))
+        stats["repairs"], stats["skipped_messages"] = dict(sorted(repairs.items())), dict(sorted(skipped.items()))
+        stats["warnings"] = quarantine_warnings(stats, opts.repair)
         if blank_rows is not None:
             stats["blank_rows"] = len(blank_rows)
 

@@ -1,13 +1,13 @@
-"""Generated tasks as canonical records (with lineage), the quarantine table, and the Alpaca JSONL export."""
+"""Generated tasks as canonical records (with lineage), the quarantine table, and their export (tasks/exports.py)."""
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
 
 from storage.schema import make_record, records_to_table
+from tasks.exports import write_export
 from tasks.self_instruct.generate import Outcome
 from tasks.text import alpaca_user_content
 
@@ -48,25 +48,13 @@ def quarantine_table(dropped: Iterable[Outcome]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA)
 
 
-def alpaca_rows(table: pa.Table) -> list[dict[str, str]]:
-    """instruction/input/output per record (the meta keeps the split of the user turn)."""
-    rows = []
-    for messages, meta in zip(table.column("messages").to_pylist(), table.column("meta").to_pylist()):
-        meta = json.loads(meta)
-        rows.append({"instruction": meta["instruction"], "input": meta["input"], "output": messages[1]["content"]})
-    return rows
-
-
 def export(table: pa.Table, path: str | Path) -> str:
     """`.parquet`: the canonical records, lineage included (ingest format `canonical`); anything else: Alpaca
     JSONL (instruction, input, output), which every Alpaca reader takes. Returns the layout written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        pq.write_table(table, path)
+        write_export([table], "canonical", str(path))
         return "canonical"
-    rows = alpaca_rows(table)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    write_export([table], "alpaca", str(path), layout="jsonl")
     return "alpaca"

@@ -70,7 +70,7 @@ def build(ctx: StageContext, selection: DatasetRef, base_model: DatasetRef) -> S
         "chat_template.jinja": encoder.template.chat_template(),
         "template.json": json.dumps(encoder.template.summary(), indent=2, ensure_ascii=False),
         "format_lengths.png": histogram_png(table, params.max_length),
-        **export_files(params, table, records),
+        **export_files(params, table, records, stats["warnings"]),
     }
     example = table.column("text")[0].as_py() if table.num_rows else None
     return StageOutput(table=table, files=files, stats=stats, companions={"quarantine": quarantine},

@@ -1,8 +1,8 @@
 """`ingest`: the sources' conversations in one table, duplicates across sources dropped, counts summed."""
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -14,7 +14,7 @@ from storage.store import DatasetRef
 from tasks.errors import BadInputError
 from tasks.ingest.dedupe import IdSet
 from tasks.ingest.quarantine import QUARANTINE_SCHEMA
-from tasks.ingest.report import source_report
+from tasks.ingest.report import merged_counts, source_report
 from tasks.stages.ingest_source import SourceConfig, sources_from_paths
 
 MERGE_BATCH = 50_000
@@ -32,19 +32,20 @@ def build(ctx: StageContext, **source: DatasetRef) -> StageOutput:
         raise BadInputError("no sources to ingest: list them under ingest.sources", field="ingest.sources")
     store = ctx.store
     per_source = [store.manifest(ref.key).get("stats", {}) for ref in refs]
-    quarantined: Counter[str] = Counter()
-    for s in per_source:
-        quarantined.update(s.get("quarantined", {}))
     quarantine_tables = [store.read_table(companion_key(ref.key, "quarantine")).cast(QUARANTINE_SCHEMA)
                          for ref in refs]
     stats: dict[str, Any] = {
         "read": sum(s.get("read", 0) for s in per_source),
         "kept": 0,
-        "quarantined": dict(sorted(quarantined.items())),
+        "quarantined": merged_counts(per_source, "quarantined"),
         "duplicates": sum(s.get("duplicates", 0) for s in per_source),
         "duplicates_across_sources": 0,
+        "repairs": merged_counts(per_source, "repairs"),
+        "skipped_messages": merged_counts(per_source, "skipped_messages"),
+        "warnings": [f"{Path(s.get('uri', '')).name}: {w}" for s in per_source for w in s.get("warnings") or []],
         "sources": [{"key": ref.key, **{k: s.get(k) for k in ("uri", "format", "split", "read", "kept",
-                                                              "quarantined", "duplicates", "revision")}}
+                                                              "quarantined", "duplicates", "revision", "repairs",
+                                                              "warnings")}}
                     for ref, s in zip(refs, per_source)],
     }
     advance = ctx.progress(sum(ref.rows for ref in refs), "ingest: merge sources")

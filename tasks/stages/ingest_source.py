@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from storage.params import PATH, Section
 from storage.stage import Call, Stage, StageContext, StageOutput
@@ -23,13 +23,27 @@ from tasks.ingest.source import read_source
 class SourceConfig(Section):
     path: str = Field(description="File path, fsspec URL, or hf:NAME[:CONFIG][@REVISION]", json_schema_extra=PATH)
     format: str | None = Field(None, description="alpaca, sharegpt, openai, guanaco, xtuner, self-instruct, "
-                                                 "oasst1, canonical, medicationqa, columns; detected when empty")
+                                                 "oasst1, oasst-trees, canonical, medicationqa, columns; detected "
+                                                 "when empty")
     sheet: str | None = Field(None, description="xlsx sheet name")
     split: str | None = Field(None, description="dataset split for hf: sources")
     mapping: dict[str, str] | None = Field(None, description="table columns (xlsx, csv, parquet, JSON): "
                                                               "system/input/output -> header")
     system_prompt: str | None = Field(None, description="system prompt for records that have none "
                                                         "(medicationqa: the seed's doctor prompt)")
+    repair: bool = Field(True, description="drop leading assistant turns, merge consecutive same-role turns, read "
+                                           "chatgpt/bing/bard/model as assistant (each repair counted); false: "
+                                           "quarantine such conversations")
+    lang: list[str] | None = Field(None, description="keep only conversations whose lang (OpenAssistant, or a lang "
+                                                     "column) is one of these; those without a lang are kept")
+    preference: Literal["chosen"] | None = Field(None, description="preference records (chosen/rejected): chosen "
+                                                                   "takes the chosen answer; empty: quarantine them")
+
+    @field_validator("lang", mode="before")
+    @classmethod
+    def _lang_list(cls, value: Any) -> Any:
+        """`lang: en` or `lang: en,de` as well as a list."""
+        return [code.strip() for code in value.split(",") if code.strip()] if isinstance(value, str) else value
 
 
 def sources_from_paths(cls: type, value: Any) -> Any:

@@ -26,6 +26,7 @@ class Step:
     label: str
     params: Any
     inputs: dict[str, Step | str]  # input name -> the step that makes it, or a store key the config gives
+    shard: tuple[int, int] | None = None  # a part (i, n) of a sharded stage
     key: str = ""
 
     @property
@@ -42,7 +43,7 @@ class Plan:
     steps: list[Step] = field(default_factory=list)  # always in dependency order: add() needs upstream first
 
     def add(self, stage: Stage, params: Any, inputs: Mapping[str, Step | str] | None = None,
-            label: str | None = None) -> Step:
+            label: str | None = None, shard: tuple[int, int] | None = None) -> Step:
         label = label or stage.name
         inputs = dict(inputs or {})
         for name, value in inputs.items():
@@ -62,7 +63,9 @@ class Plan:
                                     f"{requirement.install}", field=label)
         if any(step.label == label for step in self.steps):
             raise BadInputError(f"two steps of this flow are named {label!r}", field=label)
-        step = Step(stage, label, params, inputs)
+        if shard is not None and stage.shard_input is None:
+            raise BadInputError(f"stage {stage.name} cannot run in parts (it declares no shard_input)", field=label)
+        step = Step(stage, label, params, inputs, shard)
         self.steps.append(step)
         return step
 
@@ -73,7 +76,7 @@ class Plan:
                 if isinstance(value, str) and not self.store.verify(value):
                     raise BadInputError(f"input {name!r} of {step.label} is {value!r}, which is not a complete "
                                         f"dataset in the store {self.store.url}", field=f"{step.label}.{name}")
-            step.key = step.stage.key(step.params, step.input_keys())
+            step.key = step.stage.key(step.params, step.input_keys(), step.shard)
         return self
 
     def names(self) -> list[str]:
@@ -110,18 +113,35 @@ class _Node:
     call: Call
     label: str
     wired: dict[str, _Node | str] = field(default_factory=dict)
+    shard: tuple[int, int] | None = None
+    gathers: bool = False  # the gather step of a sharded stage (its parts are wired already)
+
+
+def _nodes(stage: Stage, call: Call) -> list[_Node]:
+    """One node per call; a call of `shards` > 1 becomes its parts plus the gather step that makes the output."""
+    label = call.label or stage.name
+    if call.shards <= 1:
+        return [_Node(stage, call, label)]
+    if stage.shard_input is None:
+        raise BadInputError(f"stage {stage.name} cannot run in parts", field=f"{label}.shards")
+    parts = [_Node(stage, call, f"{label}[{i}/{call.shards}]", shard=(i, call.shards)) for i in range(call.shards)]
+    gather = _Node(stage.gathered(), Call(call.params), label, {f"part_{i:03d}": p for i, p in enumerate(parts)},
+                   gathers=True)
+    return [*parts, gather]
 
 
 def pipeline_plan(config: Any, store: Store, stages: Iterable[Stage] | None = None) -> Plan:
     """The plan of a pipeline config: every stage whose `calls(config)` asks for it, wired by dataset name."""
-    nodes = [_Node(stage, call, call.label or stage.name)
-             for stage in (stages if stages is not None else registered().values()) for call in stage.calls(config)]
+    nodes = [node for stage in (stages if stages is not None else registered().values())
+             for call in stage.calls(config) for node in _nodes(stage, call)]
     producers: dict[str, list[_Node]] = defaultdict(list)
     for node in nodes:
-        producers[node.stage.dataset].append(node)
+        if node.shard is None:  # a part's output is read by its gather step alone
+            producers[node.stage.dataset].append(node)
     refiners = {node.stage.dataset: node for node in nodes if node.stage.input(node.stage.dataset)}
     for node in nodes:
-        _wire(node, producers, refiners)
+        if not node.gathers:
+            _wire(node, producers, refiners)
     for dataset, refiner in refiners.items():  # readers the refiner does not depend on read its output
         if len(producers[dataset]) > 2:
             raise BadInputError(f"{len(producers[dataset])} stages make {dataset!r}: "
@@ -181,7 +201,7 @@ def _add(node: _Node, plan: Plan, added: dict[_Node, Step], visiting: set[_Node]
     visiting.add(node)
     inputs = {name: _add(up, plan, added, visiting) if isinstance(up, _Node) else up
               for name, up in node.wired.items()}
-    added[node] = plan.add(node.stage, node.call.params, inputs, node.label)
+    added[node] = plan.add(node.stage, node.call.params, inputs, node.label, node.shard)
     return added[node]
 
 

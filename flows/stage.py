@@ -91,11 +91,12 @@ def artifact_key(stage: Stage) -> str:
 
 @functools.cache
 def stage_task(stage: Stage) -> Any:
-    """The Prefect task `fn(params, store, inputs, key, force=False) -> StageResult` of one stage."""
+    """The Prefect task `fn(params, store, inputs, key, force=False, shard=None) -> StageResult` of one stage."""
 
     def run(params: Any, store: str, inputs: Mapping[str, DatasetRef | None], key: str,
-            force: bool = False) -> StageResult:
-        result = run_stage(stage, params, inputs, Store(store), key=key, force=force, progress=prefect_progress)
+            force: bool = False, shard: tuple[int, int] | None = None) -> StageResult:
+        result = run_stage(stage, params, inputs, Store(store), key=key, force=force, progress=prefect_progress,
+                           shard=shard)
         if result.report:
             figures = figures_markdown(result.figures, inline=True)  # data URIs: the UI renders them
             create_markdown_artifact(result.report + (f"\n\n{figures}" if figures else ""), key=artifact_key(stage),

@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
@@ -74,6 +74,7 @@ class StageContext:
     progress: Progress = terminal_progress
     log: logging.Logger = log
     work: Path = field(default_factory=work_root)
+    shard: tuple[int, int] | None = None  # (i, n): this run builds the i-th of n row ranges of `shard_input`
 
     @cached_property
     def scratch(self) -> Path:
@@ -110,6 +111,7 @@ class Call:
     label: str | None = None  # the run table's name for it; the stage name when None
     # an input given by the configuration instead of by its producer: a store key, or None (not read)
     inputs: Mapping[str, str | None] = field(default_factory=dict)
+    shards: int = 1  # > 1: the stage runs as this many row-range parts side by side, then one gather step
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,12 @@ class Stage:
     # Extra key material derived from the parameters, e.g. a checksum of the source files an ingest reads.
     fingerprint: Callable[[Any], Mapping[str, Any]] | None = None
     # How a pipeline config runs this stage: a list of calls (empty: not in this pipeline). Default: one call
-    # with the config's `section`, when the stage has one.
+    # with the config's `section`, when the stage has one (its `shards` field, if any, splits it).
     plan: Callable[[Any], list[Call]] | None = None
+    # A stage that can run in row-range parts names the input it splits (it reads only `ctx.shard`'s rows of
+    # it); `gather(ctx, **part)` merges the parts into the stage's output (default: their rows in order).
+    shard_input: str | None = None
+    gather: Callable[..., StageOutput] | None = None
 
     @property
     def dataset(self) -> str:
@@ -158,7 +164,13 @@ class Stage:
             return self.plan(config)
         if self.section is None or not hasattr(config, self.section):
             return []
-        return [Call(getattr(config, self.section))]
+        params = getattr(config, self.section)
+        return [Call(params, shards=getattr(params, "shards", 1) if self.shard_input else 1)]
+
+    def gathered(self) -> Stage:
+        """The step that merges this stage's parts: the same name, version and output, reading every part."""
+        return replace(self, build=self.gather or concat_parts, plan=None, shard_input=None, gather=None,
+                       fingerprint=None, requires=())
 
     @cached_property
     def _adapter(self) -> TypeAdapter:
@@ -171,10 +183,12 @@ class Stage:
     def dump_params(self, params: Any) -> dict[str, Any]:
         return self._adapter.dump_python(params, mode="json") if params is not None else {}
 
-    def key(self, params: Any, input_keys: Mapping[str, str | None]) -> str:
+    def key(self, params: Any, input_keys: Mapping[str, str | None], shard: tuple[int, int] | None = None) -> str:
         plain: Any = key_params(params, self.name)
         if self.fingerprint is not None:
             plain = {"params": plain, "fingerprint": dict(self.fingerprint(params))}
+        if shard is not None:
+            plain = {"params": plain, "shard": list(shard)}
         return stage_key(self.name, self.version, plain, {n: k for n, k in input_keys.items() if k is not None})
 
 
@@ -195,6 +209,19 @@ def companion_key(key: str, name: str) -> str:
 
 def input_keys(inputs: Mapping[str, DatasetRef | None]) -> dict[str, str | None]:
     return {name: ref.key if ref is not None else None for name, ref in inputs.items()}
+
+
+def concat_parts(ctx: StageContext, **part: DatasetRef) -> StageOutput:
+    """The default gather of a sharded stage: the parts' rows in part order, their stats listed."""
+    refs = [part[name] for name in sorted(part)]
+    stats = [ctx.store.manifest(ref.key).get("stats", {}) for ref in refs]
+
+    def tables() -> Iterable[pa.Table]:
+        for ref in refs:
+            for batch in ctx.store.iter_batches(ref.key):
+                yield pa.Table.from_batches([batch])
+
+    return StageOutput(table=tables(), stats={"rows": sum(r.rows for r in refs), "parts": stats})
 
 
 def figures_markdown(figures: Mapping[str, bytes], inline: bool) -> str:
@@ -227,23 +254,25 @@ def run_stage(
     key: str | None = None,
     force: bool = False,
     progress: Progress = terminal_progress,
+    shard: tuple[int, int] | None = None,
 ) -> StageResult:
-    """Run `stage` once: its dataset from the store if a complete copy is there (unless `force`), else built
-    and published. `key` is the one the caller already computed for these parameters and inputs."""
+    """Run `stage` once (or its part `shard` of a row range): its dataset from the store if a complete copy is
+    there (unless `force`), else built and published. `key` is the one the caller already computed."""
     started = time.perf_counter()
-    key = key or stage.key(params, input_keys(inputs))
+    key = key or stage.key(params, input_keys(inputs), shard)
     rows_in = sum(ref.rows for ref in inputs.values() if ref is not None) if inputs else None
     if not force and store.verify(key):
         log.info("%s: %s already in the store", stage.name, key)
         return StageResult(store.ref(key), "cached", time.perf_counter() - started, rows_in,
                            store.manifest(key).get("stats", {}))
-    ctx = StageContext(store=store, key=key, params=params, progress=progress)
+    ctx = StageContext(store=store, key=key, params=params, progress=progress, shard=shard)
     for hook in BUILD_HOOKS:
         hook(stage, ctx)
     output = stage.build(ctx, **{k: v for k, v in inputs.items()})
     figures = {name: data for name, data in output.files.items() if name.endswith(".png") and isinstance(data, bytes)}
     manifest_fields = {"stage_version": stage.version, "params": stage.dump_params(params),
-                       "inputs": {n: k for n, k in input_keys(inputs).items() if k is not None}}
+                       "inputs": {n: k for n, k in input_keys(inputs).items() if k is not None},
+                       **({"shard": list(shard)} if shard else {})}
     with store.writer(key, stage.name, replace=force, **manifest_fields) as writer:
         if output.table is not None:
             for part in [output.table] if isinstance(output.table, pa.Table) else output.table:

@@ -147,11 +147,26 @@ class Store:
                 tables.append(pq.read_table(fh, columns=columns))
         return pa.concat_tables(tables) if tables else pa.table({})
 
-    def iter_batches(self, key: str, batch_size: int = 10_000, columns: list[str] | None = None
-                     ) -> Iterator[pa.RecordBatch]:
-        for shard in self.manifest(key)["shards"]:
-            with self.fs.open(self.path(key, shard["name"]), "rb") as fh:
-                yield from pq.ParquetFile(fh).iter_batches(batch_size=batch_size, columns=columns)
+    def iter_batches(self, key: str, batch_size: int = 10_000, columns: list[str] | None = None,
+                     part: tuple[int, int] | None = None) -> Iterator[pa.RecordBatch]:
+        """The rows in batches; `part=(i, n)`: only the i-th of n equal row ranges (a sharded stage's share)."""
+        manifest = self.manifest(key)
+        start, stop = row_range(manifest["rows"], part)
+        offset = 0
+        for shard in manifest["shards"]:
+            if offset >= stop:
+                break
+            if offset + shard["rows"] > start:
+                with self.fs.open(self.path(key, shard["name"]), "rb") as fh:
+                    for batch in pq.ParquetFile(fh).iter_batches(batch_size=batch_size, columns=columns):
+                        if offset >= stop:
+                            break
+                        lo, hi = max(start - offset, 0), min(stop - offset, batch.num_rows)
+                        if hi > lo:
+                            yield batch if (lo, hi) == (0, batch.num_rows) else batch.slice(lo, hi - lo)
+                        offset += batch.num_rows
+            else:
+                offset += shard["rows"]
 
     def read_file(self, key: str, name: str) -> bytes:
         return self.fs.cat_file(self.path(key, "files", name))
@@ -217,6 +232,14 @@ class Store:
             for part in [table] if isinstance(table, pa.Table) else table:
                 w.write(part)
         return w.ref
+
+
+def row_range(rows: int, part: tuple[int, int] | None) -> tuple[int, int]:
+    """[start, stop) of part i of n over `rows` rows (the whole range without a part)."""
+    if part is None:
+        return 0, rows
+    i, n = part
+    return i * rows // n, (i + 1) * rows // n
 
 
 def _mtime(fs: fsspec.AbstractFileSystem, info: dict[str, Any]) -> float:

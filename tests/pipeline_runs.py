@@ -37,13 +37,14 @@ def pipeline_config(store_url: str | None, sources: list[str], base_model: Path,
     return PipelineConfig.model_validate(data)
 
 
-def run_flow(config: Any, from_stage: str | None = None, task_runner: Any = None) -> tuple[Any, dict[str, Any]]:
+def run_flow(config: Any, from_stage: str | None = None, task_runner: Any = None,
+             until_stage: str | None = None) -> tuple[Any, dict[str, Any]]:
     """Run the flow in this process; (flow run id, the stage report)."""
     from flows.execute import PipelineFailed
     from flows.pipeline import sft_pipeline
 
     flow_fn = sft_pipeline.with_options(task_runner=task_runner) if task_runner is not None else sft_pipeline
-    state = flow_fn(config=config, from_stage=from_stage, return_state=True)
+    state = flow_fn(config=config, from_stage=from_stage, until_stage=until_stage, return_state=True)
     result = state.result(raise_on_failure=False)
     report = result.report if isinstance(result, PipelineFailed) else result
     if isinstance(report, BaseException):

@@ -82,3 +82,32 @@ def test_ray_without_its_extra_says_how_to_get_it(tmp_path):
             task_runner(RunnerConfig(task_runner="ray"), str(tmp_path / "store"))
     else:
         pytest.skip("prefect-ray is installed here; the ray runner itself is exercised by users' clusters")
+
+
+@pytest.mark.slow
+def test_embed_and_iqs_in_row_range_parts_on_two_dask_workers_match_one_task(prefect_api, shared_data, tmp_path,
+                                                                             tiny_lm):
+    import numpy as np
+
+    from storage.store import Store
+    from tasks.embed import embedding_matrix
+
+    sources = write_sources(shared_data, tmp_path / "sources", count=2, rows=30)
+    whole, parts = Store(str(tmp_path / "whole")), Store(str(tmp_path / "parts"))
+    common = {"iqs": {"scorer": "length"}, "dedup": {"enabled": False}}
+    _, expected = run_flow(pipeline_config(whole.url, sources, tiny_lm, **common), until_stage="select")
+    config = pipeline_config(parts.url, sources, tiny_lm, embed={"shards": 2}, runner={"task_runner": "dask",
+                             "workers": 2}, **{**common, "iqs": {"scorer": "length", "shards": 3}})
+    _, report = run_flow(config, until_stage="select")
+    rows = {row["stage"]: row for row in report["stages"]}
+    assert [s for s in rows if s.startswith(("embed", "iqs"))] == ["embed[0/2]", "embed[1/2]", "embed", "iqs[0/3]",
+                                                                    "iqs[1/3]", "iqs[2/3]", "iqs"]
+    assert sum(rows[f"iqs[{i}/3]"]["rows_out"] for i in range(3)) == rows["iqs"]["rows_out"] == 60
+    before = {row["stage"]: row["key"] for row in expected["stages"]}
+    a, b = whole.read_table(before["embed"]), parts.read_table(rows["embed"]["key"])
+    assert a.column("id").to_pylist() == b.column("id").to_pylist()  # the parts gathered in row order
+    np.testing.assert_allclose(embedding_matrix(a.column("embedding")), embedding_matrix(b.column("embedding")),
+                               atol=1e-5)  # other batches, same vectors
+    scored_a, scored_b = whole.read_table(before["iqs"]), parts.read_table(rows["iqs"]["key"])
+    assert scored_a.to_pylist() == scored_b.to_pylist()  # ranks over all rows, not per part
+    assert record_ids(whole, before["select"]) == record_ids(parts, rows["select"]["key"])

@@ -161,3 +161,18 @@ def test_a_stage_added_in_one_file_runs_in_the_pipeline_and_alone(tmp_path):
     assert other["status"] == "ran" and other["key"] != toy["key"] and other["stats"]["rows"] == 30
     assert set(other) == {"stage", "status", "key", "rows_in", "rows_out", "seconds", "stats"}
     assert not (tmp_path / "home" / "work" / other["key"]).exists()  # its scratch folder went once published
+
+
+def test_a_sharded_stage_runs_in_parts_gathered_under_its_own_name(tmp_path):
+    plan = pipeline_plan(demo_config(tmp_path, "embed.shards=2", "iqs.shards=3"), _store(tmp_path))
+    steps = {s.label: s for s in plan.steps}
+    assert [s.shard for s in plan.steps if s.stage.name == "embed"] == [(0, 2), (1, 2), None]
+    assert {n: v.label for n, v in steps["embed"].inputs.items()} == {"part_000": "embed[0/2]",
+                                                                      "part_001": "embed[1/2]"}
+    assert steps["dedup"].inputs["embeddings"] is steps["embed"]  # readers read the gathered output
+    assert steps["iqs[2/3]"].inputs["conversations"] is steps["dedup"]
+    assert len({s.key for s in plan.steps}) == len(plan.steps)  # every part has a key of its own
+    assert {s.label for s in plan.descendants("embed")} >= {"embed[0/2]", "embed[1/2]", "embed", "cluster"}
+    with pytest.raises(BadInputError, match="cannot run in parts"):
+        Plan(_store(tmp_path)).add(get("select"), PipelineConfig().select, {"conversations": "c", "clusters": "k"},
+                                   shard=(0, 2))

@@ -183,3 +183,16 @@ def test_not_in_key_fields_survive_serialization_but_not_the_key():
     assert stage.key(a, {}) == stage.key(b, {})  # a batch size does not change the output
     assert EmbedConfig.model_validate(a.model_dump()).batch_size == 8  # what Prefect sends to a deployment run
     assert stage.key(EmbedConfig(text="user"), {}) != stage.key(a, {})
+
+
+def test_a_part_of_a_dataset_is_its_row_range(store):
+    import pyarrow as pa
+
+    from storage.store import row_range
+
+    with store.writer("k", "test") as writer:
+        for start in range(0, 100, 30):  # shards of 30, 30, 30, 10 rows
+            writer.write(pa.table({"x": list(range(start, min(start + 30, 100)))}), shard_rows=30)
+    parts = [[x for b in store.iter_batches("k", 7, part=(i, 3)) for x in b.column("x").to_pylist()] for i in range(3)]
+    assert parts == [list(range(0, 33)), list(range(33, 66)), list(range(66, 100))]
+    assert [row_range(100, (i, 3)) for i in range(3)] == [(0, 33), (33, 66), (66, 100)] and row_range(5, None) == (0, 5)

@@ -28,6 +28,9 @@ INPUTS = ("iqs_model", "embeddings", "base_model")
 class ScorerConfig(Section):
     scorer: str
     batch_size: int = Field(32, ge=1, json_schema_extra=NOT_IN_KEY, description="scoring batch size")
+    shards: int = Field(1, ge=1, json_schema_extra=NOT_IN_KEY,
+                        description="score in this many row ranges side by side (one task each: Dask/Ray workers), "
+                                    "then gather them")
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from storage.params import NOT_IN_KEY, Section
 from storage.stage import Requirement, Stage, StageContext, StageOutput
-from storage.store import DatasetRef
+from storage.store import DatasetRef, row_range
 from tasks.embed import (
     BATCH_SIZE,
     BUNDLED_MODEL,
@@ -46,6 +46,9 @@ class EmbedConfig(Section):
                                    description="texts per forward pass; 16 on CPU, 128 on a GPU when empty")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=NOT_IN_KEY,
                                                    description="auto: cuda when available")
+    shards: int = Field(1, ge=1, json_schema_extra=NOT_IN_KEY,
+                        description="embed in this many row ranges side by side (one task each: Dask/Ray workers), "
+                                    "then gather them")
 
 
 def model_identity(params: EmbedConfig) -> dict[str, str]:
@@ -65,17 +68,19 @@ def build(ctx: StageContext, conversations: DatasetRef) -> StageOutput:
                              "weights_sha256": model_checksum(folder), "text": params.text,
                              "precision": params.precision, "device": device, "dim": embedding_dimension(model),
                              "batch_size": batch_size, "max_seq_length": model.max_seq_length}
-    advance = ctx.progress(conversations.rows, f"embed ({device})")
+    start, stop = row_range(conversations.rows, ctx.shard)
+    advance = ctx.progress(stop - start, f"embed ({device})")
 
     def tables() -> Iterator[pa.Table]:
         began, rows = time.perf_counter(), 0
-        for batch in ctx.store.iter_batches(conversations.key, READ_ROWS, ["id", "system", "messages", "meta"]):
+        for batch in ctx.store.iter_batches(conversations.key, READ_ROWS, ["id", "system", "messages", "meta"],
+                                            part=ctx.shard):
             table = pa.Table.from_batches([batch])
-            vectors = encode(model, table_texts(table, params.text, rows), batch_size, advance,
+            vectors = encode(model, table_texts(table, params.text, start + rows), batch_size, advance,
                              params.precision)
             if not np.isfinite(vectors).all():
                 bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
-                raise BadInputError("the model returned a non-finite embedding", row=rows + bad,
+                raise BadInputError("the model returned a non-finite embedding", row=start + rows + bad,
                                     field=f"embedding (id {table.column('id')[bad].as_py()})")
             rows += table.num_rows
             yield embeddings_table(table.column("id").to_pylist(), vectors)
@@ -87,6 +92,6 @@ def build(ctx: StageContext, conversations: DatasetRef) -> StageOutput:
 
 
 STAGE = Stage("embed", "1", build, params=EmbedConfig, section="embed", output="embeddings", tags=("gpu",),
-              fingerprint=model_identity,
+              fingerprint=model_identity, shard_input="conversations",
               requires=(Requirement("sentence_transformers", "pip install sentence-transformers"),),
               description="sentence embeddings of the conversations")

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from storage.stage import Call, Stage, StageContext, StageOutput
-from storage.store import DatasetRef
+from storage.store import DatasetRef, row_range
 from tasks import scorers
 from tasks.errors import BadInputError
 from tasks.iqs.report import score_histogram_png
@@ -30,7 +30,7 @@ def plan(config: Any) -> list[Call]:
     inputs: dict[str, str | None] = {name: None for name in INPUTS if name not in needs}
     if "iqs_model" in needs and params.model:
         inputs["iqs_model"] = params.model
-    return [Call(params, inputs=inputs)]
+    return [Call(params, inputs=inputs, shards=params.shards)]
 
 
 def build(ctx: StageContext, conversations: DatasetRef, iqs_model: DatasetRef | None = None,
@@ -43,12 +43,14 @@ def build(ctx: StageContext, conversations: DatasetRef, iqs_model: DatasetRef | 
         raise BadInputError(f"the {p.scorer} scorer needs a trained model: set iqs.model or train one "
                             "(iqs.train)", field="iqs_model")
     scoring = scorer.open(ScorerInputs(ctx.store, p, iqs_model, embeddings, base_model))
-    advance = ctx.progress(conversations.rows, f"iqs ({p.scorer})")
+    start, stop = row_range(conversations.rows, ctx.shard)
+    advance = ctx.progress(stop - start, f"iqs ({p.scorer})")
     ids: list[str] = []
     values: list[np.ndarray] = []
     extra: dict[str, list[pa.Array]] = {}
     truncated = 0
-    for batch in ctx.store.iter_batches(conversations.key, CHUNK_ROWS, ["id", "system", "messages", "meta"]):
+    for batch in ctx.store.iter_batches(conversations.key, CHUNK_ROWS, ["id", "system", "messages", "meta"],
+                                        part=ctx.shard):
         rows = pa.Table.from_batches([batch])
         scores = scoring.score(rows)
         if len(scores.values) != rows.num_rows:
@@ -59,20 +61,36 @@ def build(ctx: StageContext, conversations: DatasetRef, iqs_model: DatasetRef | 
             extra.setdefault(name, []).append(column)
         truncated += scores.truncated
         advance(rows.num_rows)
-    score = np.concatenate(values) if values else np.zeros(0)
-    columns = {"id": pa.array(ids, pa.string()), "iqs_score": pa.array(score), "iqs_rank": pa.array(rank(ids, score))}
-    columns.update({name: pa.concat_arrays(parts) for name, parts in extra.items()})
-    stats = {"rows": len(ids), "scorer": p.scorer, "model": scoring.model, "truncated": truncated,
+    table = pa.table({"id": pa.array(ids, pa.string()),
+                      "iqs_score": pa.array(np.concatenate(values) if values else np.zeros(0)),
+                      **{name: pa.concat_arrays(parts) for name, parts in extra.items()}})
+    return scored_output(table, p.scorer, scoring.model, truncated)
+
+
+def scored_output(table: pa.Table, scorer: str, model: str | None, truncated: int) -> StageOutput:
+    """The scored table with its ranks over every row (1 = best, ties by id), stats, histogram and report."""
+    ids, score = table.column("id").to_pylist(), table.column("iqs_score").to_numpy()
+    table = table.add_column(2, "iqs_rank", pa.array(rank(ids, score), pa.int64()))
+    stats = {"rows": len(ids), "scorer": scorer, "model": model, "truncated": truncated,
              "score_mean": float(score.mean()) if len(ids) else None,
              "score_min": float(score.min()) if len(ids) else None,
              "score_max": float(score.max()) if len(ids) else None}
-    files = {"score_histogram.png": score_histogram_png({"rows": score}, f"IQS scores ({p.scorer})")} if ids else {}
-    report = (f"## IQS scores\n\n{len(ids):,} rows scored with the `{p.scorer}` scorer"
-              + (f" (model `{scoring.model}`)" if scoring.model else "")
+    files = {"score_histogram.png": score_histogram_png({"rows": score}, f"IQS scores ({scorer})")} if ids else {}
+    report = (f"## IQS scores\n\n{len(ids):,} rows scored with the `{scorer}` scorer"
+              + (f" (model `{model}`)" if model else "")
               + f"; {truncated:,} text(s) longer than the scorer's model reads were truncated.\n\n"
               f"mean {stats['score_mean']}, min {stats['score_min']}, max {stats['score_max']}")
-    return StageOutput(table=pa.table(columns), files=files, stats=stats, report=report)
+    return StageOutput(table=table, files=files, stats=stats, report=report)
+
+
+def gather(ctx: StageContext, **part: DatasetRef) -> StageOutput:
+    """The parts of a sharded run in one table, ranked over all of them."""
+    refs = [part[name] for name in sorted(part)]
+    stats = [ctx.store.manifest(ref.key).get("stats", {}) for ref in refs]
+    table = pa.concat_tables([ctx.store.read_table(ref.key).drop_columns(["iqs_rank"]) for ref in refs])
+    return scored_output(table, stats[0]["scorer"], stats[0]["model"], sum(s.get("truncated", 0) for s in stats))
 
 
 STAGE = Stage("iqs", "1", build, params=scorers.section_type(), section="iqs", output="scored", tags=("gpu",),
-              plan=plan, description="score every conversation with the configured quality scorer")
+              plan=plan, shard_input="conversations", gather=gather,
+              description="score every conversation with the configured quality scorer")

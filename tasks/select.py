@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from storage.schema import CONVERSATION_SCHEMA
 from storage.stage import StageContext, StageDef, StageOutput
 from storage.store import DatasetRef
 from tasks.errors import BadInputError
+from tasks.explorer import EXPLORER_FILE, explorer_html
 
 TOP_SCORE, CLUSTER_TOP = "top_score", "cluster_top"
 SUMMARY_FILE = "selection_summary.json"
@@ -191,7 +193,8 @@ SUMMARY_ROWS = [("rows", "rows in"), ("clusters", "clusters"), ("n1_used", "n1 (
                 ("clusters_covered", "clusters covered in the end"), ("score_threshold", "lowest top-n1 score")]
 
 
-def report_markdown(summary: dict[str, Any]) -> str:
+def report_markdown(summary: dict[str, Any], key: str | None = None, explorer: str | None = None) -> str:
+    """The report of selection `key`; `explorer`: the URL the explorer page will have in the store."""
     lines = ["# select", ""]
     if summary["note"]:
         lines += [f"> **{summary['note']}**", ""]
@@ -203,7 +206,10 @@ def report_markdown(summary: dict[str, Any]) -> str:
               "|" + "---:|" * len(columns)]
     for row in sorted(summary["cluster_table"], key=lambda r: (-r["size"], r["cluster"])):
         lines.append("| " + " | ".join(str(row[c]) for c in columns) + " |")
-    lines += ["", "Files: `score_histogram.png`, `cluster_map.png`, `selection_summary.json`."]
+    lines += ["", f"Files: `score_histogram.png`, `cluster_map.png`, `{SUMMARY_FILE}`, `{EXPLORER_FILE}`."]
+    if key and explorer:
+        lines += ["", f"**Explore the selection** (the map, filters, each row's source): `sftflow select --explore "
+                      f"{key}` opens [{EXPLORER_FILE}]({explorer})."]
     return "\n".join(lines) + "\n"
 
 
@@ -274,11 +280,14 @@ def build(ctx: StageContext, conversations: DatasetRef, clusters: DatasetRef,
     selection, summary = select(conv, clus, scores, params.n1, params.n2, params.budget)
     files = plots(clus, scores, selection)
     files[SUMMARY_FILE] = json.dumps(summary, indent=1)
+    files[EXPLORER_FILE] = explorer_html(clus, selection, conv, scores, title=ctx.key)
     stats = {k: v for k, v in summary.items() if k != "cluster_table"}
     ctx.log.info("select: %d of %d rows (%d by score, %d added by the cluster step; top n1 covers %d of %d clusters)",
                  summary["selected"], summary["rows"], summary["top_score_rows"], summary["cluster_top_rows"],
                  summary["clusters_covered_by_top"], summary["clusters"])
-    return StageOutput(table=selection, files=files, stats=stats, report=report_markdown(summary))
+    explorer = ctx.store.path(ctx.key, "files", EXPLORER_FILE)
+    report = report_markdown(summary, ctx.key, Path(explorer).as_uri() if ctx.store.is_local else explorer)
+    return StageOutput(table=selection, files=files, stats=stats, report=report)
 
 
 STAGE = StageDef("select", "1", build)

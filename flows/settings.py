@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+STAGE_LOGGER = "sftflow"  # every stage module logs below it (storage/stage.py, tasks/*)
+
 
 def sftflow_home() -> Path:
     return Path(os.environ.get("SFTFLOW_HOME", ".sftflow")).absolute()
@@ -22,6 +24,8 @@ def configure_environment() -> None:
         "DO_NOT_TRACK": "1",
         "PREFECT_LOCAL_STORAGE_PATH": str(home / "prefect" / "results"),
         "PREFECT_LOGGING_LEVEL": "WARNING",
+        # stage logs outside a flow run (the CLI without Prefect) are not for the API: no warning per line
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
@@ -33,5 +37,8 @@ def configure_environment() -> None:
             defaults.pop(name)
     for name, value in defaults.items():
         os.environ.setdefault(name, value)
+    # Prefect sends the records of these loggers to the API: stage logs reach the flow run's Logs tab
+    extra = [name for name in os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "").split(",") if name.strip()]
+    os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join(extra + [STAGE_LOGGER] * (STAGE_LOGGER not in extra))
     # Prefect's SQLite database cannot be created in a folder that does not exist yet
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)

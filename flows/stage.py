@@ -4,6 +4,7 @@ Written once; stage modules know nothing of Prefect (see storage/stage.py).
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -12,12 +13,17 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.context import TaskRunContext
 
+from flows.settings import STAGE_LOGGER
 from storage.cache import StoreCachePolicy
 from storage.stage import StageDef, run_stage, terminal_progress
 from storage.store import DatasetRef, Store
 from tasks.errors import BadInputError
 
 RETRY_DELAYS_S = [2, 10, 30]
+# Prefect ships the `sftflow` logger's records to the run's logs (flows/settings.py), but a worker's flow process
+# leaves that logger at the root's WARNING: without a level of its own, no published key or count would get there.
+if logging.getLogger(STAGE_LOGGER).level == logging.NOTSET:
+    logging.getLogger(STAGE_LOGGER).setLevel(logging.INFO)
 
 
 def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:

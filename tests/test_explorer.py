@@ -10,7 +10,7 @@ from storage.schema import make_record
 from tasks.errors import BadInputError
 from tasks.explorer import ANSWER_CHARS, INSTRUCTION_CHARS, explorer_data, explorer_html
 from tasks.select import CLUSTER_TOP, TOP_SCORE, select
-from tests.browser import needs_chromium, render
+from tests.browser import render
 from tests.test_select import car_rows, tables
 
 ROWS, CLUSTERS = 150, 12
@@ -73,8 +73,7 @@ def test_rows_of_another_run_are_bad_input(shared_data):
 
 
 @pytest.mark.slow
-@needs_chromium
-def test_page_renders_offline_with_every_point_and_filters(shared_data, tmp_path):
+def test_page_renders_offline_with_every_point_and_filters(shared_data, tmp_path, chromium):
     conv, clus, scores, selection = explorer_inputs(shared_data)
     page = tmp_path / "explorer.html"
     page.write_text(explorer_html(clus, selection, conv, scores, title="select-test"))
@@ -110,8 +109,7 @@ def test_page_renders_offline_with_every_point_and_filters(shared_data, tmp_path
 
 
 @pytest.mark.slow
-@needs_chromium
-def test_a_page_that_reaches_out_is_caught(tmp_path):
+def test_a_page_that_reaches_out_is_caught(tmp_path, chromium):
     """The no-network check above can fail: a page loading a CDN script and an image shows both requests."""
     page = tmp_path / "cdn.html"
     page.write_text('<script src="https://cdn.example.org/plotly.min.js"></script><img src="http://example.org/a.png">')

@@ -17,7 +17,7 @@ import yaml
 from deployments.definitions import GPU_TAG, IQS_DEPLOYMENT, NIGHTLY_CRON, WORK_POOL
 from deployments.server import ServeDirs, running_pid, stop_process
 from storage.stage import SLOW_STAGE_ENV
-from tests.browser import needs_chromium, render
+from tests.browser import render
 from tests.pipeline_runs import PYTHON, ROOT, api_env, pipeline_config, write_sources
 
 pytest.importorskip("tasks.ingest", reason="the ingest stage is not in this checkout yet")
@@ -147,6 +147,11 @@ def test_run_triggered_like_the_ui_completes_on_the_worker(served):
                                                                 "type": {"any_": ["markdown"]}}})
     table = next(a["data"] for a in artifacts if a["key"] == "sft-pipeline-run")
     assert "| ingest | ran |" in table
+    # the stages' own log lines are in the run's logs (the UI's Logs tab), sent from the worker's flow process
+    logs = served.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC"})
+    published = {entry["message"].split(": published ")[0] for entry in logs
+                 if entry["name"] == "sftflow" and ": published " in entry["message"]}
+    assert published == {"ingest.source", *LATER_STAGES_RAN}, [entry["message"] for entry in logs]
     served.runs["completed"] = flow_run_id
 
 
@@ -172,8 +177,7 @@ def test_killed_worker_crashes_the_run_and_a_retry_finishes_it(served):
                                                "base_model": ["Cached"]}
 
 
-@needs_chromium
-def test_ui_pages_render_in_headless_chromium(served, tmp_path):
+def test_ui_pages_render_in_headless_chromium(served, tmp_path, chromium):
     flow_run_id = served.runs.get("completed")
     if flow_run_id is None:
         pytest.skip("no completed flow run (the UI-trigger test did not pass)")
@@ -181,7 +185,8 @@ def test_ui_pages_render_in_headless_chromium(served, tmp_path):
     deployment_id = served.deployment("sft-pipeline")["id"]
     pages = {"deployment": (f"{ui}/deployments/deployment/{deployment_id}",
                             ["sft-pipeline", "after iqs-training completes", "flows/pipeline.py:sft_pipeline"]),
-             "flow-run": (f"{ui}/runs/flow-run/{flow_run_id}", [f"ui-run-{date.today().isoformat()}", "Completed"])}
+             "flow-run": (f"{ui}/runs/flow-run/{flow_run_id}", [f"ui-run-{date.today().isoformat()}", "Completed",
+                                                                "train: published"])}
     for name, (url, expected) in pages.items():
         page = render(url, tmp_path, name)
         assert "Can't connect to Server API" not in page.text

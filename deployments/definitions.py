@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flows.settings import STAGE_LOGGER
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK_POOL = "process"
 GPU_TAG = "gpu"  # stage tasks tagged `gpu` (IQS scoring, training) run one at a time across all runs
@@ -165,7 +167,9 @@ def register_all(config: Any, pool: str = WORK_POOL, heartbeat_grace_s: float = 
                 schedules=[Cron(spec.cron, timezone="UTC")] if spec.cron else None,
                 triggers=[completed_run_trigger(spec.after_deployment)] if spec.after_deployment else None,
                 tags=list(spec.tags),
-                job_variables={"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}},
+                # the stage logs reach the run's Logs tab on any worker, not only one `sftflow serve` started
+                job_variables={"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
+                                       "PREFECT_LOGGING_EXTRA_LOGGERS": STAGE_LOGGER}},
                 build=False,
                 push=False,
                 print_next_steps=False,

@@ -21,6 +21,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 
+from flows.settings import STAGE_LOGGER
 from storage.stage import Stage, StageResult, figures_markdown, run_stage, terminal_progress
 from storage.store import DatasetRef, Store
 from tasks.errors import BadInputError
@@ -52,6 +53,12 @@ def _forget_record(result_store: Any, key: str) -> None:
     if os.path.exists(path):
         log.info("store has no complete dataset %s: dropping the stale Prefect cache record", key)
         os.remove(path)
+
+
+# Prefect ships the `sftflow` logger's records to the run's logs (flows/settings.py), but a worker's flow process
+# leaves that logger at the root's WARNING: without a level of its own, no published key or count would get there.
+if logging.getLogger(STAGE_LOGGER).level == logging.NOTSET:
+    logging.getLogger(STAGE_LOGGER).setLevel(logging.INFO)
 
 
 def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:

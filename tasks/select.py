@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from storage.schema import CONVERSATION_SCHEMA
 from tasks.dedup.groups import first_of_each_group
 from tasks.errors import BadInputError
+from tasks.explorer import EXPLORER_FILE
 
 TOP_SCORE, CLUSTER_TOP = "top_score", "cluster_top"
 ANSWER_GROUP = "answer_group"  # dedup's column: rows whose answers are near-identical share a group
@@ -198,7 +199,8 @@ SUMMARY_ROWS = [("rows", "rows in"), ("clusters", "clusters"), ("n1_used", "n1 (
                 ("answer_group_rows_left_out", "rows left out as a second answer of an answer group")]
 
 
-def report_markdown(summary: dict[str, Any]) -> str:
+def report_markdown(summary: dict[str, Any], key: str | None = None, explorer: str | None = None) -> str:
+    """The report of selection `key`; `explorer`: the URL the explorer page will have in the store."""
     lines = ["# select", ""]
     if summary["note"]:
         lines += [f"> **{summary['note']}**", ""]
@@ -217,6 +219,9 @@ def report_markdown(summary: dict[str, Any]) -> str:
     for row in sorted(summary["cluster_table"], key=lambda r: (-r["size"], r["cluster"])):
         lines.append("| " + " | ".join(str(row[c]) for c in columns) + " |")
     lines += ["", "Every number above is also in `selection_summary.json`; the figures follow."]
+    if key and explorer:
+        lines += ["", f"**Explore the selection** (the map, filters, each row's source): `sftflow select --explore "
+                      f"{key}` opens [{EXPLORER_FILE}]({explorer})."]
     return "\n".join(lines) + "\n"
 
 

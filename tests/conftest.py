@@ -65,3 +65,11 @@ def store(tmp_path):
     from storage.store import Store
 
     return Store(str(tmp_path / "store"))
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless Chromium for UI tests (tests/browser.py): skipped without it, except in CI."""
+    from tests.browser import require_chromium
+
+    return require_chromium()

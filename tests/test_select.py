@@ -1,5 +1,6 @@
 """CaR's selection rule: the published Alpaca selection, budgets, ties, no scores, the report, bad input."""
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -8,6 +9,7 @@ import pytest
 from storage.schema import make_record, records_to_table
 from storage.stage import run_stage
 from tasks.errors import BadInputError
+from tasks.explorer import EXPLORER_FILE
 from tasks.select import CLUSTER_TOP, SUMMARY_FILE, TOP_SCORE, select
 from tasks.stages import select as select_stage
 from tasks.stages.select import SelectConfig
@@ -121,6 +123,9 @@ def test_stage_writes_report_and_plots(store, shared_data):
     for name in ("score_histogram.png", "cluster_map.png"):
         assert store.read_file(result.ref.key, name)[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(store.read_file(result.ref.key, SUMMARY_FILE))["cluster_top_rows"] == 13
+    page = store.read_file(result.ref.key, EXPLORER_FILE).decode()
+    assert page.count('"point":[') == 1 and "sftflow selection explorer" in page
+    assert f"`sftflow select --explore {result.ref.key}` opens [explorer.html](file://" in result.report
     # without scores (iqs.scorer none) the input is optional and the report says so
     unscored = run_stage(select_stage.STAGE, SelectConfig(n1=0), {k: refs[k] for k in ("conversations", "clusters")},
                          store)
@@ -152,9 +157,11 @@ def test_cli_runs_and_reports(store, shared_data):
     for name, table in (("conversations", conv), ("clusters", clus), ("scored", scored)):
         store.publish_table(name, name, table)
 
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+
     def cli(*args):
         done = subprocess.run([sys.executable, "-m", "flows", "select", "--store", store.url, *args],
-                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -165,6 +172,14 @@ def test_cli_runs_and_reports(store, shared_data):
     assert report["key"] == ran["key"] and report["files"]["cluster_map.png"].endswith("cluster_map.png")
     text = cli("--report", ran["key"])
     assert "rows added by the cluster step" in text and "largest 20 of 161 clusters" in text
+    # --explore: the page's path; no display here (DISPLAY unset), so nothing is opened and it says so
+    explored = json.loads(cli("--explore", "--json"))
+    assert explored["key"] == ran["key"] and not explored["opened"]
+    assert explored["path"].endswith("/files/explorer.html") and os.path.getsize(explored["path"]) > 1_000_000
+    assert cli("--explore", ran["key"], "--no-browser").splitlines() == [explored["path"], "open it in a browser"]
+    not_a_selection = subprocess.run([sys.executable, "-m", "flows", "select", "--store", store.url, "--explore",
+                                      "clusters"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert not_a_selection.returncode == 2 and "not a selection" in not_a_selection.stderr
 
 
 def test_cli_without_what_to_do_is_bad_input(capsys):

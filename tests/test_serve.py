@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import socket
 import subprocess
 import time
@@ -18,15 +16,13 @@ import yaml
 
 from deployments.definitions import GPU_TAG, IQS_DEPLOYMENT, NIGHTLY_CRON, WORK_POOL
 from deployments.server import ServeDirs, running_pid, stop_process
+from tests.browser import render
 from tests.fault_injection import PLUGIN, SLOW_STAGE_ENV
 from tests.pipeline_runs import PYTHON, ROOT, api_env, pipeline_config, write_sources
 
 pytest.importorskip("tasks.ingest", reason="the ingest stage is not in this checkout yet")
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 LATER_STAGES_RAN = {stage: ["Completed"] for stage in ("ingest", "embed", "dedup", "cluster", "select", "base_model",
                                                       "format", "train")}
 
@@ -151,6 +147,11 @@ def test_run_triggered_like_the_ui_completes_on_the_worker(served):
                                                                 "type": {"any_": ["markdown"]}}})
     table = next(a["data"] for a in artifacts if a["key"] == "sft-pipeline-run")
     assert "| ingest | ran |" in table
+    # the stages' own log lines are in the run's logs (the UI's Logs tab), sent from the worker's flow process
+    logs = served.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC"})
+    published = {entry["message"].split(": published ")[0] for entry in logs
+                 if entry["name"] == "sftflow" and ": published " in entry["message"]}
+    assert published == {"ingest.source", *LATER_STAGES_RAN}, [entry["message"] for entry in logs]
     served.runs["completed"] = flow_run_id
 
 
@@ -177,8 +178,7 @@ def test_killed_worker_crashes_the_run_and_a_retry_finishes_it(served):
                                                "base_model": ["Cached"]}
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install -y chromium)")
-def test_ui_pages_render_in_headless_chromium(served, tmp_path):
+def test_ui_pages_render_in_headless_chromium(served, tmp_path, chromium):
     flow_run_id = served.runs.get("completed")
     if flow_run_id is None:
         pytest.skip("no completed flow run (the UI-trigger test did not pass)")
@@ -186,17 +186,13 @@ def test_ui_pages_render_in_headless_chromium(served, tmp_path):
     deployment_id = served.deployment("sft-pipeline")["id"]
     pages = {"deployment": (f"{ui}/deployments/deployment/{deployment_id}",
                             ["sft-pipeline", "after iqs-training completes", "flows/pipeline.py:sft_pipeline"]),
-             "flow-run": (f"{ui}/runs/flow-run/{flow_run_id}", [f"ui-run-{date.today().isoformat()}", "Completed"])}
+             "flow-run": (f"{ui}/runs/flow-run/{flow_run_id}", [f"ui-run-{date.today().isoformat()}", "Completed",
+                                                                "train: published"])}
     for name, (url, expected) in pages.items():
-        browse = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000",
-                  "--virtual-time-budget=15000"]
-        shot = tmp_path / f"{name}.png"
-        dom = subprocess.run([*browse, "--dump-dom", f"--screenshot={shot}", url], capture_output=True, text=True,
-                             timeout=90).stdout
-        text = " ".join(re.sub(r"<[^>]+>", " ", dom).split())
-        assert "Can't connect to Server API" not in text
-        assert all(part in text for part in expected), f"{name} page did not render {expected}: {text[:500]}"
-        assert shot.stat().st_size > 20_000, f"{name} screenshot looks empty"
+        page = render(url, tmp_path, name)
+        assert "Can't connect to Server API" not in page.text
+        assert all(part in page.text for part in expected), f"{name} page did not render {expected}: {page.text[:500]}"
+        assert page.screenshot.stat().st_size > 20_000, f"{name} screenshot looks empty"
     print(f"screenshots in {tmp_path}")
 
 

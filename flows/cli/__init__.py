@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from flows.cli.output import emit
-from flows.settings import configure_environment
+from flows.quiet import silence_third_party
+from flows.settings import STAGE_LOGGER, configure_environment
 
 
 def command_modules() -> list[str]:
@@ -21,20 +22,28 @@ def command_modules() -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sftflow", description="From raw instruction data to a LoRA-tuned model.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging on stderr, other libraries' warnings and notices included")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in command_modules():
         importlib.import_module(f"flows.cli.{name}").register(sub)
     return parser
 
 
+def configure_logging(verbose: bool) -> None:
+    """One stderr handler for every logger; other libraries' known-harmless lines silenced unless `verbose`."""
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    logging.getLogger(STAGE_LOGGER).setLevel(level)  # its own level: flows/stage.py sets INFO where none is set
+    if not verbose:
+        silence_third_party()
+
+
 def main(argv: list[str] | None = None) -> int:
     configure_environment()
     args = build_parser().parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("httpx", "httpcore", "urllib3", "filelock"):  # one line per HTTP call to the Prefect API
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(args.verbose)
     from tasks.errors import BadInputError
 
     try:

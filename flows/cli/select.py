@@ -1,9 +1,13 @@
 """`sftflow select --report [KEY]`: the selection report (the newest selection when no KEY).
+`sftflow select --explore [KEY] [--no-browser]`: the selection explorer page, opened in a browser.
 `sftflow select --conversations KEY --clusters KEY [--scored KEY] [--set n1=500]`: run the select stage alone."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+import webbrowser
 
 from flows.cli.output import emit, format_table
 
@@ -13,8 +17,13 @@ CLUSTER_COLUMNS = ["cluster", "size", "selected", "top_score", "cluster_top", "b
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("select", help="CaR selection: print a selection's report, or run the select stage")
     parser.add_argument("--store", help="store URL (default: $SFTFLOW_HOME/store)")
-    parser.add_argument("--report", nargs="?", const="", metavar="KEY",
-                        help="print the report of selection KEY (default: the newest selection in the store)")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("--report", nargs="?", const="", metavar="KEY",
+                       help="print the report of selection KEY (default: the newest selection in the store)")
+    shown.add_argument("--explore", nargs="?", const="", metavar="KEY",
+                       help="print the path of selection KEY's explorer page (default: the newest selection) and "
+                            "open it in a browser")
+    parser.add_argument("--no-browser", action="store_true", help="--explore: print the path, open nothing")
     parser.add_argument("--clusters-shown", type=int, default=20, metavar="N",
                         help="largest clusters listed in the report table (default 20; all with --json)")
     parser.add_argument("--conversations", metavar="KEY", help="run: the conversations dataset")
@@ -40,15 +49,16 @@ def handle(args: argparse.Namespace) -> int:
     from storage.store import Store
     from tasks.errors import BadInputError
 
-    if args.report is None and not (args.conversations and args.clusters):
-        raise BadInputError("give --report [KEY], or --conversations KEY and --clusters KEY to run",
+    shown = args.report if args.explore is None else args.explore
+    if shown is None and not (args.conversations and args.clusters):
+        raise BadInputError("give --report [KEY], --explore [KEY], or --conversations KEY and --clusters KEY to run",
                             field="--conversations" if args.clusters else "--clusters" if args.conversations else None)
     store = Store(args.store)
-    if args.report is None:
-        key = run(store, args)
+    key = run(store, args) if shown is None else shown or latest_selection(store)
+    if args.explore is None:
+        show_report(store, key, args)
     else:
-        key = args.report or latest_selection(store)
-    show_report(store, key, args)
+        explore(store, key, args)
     return 0
 
 
@@ -64,12 +74,36 @@ def run(store, args: argparse.Namespace) -> str:
     return run(stage, stage_params(stage, None, args.overrides), inputs, store, args.force)["key"]
 
 
-def show_report(store, key: str, args: argparse.Namespace) -> None:
-    from tasks.select import SUMMARY_FILE, SUMMARY_ROWS
-
+def selection_manifest(store, key: str) -> dict:
     manifest = store.manifest(key)
     if manifest["stage"] != "select":
         raise FileNotFoundError(f"{key} is a {manifest['stage']} dataset, not a selection")
+    return manifest
+
+
+def has_display() -> bool:
+    """False on a Linux machine without X or Wayland (ssh, CI), where webbrowser would start a text browser."""
+    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def explore(store, key: str, args: argparse.Namespace) -> None:
+    from tasks.explorer import EXPLORER_FILE
+
+    manifest = selection_manifest(store, key)
+    if f"files/{EXPLORER_FILE}" not in {f["name"] for f in manifest.get("files", [])}:
+        raise FileNotFoundError(f"selection {key} has no {EXPLORER_FILE} (made before the explorer existed): run "
+                                "the select stage again (`sftflow run --from select`, or `sftflow select ... --force`)")
+    path = store.local_path(key, "files", EXPLORER_FILE)
+    opened = not args.no_browser and has_display() and webbrowser.open(path.as_uri())
+    note = "opened in your browser" if opened else "open it in a browser" + (
+        "" if args.no_browser else " (no display here to open one on)")
+    emit({"key": key, "path": str(path), "url": path.as_uri(), "opened": opened}, args.json, f"{path}\n{note}")
+
+
+def show_report(store, key: str, args: argparse.Namespace) -> None:
+    from tasks.select import SUMMARY_FILE, SUMMARY_ROWS
+
+    manifest = selection_manifest(store, key)
     summary = json.loads(store.read_file(key, SUMMARY_FILE))
     files = {f["name"].removeprefix("files/"): str(store.local_path(key, *f["name"].split("/")))
              for f in manifest.get("files", [])}
@@ -81,5 +115,5 @@ def show_report(store, key: str, args: argparse.Namespace) -> None:
             format_table(rows, ["", "value"]), "",
             f"largest {len(shown)} of {len(clusters)} clusters:",
             format_table(shown, [c for c in CLUSTER_COLUMNS if c in clusters[0]]), "",
-            *[f"{name}: {path}" for name, path in files.items() if name.endswith(".png")]]
+            *[f"{name}: {path}" for name, path in files.items() if name.endswith((".png", ".html"))]]
     emit(result, args.json, "\n".join(text))

@@ -43,6 +43,14 @@ def _load(uri: str) -> Any:
         raise BadInputError(f"not a readable xlsx workbook: {type(exc).__name__}: {exc}", file=uri) from None
 
 
+def sheet_names(uri: str) -> list[str]:
+    workbook = _load(uri)
+    try:
+        return list(workbook.sheetnames)
+    finally:
+        workbook.close()
+
+
 def _value(cell: Any) -> Any:
     if getattr(cell, "data_type", None) == "e":
         return CellError(cell.value)

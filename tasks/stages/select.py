@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from pydantic import Field
 
 from storage.params import Section
 from storage.stage import Stage, StageContext, StageOutput
 from storage.store import DatasetRef
+from tasks.explorer import EXPLORER_FILE, explorer_html
 from tasks.select import SUMMARY_FILE, plots, report_markdown, select
 
 
@@ -33,11 +35,14 @@ def build(ctx: StageContext, conversations: DatasetRef, clusters: DatasetRef,
         summary["scorer"], summary["scorer_model"] = scoring.get("scorer"), scoring.get("model")
     files = plots(clus, scores, selection)
     files[SUMMARY_FILE] = json.dumps(summary, indent=1)
+    files[EXPLORER_FILE] = explorer_html(clus, selection, conv, scores, title=ctx.key)
     stats = {k: v for k, v in summary.items() if k != "cluster_table"}
     ctx.log.info("select: %d of %d rows (%d by score, %d added by the cluster step; top n1 covers %d of %d clusters)",
                  summary["selected"], summary["rows"], summary["top_score_rows"], summary["cluster_top_rows"],
                  summary["clusters_covered_by_top"], summary["clusters"])
-    return StageOutput(table=selection, files=files, stats=stats, report=report_markdown(summary))
+    explorer = ctx.store.path(ctx.key, "files", EXPLORER_FILE)
+    report = report_markdown(summary, ctx.key, Path(explorer).as_uri() if ctx.store.is_local else explorer)
+    return StageOutput(table=selection, files=files, stats=stats, report=report)
 
 
 STAGE = Stage("select", "1", build, params=SelectConfig, section="select", output="selection",

@@ -7,7 +7,7 @@ TORCH := torch==2.13.0
 EXTRAS ?= dev,cpu
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: install demo test test-fast serve bench lint clean
+.PHONY: install demo test test-fast serve bench docs lint clean
 
 install: $(STAMP)
 
@@ -39,6 +39,9 @@ serve: install $(DEMO_DATA)  # the deployments default to the demo config
 
 bench: install
 	$(BIN)/python -m benchmarks --list
+
+docs: install  # the user guide under docs/, built offline into site/
+	$(BIN)/mkdocs build --strict --quiet && echo "site/index.html"
 
 lint: install
 	$(BIN)/ruff check flows tasks storage deployments benchmarks tests

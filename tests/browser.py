@@ -60,3 +60,54 @@ def render(url: str, folder: Path, name: str = "page", offline: bool = False, bu
     done = subprocess.run([*command, url], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return Rendered(done.stdout, shot, page_requests(net_log))
+
+
+def evaluate(url: str, expression: str, folder: Path, settle_s: float = 8.0, timeout_s: float = 60.0) -> object:
+    """Open `url` in headless Chromium, wait until `expression` (JavaScript) is truthy or `settle_s` passed after
+    the load, and return its value, through the DevTools protocol: what the page's scripts built, such as an
+    image's natural size, which a DOM dump cannot tell."""
+    import socket
+    import time
+
+    from websockets.sync.client import connect
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={folder / 'devtools-profile'}",
+                             f"--remote-debugging-port={port}", "--window-size=1400,1000", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                import httpx
+
+                pages = httpx.get(f"http://127.0.0.1:{port}/json", timeout=2).json()
+                target = next(p for p in pages if p["type"] == "page")
+                break
+            except Exception:  # noqa: BLE001 - Chromium is still starting
+                assert time.monotonic() < deadline, "Chromium's DevTools endpoint did not come up"
+                time.sleep(0.2)
+        with connect(target["webSocketDebuggerUrl"], max_size=None) as ws:
+            ids = iter(range(1, 1_000_000))
+
+            def call(method: str, **params: object) -> dict:
+                message_id = next(ids)
+                ws.send(json.dumps({"id": message_id, "method": method, "params": params}))
+                while True:
+                    reply = json.loads(ws.recv(timeout=timeout_s))
+                    if reply.get("id") == message_id:
+                        return reply.get("result", {})
+
+            call("Page.enable")
+            call("Page.navigate", url=url)
+            settle = time.monotonic() + settle_s
+            while True:
+                value = call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+                if value or time.monotonic() > settle:
+                    return value
+                time.sleep(0.5)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -61,3 +61,15 @@ def test_an_unknown_from_stage_stops_before_anything_runs(tmp_path, monkeypatch,
     error = json.loads(capsys.readouterr().out)
     assert error["field"] == "--from bogus" and "ingest, embed" in error["error"]
     assert not (tmp_path / "home" / "store").exists()
+
+
+def test_a_missing_source_is_one_line_of_bad_input_before_the_flow_starts(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SFTFLOW_HOME", str(tmp_path / "home"))
+    config_file = tmp_path / "pipeline.yaml"
+    config_file.write_text("ingest:\n  sources: [gone.jsonl]\niqs:\n  scorer: none\n")
+    assert main(["run", str(config_file), "--json"]) == 2
+    out, err = capsys.readouterr()
+    error = json.loads(out)
+    assert error["file"] == str(tmp_path / "gone.jsonl") and error["field"] == "ingest.sources"
+    assert err.strip().splitlines() == [f"sftflow run: bad input: {error['error']}"]  # one line, no traceback
+    assert not (tmp_path / "home" / "store").exists()  # nothing ran

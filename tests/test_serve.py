@@ -16,7 +16,7 @@ import yaml
 
 from deployments.definitions import GPU_TAG, IQS_DEPLOYMENT, NIGHTLY_CRON, WORK_POOL
 from deployments.server import ServeDirs, running_pid, stop_process
-from tests.browser import render
+from tests.browser import evaluate, render
 from tests.fault_injection import PLUGIN, SLOW_STAGE_ENV
 from tests.pipeline_runs import PYTHON, ROOT, api_env, pipeline_config, write_sources
 
@@ -193,6 +193,15 @@ def test_ui_pages_render_in_headless_chromium(served, tmp_path, chromium):
         assert "Can't connect to Server API" not in page.text
         assert all(part in page.text for part in expected), f"{name} page did not render {expected}: {page.text[:500]}"
         assert page.screenshot.stat().st_size > 20_000, f"{name} screenshot looks empty"
+    # a stage report's figures render in the UI itself: the select report's images have a size once drawn
+    artifacts = served.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]},
+                                                                "key": {"any_": ["select-report"]}}})
+    assert artifacts and "data:image/png;base64," in artifacts[0]["data"]
+    sizes = evaluate(f"{ui}/artifacts/artifact/{artifacts[0]['id']}",
+                     "(() => { const imgs = Array.from(document.images).filter(i => i.src.startsWith('data:'));"
+                     " return imgs.length && imgs.every(i => i.complete) ? imgs.map(i => i.naturalWidth) : null })()",
+                     tmp_path, settle_s=20)
+    assert sizes and len(sizes) == 2 and all(width > 100 for width in sizes), sizes  # histogram and cluster map
     print(f"screenshots in {tmp_path}")
 
 

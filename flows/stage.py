@@ -8,9 +8,11 @@ rebuilds it.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +29,12 @@ from storage.store import DatasetRef, Store
 from tasks.errors import BadInputError
 
 RETRY_DELAYS_S = [2, 10, 30]
+MODEL_TAG = "model"
+# transformers builds a model under accelerate's init_empty_weights, which patches torch.nn.Module for the whole
+# process: two threads loading models at once corrupt each other ("Cannot copy out of meta tensor"), and a thread
+# can leave the patch behind for every later load. Stages tagged `model` therefore run one at a time in a process
+# (the thread runner); separate worker processes (Dask, Ray) still run them side by side.
+MODEL_STAGES = threading.Lock()
 log = logging.getLogger("sftflow")
 
 
@@ -102,8 +110,9 @@ def stage_task(stage: Stage) -> Any:
 
     def run(params: Any, store: str, inputs: Mapping[str, DatasetRef | None], key: str,
             force: bool = False, shard: tuple[int, int] | None = None) -> StageResult:
-        result = run_stage(stage, params, inputs, Store(store), key=key, force=force, progress=prefect_progress,
-                           shard=shard)
+        with MODEL_STAGES if MODEL_TAG in stage.tags else contextlib.nullcontext():
+            result = run_stage(stage, params, inputs, Store(store), key=key, force=force, progress=prefect_progress,
+                               shard=shard)
         if result.report:
             figures = figures_markdown(result.figures, inline=True)  # data URIs: the UI renders them
             create_markdown_artifact(result.report + (f"\n\n{figures}" if figures else ""), key=artifact_key(stage),

@@ -147,7 +147,7 @@ def test_a_stage_added_in_one_file_runs_in_the_pipeline_and_alone(tmp_path):
            "PYTHONPATH": str(ROOT)}
     config = tmp_path / "pipeline.yaml"
     config.write_text(yaml.safe_dump({"ingest": {"sources": [str(ROOT / "demo" / "data" / "alpaca_demo.json")]},
-                                      "toy": {"word": "a"}, "iqs": {"scorer": "none"}}))
+                                      "toy": {"word": "a"}, "iqs": {"scorer": "none"}, "dedup": {"enabled": False}}))
     run = run_cli("run", str(config), "--until", "toy", env=env)
     assert [(r["stage"], r["status"]) for r in run["stages"]] == [("ingest[0]", "ran"), ("ingest", "ran"),
                                                                   ("toy", "ran")]

@@ -29,6 +29,6 @@ def build(ctx: StageContext) -> StageOutput:
     return StageOutput(files={"model": ctx.scratch / "model"}, stats=facts, report=report)
 
 
-STAGE = Stage("base_model", "1", build, params=BaseModelParams, plan=plan,
+STAGE = Stage("base_model", "1", build, params=BaseModelParams, plan=plan, tags=("model",),
               fingerprint=lambda params: fingerprint(params.reference),
               description="convert or copy the base model once (config, safetensors, tokenizer)")

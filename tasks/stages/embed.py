@@ -91,7 +91,7 @@ def build(ctx: StageContext, conversations: DatasetRef) -> StageOutput:
     return StageOutput(table=tables(), stats=stats)
 
 
-STAGE = Stage("embed", "1", build, params=EmbedConfig, section="embed", output="embeddings", tags=("gpu",),
+STAGE = Stage("embed", "1", build, params=EmbedConfig, section="embed", output="embeddings", tags=("gpu", "model"),
               fingerprint=model_identity, shard_input="conversations",
               requires=(Requirement("sentence_transformers", "pip install sentence-transformers"),),
               description="sentence embeddings of the conversations")

@@ -91,6 +91,6 @@ def gather(ctx: StageContext, **part: DatasetRef) -> StageOutput:
     return scored_output(table, stats[0]["scorer"], stats[0]["model"], sum(s.get("truncated", 0) for s in stats))
 
 
-STAGE = Stage("iqs", "1", build, params=scorers.section_type(), section="iqs", output="scored", tags=("gpu",),
+STAGE = Stage("iqs", "1", build, params=scorers.section_type(), section="iqs", output="scored", tags=("gpu", "model"),
               plan=plan, shard_input="conversations", gather=gather,
               description="score every conversation with the configured quality scorer")

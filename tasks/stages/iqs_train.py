@@ -31,5 +31,5 @@ def build(ctx: StageContext) -> StageOutput:
 
 
 STAGE = Stage("iqs.train", "1", build, params=scorers.section_type(), section="iqs", output="iqs_model",
-              tags=("gpu",), fingerprint=fingerprint, plan=plan,
+              tags=("gpu", "model"), fingerprint=fingerprint, plan=plan,
               description="train an IQS model (comet or probe) on expert revision pairs")

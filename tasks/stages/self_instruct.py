@@ -103,6 +103,7 @@ def build(ctx: StageContext) -> StageOutput:
 
 
 STAGE = Stage("self_instruct", "1", build, params=SelfInstructConfig, output="generated", fingerprint=fingerprint,
+              tags=("model",),
               retries=1, description="generate instruction data from seed tasks (Alpaca's self-instruct)")
 
 

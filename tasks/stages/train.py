@@ -170,6 +170,6 @@ def build(ctx: StageContext, tokenized: DatasetRef, base_model: DatasetRef) -> S
     return StageOutput(files=files, stats=stats, companions={"quarantine": prepared.quarantine}, report=report)
 
 
-STAGE = Stage("train", "1", build, params=TrainConfig, section="train", output="adapter", tags=("gpu",),
+STAGE = Stage("train", "1", build, params=TrainConfig, section="train", output="adapter", tags=("gpu", "model"),
               requires=(Requirement("peft", "pip install peft"),),
               description="a peft adapter (LoRA, QLoRA, prefix, p-tuning v2) on the tokenized selection")

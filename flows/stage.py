@@ -100,6 +100,12 @@ def prefect_progress(total: int | None, description: str) -> Callable[[int], Non
     return advance
 
 
+def one_at_a_time(stage: Stage) -> Any:
+    """The process's model lock for a stage tagged `model` (a module function: the task closure that calls it
+    is pickled for Dask workers, and a lock cannot be)."""
+    return MODEL_STAGES if MODEL_TAG in stage.tags else contextlib.nullcontext()
+
+
 def artifact_key(stage: Stage) -> str:
     return f"{stage.name.replace('.', '-').replace('_', '-')}-report"
 
@@ -110,7 +116,7 @@ def stage_task(stage: Stage) -> Any:
 
     def run(params: Any, store: str, inputs: Mapping[str, DatasetRef | None], key: str,
             force: bool = False, shard: tuple[int, int] | None = None) -> StageResult:
-        with MODEL_STAGES if MODEL_TAG in stage.tags else contextlib.nullcontext():
+        with one_at_a_time(stage):
             result = run_stage(stage, params, inputs, Store(store), key=key, force=force, progress=prefect_progress,
                                shard=shard)
         if result.report:

@@ -54,7 +54,8 @@ def run_step(config_path: str, label: str) -> None:
 
 
 def measured(config: Path, label: str) -> dict[str, Any]:
-    """Wall time and peak RSS of one step in a fresh process (os.wait4 gives that child's own rusage)."""
+    """Wall time, CPU time and peak RSS of one step in a fresh process (os.wait4 gives that child's own rusage);
+    CPU time is what a loaded shared machine distorts least."""
     import tempfile
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -68,7 +69,8 @@ def measured(config: Path, label: str) -> dict[str, Any]:
         if os.waitstatus_to_exitcode(status):
             raise RuntimeError(f"step {label} failed: {err.read()[-3000:]}")
         result = json.loads(out.read().strip().splitlines()[-1])
-    return {**result, "seconds": round(seconds, 2), "peak_mb": round(usage.ru_maxrss / 1024)}
+    return {**result, "seconds": round(seconds, 2), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+            "peak_mb": round(usage.ru_maxrss / 1024)}
 
 
 # -- the runs -------------------------------------------------------------------------------------------------
@@ -191,6 +193,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row = next((r for r in rows if r["label"] == stage), None)
                 if row is not None:
                     table.append({"scorer": scorer, "stage": stage, "n": n, "seconds": row["seconds"],
+                                  "cpu_seconds": row.get("cpu_seconds"), "load_before": row.get("load_before"),
                                   "rows_per_s": round(n / row["seconds"], 1) if row["seconds"] else None,
                                   "peak_mb": row["peak_mb"], "status": row["status"]})
             out.setdefault("growth_exponents", {}).setdefault(scorer, {})[stage] = growth(points)

@@ -1,6 +1,10 @@
 """IQS: rows/s of our scoring (sorted by token length, no Lightning Trainer) against COMET's stock
 `model.predict` on the same model and rows (scores must agree within 1e-4); with --train, the validation
-pairwise accuracy and wall time of the default training run on CaR's expert revisions (long on CPU)."""
+pairwise accuracy and wall time of the default training run on CaR's expert revisions (long on CPU).
+
+Options: the faster CPU precisions (`iqs.precision` bf16 and int8), each with its largest score difference to
+fp32 on the timed rows and, on CaR's 254 validation pairs, its pairwise accuracy and the pairs whose winner
+differs from fp32's (a fast path is only as good as the ranking it keeps)."""
 from __future__ import annotations
 
 import argparse
@@ -86,4 +90,41 @@ def run(args: argparse.Namespace) -> dict:
                            "baseline_s": round(stock_s, 2), "ours_rows_s": round(args.rows / ours_s, 1),
                            "baseline_rows_s": round(args.rows / stock_s, 1), "max_abs_diff": diff,
                            "truncated": ours.truncated}]
+    out["options"] = _precisions(store.local_path(key, "files", "model"), texts, ours.scores, stock_s, args)
     return out
+
+
+def _pair_winners(model, pairs, precision: str, batch_size: int):
+    import numpy as np
+
+    from tasks.iqs.score import score_texts
+
+    scores = score_texts(model, [p.raw for p in pairs] + [p.revised for p in pairs], batch_size=batch_size,
+                         precision=precision).scores
+    return np.asarray(scores[len(pairs):] > scores[:len(pairs)])
+
+
+def _precisions(folder, texts, exact, stock_s: float, args: argparse.Namespace) -> list[dict]:
+    """bf16 and int8 against fp32 (the exact path): speed over COMET's stock predict, score drift, pair flips."""
+    import numpy as np
+
+    from tasks.iqs.revisions import read_pairs_csv
+    from tasks.iqs.score import quantize_for_precision, score_texts
+    from tasks.iqs.train import load_model
+
+    pairs = read_pairs_csv(CAR / "APE_score_valid.csv")
+    exact_wins = _pair_winners(load_model(folder), pairs, "fp32", args.batch_size)
+    rows = [{"name": "fp32 (default on the CPU)", "pairwise_accuracy": round(float(exact_wins.mean()), 4)}]
+    for precision in ("bf16", "int8"):
+        model = quantize_for_precision(load_model(folder), precision)
+        score_texts(model, texts[:64], batch_size=args.batch_size, precision=precision)  # warm-up
+        began = time.perf_counter()
+        fast = score_texts(model, texts, normalize=False, batch_size=args.batch_size, precision=precision)
+        seconds = time.perf_counter() - began
+        wins = _pair_winners(model, pairs, precision, args.batch_size)
+        rows.append({"name": f"iqs.precision={precision}", "seconds": round(seconds, 2),
+                     "rows_s": round(len(texts) / seconds, 1), "vs_stock_predict": round(stock_s / seconds, 2),
+                     "max_abs_diff_to_fp32": round(float(np.max(np.abs(fast.scores - exact))), 5),
+                     "pairwise_accuracy": round(float(wins.mean()), 4),
+                     "pairs_flipped_vs_fp32": int((wins != exact_wins).sum())})
+    return rows

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tasks.errors import BadInputError
@@ -189,9 +190,20 @@ def test_tiny_model_trains_reloads_in_new_process_and_ranks(tmp_path, shared_dat
     table = store.read_table(scored["key"]).to_pylist()
     assert len(table) == 12 and sorted(r["iqs_rank"] for r in table) == list(range(1, 13))
     assert all(isinstance(r["iqs_score"], float) for r in table)
-    again = run_stage(SCORE_STAGE, CometConfig.model_validate({**info["hyperparameters"], "model": result.ref.key}),
+    again_params = CometConfig.model_validate({**info["hyperparameters"], "model": result.ref.key})
+    again = run_stage(SCORE_STAGE, again_params,
                       {"conversations": store.ref("conversations-test"), "iqs_model": result.ref}, store)
     assert again.status == "cached" and again.ref.key == scored["key"]  # unchanged data and model
+
+    exact = np.array([r["iqs_score"] for r in table])
+    for precision, tolerance in (("bf16", 0.05), ("int8", 0.1)):  # faster CPU paths: close, not equal
+        fast_params = again_params.model_copy(update={"precision": precision})
+        assert TRAIN_STAGE.key(fast_params, {}) == TRAIN_STAGE.key(again_params, {})  # no retraining
+        fast = run_stage(SCORE_STAGE, fast_params, {"conversations": store.ref("conversations-test"),
+                                                    "iqs_model": result.ref}, store)
+        assert fast.status == "ran" and fast.ref.key != scored["key"]
+        fast_scores = np.array([r["iqs_score"] for r in store.read_table(fast.ref.key).to_pylist()])
+        assert np.abs(fast_scores - exact).max() < tolerance, precision
 
 
 def test_probe_model_scores_with_the_embed_stage_vectors(store):

@@ -1,5 +1,9 @@
 """Batched COMET IQS scoring: texts sorted by token length (less padding), GPU (fp16) when there is one.
 
+`precision` trades exactness for speed on the CPU: `bf16` runs the forward pass under bfloat16 autocast (CPUs
+with AVX512-BF16 or AMX), `int8` quantizes the encoder's Linear layers dynamically (`quantize_for_precision`).
+Both move scores and may swap close pairs: the default (`auto`: fp32 on the CPU) is exact.
+
 Texts longer than the encoder's limit are truncated by the encoder's tokenizer exactly as in training
 (`Encoder.prepare_sample`, max_length = max_positions - 2); how many were truncated is counted.
 """
@@ -30,8 +34,34 @@ def max_tokens(model) -> int:
     return model.encoder.max_positions - 2  # what Encoder.prepare_sample truncates to
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+
+def quantize_for_precision(model, precision: str):
+    """The model ready for `score_texts(..., precision=precision)`: for int8, its encoder quantized in place."""
+    import torch
+
+    from tasks.embed import quantize_int8
+
+    if precision == "int8":
+        if torch.cuda.is_available():
+            raise ValueError("iqs.precision int8 (dynamic quantization) runs on the CPU only; use auto on a GPU")
+        quantize_int8(model.encoder)
+    return model
+
+
+def _autocast(gpu: bool, precision: str):
+    import torch
+
+    if gpu and precision in ("auto", "bf16"):
+        return torch.autocast("cuda", dtype=torch.float16 if precision == "auto" else torch.bfloat16)
+    if not gpu and precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext()
+
+
 def score_texts(model, texts: Sequence[str], *, normalize: bool = True, batch_size: int = 32,
-                advance: Callable[[int], None] | None = None) -> Scores:
+                advance: Callable[[int], None] | None = None, precision: str = "auto") -> Scores:
     import torch
 
     texts = [normalize_whitespace(t) if normalize else t for t in texts]
@@ -43,8 +73,7 @@ def score_texts(model, texts: Sequence[str], *, normalize: bool = True, batch_si
     device = torch.device("cuda" if gpu else "cpu")
     model.to(device).eval()
     out = np.empty(len(texts), np.float32)
-    autocast = torch.autocast("cuda", dtype=torch.float16) if gpu else nullcontext()
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), _autocast(gpu, precision):
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
             inputs = model.prepare_sample([{"src": texts[i]} for i in idx], stage="predict")

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from storage.params import in_key_of
 from tasks.errors import BadInputError
 from tasks.iqs.training import TRAINING, RevisionTrained, model_info, train_on_revisions
 from tasks.scorers.base import Scorer, ScorerInputs, Scores, Scoring
@@ -43,6 +44,10 @@ class CometConfig(RevisionTrained):
     pair_loss_weight: float = Field(0.0, ge=0, json_schema_extra=TRAINING,
                                     description="weight of a pairwise margin ranking loss added to MSE")
     pair_margin: float = Field(0.5, ge=0, json_schema_extra=TRAINING)
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        "auto", json_schema_extra=in_key_of("iqs"),
+        description="scoring precision: auto (fp32 on the CPU, fp16 on a GPU) is exact on the CPU; bf16 and int8 "
+                    "are faster on the CPU and may swap close pairs (python -m benchmarks iqs)")
     length_grouped: bool = Field(True, json_schema_extra=TRAINING,
                                  description="training batches of similar length (about half the padding); "
                                              "false: random batches, as stock COMET")
@@ -82,7 +87,7 @@ def fit(train_rows: Any, valid_rows: Any, ctx: Any) -> tuple[Any, dict[str, Any]
 
 
 def open_model(inputs: ScorerInputs) -> Scoring:
-    from tasks.iqs.score import score_texts
+    from tasks.iqs.score import quantize_for_precision, score_texts
     from tasks.iqs.train import load_model
 
     store, key = inputs.store, inputs.iqs_model.key
@@ -90,11 +95,12 @@ def open_model(inputs: ScorerInputs) -> Scoring:
     if info["scorer"] != "comet":
         raise BadInputError(f"model {key} was trained with scorer {info['scorer']!r}: it has no COMET "
                             "checkpoint; set iqs.scorer=probe or train a comet model", field="iqs.scorer")
-    model = load_model(store.local_path(key, "files", "model"))
+    precision = inputs.params.precision
+    model = quantize_for_precision(load_model(store.local_path(key, "files", "model")), precision)
 
     def score(rows: Any) -> Scores:
         result = score_texts(model, table_texts(rows), normalize=info["normalize_whitespace"],
-                             batch_size=inputs.params.batch_size)
+                             batch_size=inputs.params.batch_size, precision=precision)
         return Scores(result.scores, truncated=result.truncated)
 
     return Scoring(score, model=key)

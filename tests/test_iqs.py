@@ -194,13 +194,13 @@ def test_tiny_model_trains_reloads_in_new_process_and_ranks(tmp_path, shared_dat
     assert again.status == "cached" and again.ref.key == scored["key"]  # unchanged data and model
 
 
-def test_probe_model_scores_with_the_embed_stage_vectors(store):
+def test_probe_model_scores_with_the_embed_stage_features(store):
     import numpy as np
 
     from storage.schema import make_record, records_to_table
     from storage.stage import run_stage
-    from tasks.embed import embeddings_table
-    from tasks.iqs.probe import Probe, encode
+    from tasks.embed import EMBEDDING_SCHEMA, Features, embeddings_table, encode_features, load_model
+    from tasks.iqs.probe import Probe
     from tasks.scorers.comet import CometConfig
     from tasks.scorers.probe import ProbeConfig
     from tasks.stages.iqs import STAGE as SCORE_STAGE
@@ -213,6 +213,8 @@ def test_probe_model_scores_with_the_embed_stage_vectors(store):
     assert "files/probe.json" in files and not any(f.startswith("files/model/") for f in files)
     metrics = json.loads(store.read_file(trained.ref.key, "metrics.json"))["validation"]
     assert metrics["pairwise_accuracy"] == metrics["baselines"]["minilm_logreg"]
+    probe = Probe.from_json(store.read_file(trained.ref.key, "probe.json"))
+    assert probe.feature == "layer_mean" and len(probe.weights) == 384
 
     records = [make_record(uri="t", fmt="t", row=i, system=None, messages=[
         {"role": "user", "content": q}, {"role": "assistant", "content": a}]) for i, (q, a) in enumerate([
@@ -221,19 +223,34 @@ def test_probe_model_scores_with_the_embed_stage_vectors(store):
             ("Name a prime number.", "7 is a prime number: its only divisors are 1 and itself.")])]
     conversations = store.publish_table("conv", "ingest", records_to_table(records))
     table = store.read_table("conv")
-    vectors = encode(table_texts(table))
-    embeddings = store.publish_table("emb", "embed", embeddings_table(table.column("id").to_pylist(), vectors))
-    scored = run_stage(SCORE_STAGE, params, {"conversations": conversations, "iqs_model": trained.ref,
-                                             "embeddings": embeddings}, store)
-    out = store.read_table(scored.ref.key).to_pylist()
-    expected = Probe.from_json(store.read_file(trained.ref.key, "probe.json")).scores(vectors)
-    assert np.allclose([r["iqs_score"] for r in out], expected, atol=1e-6)
-    assert sorted(r["iqs_rank"] for r in out) == [1, 2, 3]
+    ids = table.column("id").to_pylist()
+    features = encode_features(load_model(None, "cpu"), table_texts(table), 2)
+    embeddings = store.publish_table("emb", "embed", embeddings_table(ids, features))
 
-    short = store.publish_table("emb-short", "embed", embeddings_table(table.column("id").to_pylist(), vectors[:, :8]))
-    with pytest.raises(BadInputError, match="8 dimensions"):
-        run_stage(SCORE_STAGE, params, {"conversations": conversations, "iqs_model": trained.ref,
-                                        "embeddings": short}, store)
+    def scores(params, trained, **inputs):
+        result = run_stage(SCORE_STAGE, params, {"conversations": conversations, "iqs_model": trained.ref, **inputs},
+                           store)
+        return np.array([r["iqs_score"] for r in store.read_table(result.ref.key).to_pylist()])
+
+    read = scores(params, trained, embeddings=embeddings)
+    np.testing.assert_allclose(read, probe.scores(features.layer_mean), atol=1e-6)
+    np.testing.assert_allclose(scores(params, trained), read, atol=1e-5)  # alone, it encodes the texts itself
+    # a probe on the sentence vector reads the embedding column
+    sentence = ProbeConfig(revisions=[str(DEMO_REVISIONS)], valid_fraction=0.25, probe_feature="embedding")
+    trained_on_sentences = run_stage(TRAIN_STAGE, sentence, {}, store)
+    assert trained_on_sentences.ref.key != trained.ref.key
+    on_sentences = Probe.from_json(store.read_file(trained_on_sentences.ref.key, "probe.json"))
+    np.testing.assert_allclose(scores(sentence, trained_on_sentences, embeddings=embeddings),
+                               on_sentences.scores(features.embedding), atol=1e-6)
+
+    short = store.publish_table("emb-short", "embed", embeddings_table(
+        ids, Features(features.embedding[:, :8], features.layer_mean[:, :8])))
+    with pytest.raises(BadInputError, match="layer_mean has 8 dimensions"):
+        scores(params, trained, embeddings=short)
+    before = store.publish_table("emb-v1", "embed", embeddings_table(ids, features).select(["id", "embedding"]))
+    assert EMBEDDING_SCHEMA.names == ["id", "embedding", "layer_mean"]
+    with pytest.raises(BadInputError, match="no 'layer_mean' column"):
+        scores(params, trained, embeddings=before)
     with pytest.raises(BadInputError, match="no COMET checkpoint"):
         run_stage(SCORE_STAGE, CometConfig(**params.model_dump(exclude={"scorer"})),
                   {"conversations": conversations, "iqs_model": trained.ref}, store)

@@ -30,6 +30,6 @@ def build(ctx: StageContext) -> StageOutput:
     return scorers.get(ctx.params.scorer).train(ctx)
 
 
-STAGE = Stage("iqs.train", "1", build, params=scorers.section_type(), section="iqs", output="iqs_model",
+STAGE = Stage("iqs.train", "2", build, params=scorers.section_type(), section="iqs", output="iqs_model",
               tags=("gpu", "model"), fingerprint=fingerprint, plan=plan,
               description="train an IQS model (comet or probe) on expert revision pairs")

@@ -133,8 +133,8 @@ def test_demo_config_names_the_demo_revisions():
 
 
 # -- a real tiny model -------------------------------------------------------------------------------------
-def run_cli(*args: str, home: Path) -> dict:
-    env = {**os.environ, "SFTFLOW_HOME": str(home)}
+def run_cli(*args: str, home: Path, **env: str) -> dict:
+    env = {**os.environ, "SFTFLOW_HOME": str(home), **env}
     done = subprocess.run([sys.executable, "-m", "flows", *args, "--json"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -320,3 +320,90 @@ def test_training_works_inside_a_daemonic_process_like_a_dask_worker(tmp_path, s
         worker.join()
     assert worker.exitcode == 0
     assert keys.get(timeout=10).startswith("iqs-train-")
+
+
+# -- a published checkpoint (CaR's layout), read offline from a hub cache written here -------------------------
+def cache_repo(hub: Path, name: str, commit: str) -> Path:
+    """The local hub cache's layout for model repo `name` at `commit`, as a download leaves it."""
+    repo = hub / f"models--{name.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    return repo / "snapshots" / commit
+
+
+@pytest.mark.slow
+def test_a_published_checkpoint_is_imported_from_the_hub_cache_and_scores(tmp_path, shared_data, monkeypatch):
+    """`iqs.model: hf:NAME` (CaR's hf:GyQAQ/Instruction-quality-scoring online) on a tiny InstructionMetric
+    written in COMET's layout, its encoder named by a hub id, both in a hub cache read offline."""
+    import numpy as np
+    import pytorch_lightning
+    import torch
+    import yaml
+    from huggingface_hub import constants
+    from transformers import AutoTokenizer, BertConfig
+
+    from tasks.iqs import hub as hub_module
+    from tasks.iqs.metric import InstructionMetric
+    from tasks.iqs.score import score_texts
+    from tasks.iqs.train import bundled_minilm
+
+    hub = tmp_path / "hub"
+    encoder = cache_repo(hub, "sftflow-tests/tiny-bert", "1" * 40)
+    AutoTokenizer.from_pretrained(bundled_minilm()).save_pretrained(encoder)
+    BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+               max_position_embeddings=512).save_pretrained(encoder)
+    torch.manual_seed(0)
+    model = InstructionMetric(encoder_model="BERT", pretrained_model=str(encoder), load_pretrained_weights=False,
+                              local_files_only=True, hidden_sizes=[16]).eval()
+    commit = "2" * 40
+    published = cache_repo(hub, "sftflow-tests/tiny-iqs", commit)
+    hparams = {**dict(model.hparams), "pretrained_model": "sftflow-tests/tiny-bert"}
+    (published / "checkpoints").mkdir()
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams,
+                "pytorch-lightning_version": pytorch_lightning.__version__},
+               published / "checkpoints" / "epoch=3-step=1016-val_kendall=0.600.ckpt")
+    (published / "hparams.yaml").write_text(yaml.safe_dump(hparams))
+
+    with (shared_data / "car" / "APE_score_valid.csv").open() as fh:
+        valid = list(csv.reader(fh))
+    pairs_csv = write_csv(tmp_path / "valid.csv", valid[:1 + 2 * 6])
+    home = tmp_path / "home"
+    offline = {"HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}
+    imported = run_cli("iqs", "train", "--set", "model=hf:sftflow-tests/tiny-iqs", "--validation", str(pairs_csv),
+                       home=home, **offline)
+    assert imported["metrics"]["pairs"] == 6 and "pairwise_accuracy" in imported["metrics"]
+    from storage.store import Store
+
+    store = Store(str(home / "store"))
+    info = json.loads(store.read_file(imported["model"], "model.json"))
+    assert info["imported"] == {"model": "hf:sftflow-tests/tiny-iqs", "revision": commit,
+                                "checkpoint": "epoch=3-step=1016-val_kendall=0.600.ckpt"}
+
+    pairs, _ = read_revisions(pairs_csv)
+    texts = [pairs[0].raw, pairs[0].revised, pairs[1].revised]
+    records = [make_conversation(text, row) for row, text in enumerate(texts)]
+    from storage.schema import records_to_table
+
+    store.publish_table("conversations-test", "ingest", records_to_table(records))
+    scored = run_cli("iqs", "score", "--model", imported["model"], "conversations-test", home=home, **offline)
+    got = [r["iqs_score"] for r in store.read_table(scored["key"]).to_pylist()]
+    np.testing.assert_allclose(got, score_texts(model, texts).scores, atol=1e-5)  # the published weights
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert hub_module.revision("hf:sftflow-tests/tiny-iqs") == commit
+    with pytest.raises(BadInputError, match="not in the local Hugging Face cache.*SFTFLOW_ONLINE=1.*hf:/path"):
+        hub_module.snapshot(hub_module.CAR_CHECKPOINT)
+    (published / "checkpoints" / "epoch=3-step=1016-val_kendall=0.600.ckpt").unlink()
+    with pytest.raises(BadInputError, match="not a COMET checkpoint"):
+        hub_module.checkpoint_files(hub_module.snapshot("hf:sftflow-tests/tiny-iqs"), "hf:sftflow-tests/tiny-iqs")
+
+
+def make_conversation(text: str, row: int) -> dict:
+    from storage.schema import make_record
+
+    instruction, response = text.split(" Response: ", 1)
+    return make_record(uri="test", fmt="test", row=row, system=None, meta={},
+                       messages=[{"role": "user", "content": instruction.removeprefix("Instruction: ")},
+                                 {"role": "assistant", "content": response}])

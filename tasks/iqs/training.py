@@ -21,6 +21,7 @@ from storage.stage import StageContext, StageOutput, companion_key
 from storage.store import Store
 from tasks.digest import file_sha256
 from tasks.errors import BadInputError
+from tasks.iqs import hub
 from tasks.iqs.evaluate import comparison_rows, evaluate_pairs
 from tasks.iqs.probe import DEFAULT_FEATURE, Feature, Probe, encode, fit_probe
 from tasks.iqs.report import markdown_table, training_curve_png
@@ -34,7 +35,9 @@ class RevisionTrained(ScorerConfig):
     """A scorer trained on (raw, revised) expert pairs: CaR's IQS and its probe."""
 
     model: str | None = Field(None, json_schema_extra=NOT_IN_KEY,
-                              description="store key of a trained IQS model; trained from `revisions` if empty")
+                              description="store key of a trained IQS model; trained from `revisions` if empty; "
+                                          "hf:OWNER/NAME imports a COMET checkpoint from the Hugging Face hub "
+                                          "(CaR's: hf:GyQAQ/Instruction-quality-scoring; SFTFLOW_ONLINE=1)")
     revisions: list[str] = Field(default_factory=list, json_schema_extra={**TRAINING, **PATH},
                                  description="revision files to train an IQS model on: expert revision "
                                              "JSON/JSONL records or CaR src,score CSV pairs")
@@ -59,9 +62,10 @@ class RevisionTrained(ScorerConfig):
                                                "layer averaged, 93.7% on CaR's pairs) or embedding (the sentence "
                                                "vector, 88.6%)")
 
-    def revision_checksums(self) -> dict[str, str]:
-        """The key of iqs.train covers the content of its revision files, not only their names."""
-        sums = {}
+    def input_checksums(self) -> dict[str, str]:
+        """The key of iqs.train covers the content of its inputs, not only their names: the revision files, and
+        the commit of a hub checkpoint it imports."""
+        sums = {self.model: hub.revision(self.model)} if hub.is_hub_model(self.model) else {}
         for path in [*self.revisions, *self.validation_revisions]:
             try:
                 sums[path] = file_sha256(path)
@@ -101,6 +105,9 @@ def train_on_revisions(ctx: StageContext, fit_model: Any = None) -> StageOutput:
     """Fit the probe (always) and, given `fit_model(train_rows, valid_rows, ctx) -> (score_fn, files, training)`,
     a model of the scorer's own; validate on the held-out pairs beside the baselines."""
     p: RevisionTrained = ctx.params
+    if hub.is_hub_model(p.model):
+        raise BadInputError(f"iqs.model {p.model} is a COMET checkpoint: the {p.scorer} scorer cannot use it "
+                            "(iqs.scorer: comet can)", field="iqs.model")
     train_pairs, valid_pairs, stats = prepare_pairs(p)
     data = data_table(train_pairs, valid_pairs, p.normalize_whitespace)
     train_rows = regression_rows(train_pairs, p.normalize_whitespace)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -393,9 +394,21 @@ def test_a_published_checkpoint_is_imported_from_the_hub_cache_and_scores(tmp_pa
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert hub_module.revision("hf:sftflow-tests/tiny-iqs") == commit
+    # in a pipeline: iqs.train imports it, iqs reads the import; a new commit on the hub is a new key
+    from flows.config import load_config
+    from tasks.stages import get
+
+    config = load_config(None, ["iqs.model=hf:sftflow-tests/tiny-iqs",
+                                f"iqs.validation_revisions={json.dumps([str(pairs_csv)])}"])
+    assert len(get("iqs.train").calls(config)) == 1 and "iqs_model" not in get("iqs").calls(config)[0].inputs
+    key = get("iqs.train").key(config.iqs, {})
+    assert key == imported["model"]
+    shutil.copytree(published, published.parent / ("3" * 40))
+    (published.parents[1] / "refs" / "main").write_text("3" * 40)
+    assert get("iqs.train").key(config.iqs, {}) != key
     with pytest.raises(BadInputError, match="not in the local Hugging Face cache.*SFTFLOW_ONLINE=1.*hf:/path"):
         hub_module.snapshot(hub_module.CAR_CHECKPOINT)
-    (published / "checkpoints" / "epoch=3-step=1016-val_kendall=0.600.ckpt").unlink()
+    (published.parent / ("3" * 40) / "checkpoints" / "epoch=3-step=1016-val_kendall=0.600.ckpt").unlink()
     with pytest.raises(BadInputError, match="not a COMET checkpoint"):
         hub_module.checkpoint_files(hub_module.snapshot("hf:sftflow-tests/tiny-iqs"), "hf:sftflow-tests/tiny-iqs")
 

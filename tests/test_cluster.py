@@ -5,7 +5,7 @@ import pytest
 
 from storage.stage import run_stage
 from tasks.cluster import cluster_embeddings, default_k, kmeans, reduce
-from tasks.embed import embeddings_table
+from tasks.embed import Features, embeddings_table
 from tasks.errors import BadInputError
 from tasks.stages import cluster as cluster_stage
 from tasks.stages.cluster import ClusterConfig
@@ -58,7 +58,7 @@ def test_kmeans_recovers_blobs_and_matches_sklearn_inertia():
 def test_cluster_stage(store):
     x, truth = blobs(n=800, centers=5)
     ids = [f"r{i:04d}" for i in range(len(x))]
-    ref = store.publish_table("emb", "embed", embeddings_table(ids, x))
+    ref = store.publish_table("emb", "embed", embeddings_table(ids, Features(x, x)))
     result = run_stage(cluster_stage.STAGE, ClusterConfig(), {"embeddings": ref}, store)
     table = store.read_table(result.ref.key)
     assert table.schema.names == ["id", "cluster", "distance", "pc1", "pc2"]
@@ -88,7 +88,7 @@ def test_bad_input(store):
         cluster_embeddings(ids[:5], np.ones((5, 4), np.float32), ClusterConfig())
     with pytest.raises(BadInputError, match="pca_components"):
         cluster_embeddings(ids, x, ClusterConfig(pca_components=100))
-    empty = store.publish_table("empty", "embed", embeddings_table([], np.zeros((0, 4), np.float32)))
+    empty = store.publish_table("empty", "embed", embeddings_table([], Features(*[np.zeros((0, 4), np.float32)] * 2)))
     with pytest.raises(BadInputError, match="no embeddings"):
         run_stage(cluster_stage.STAGE, ClusterConfig(), {"embeddings": empty}, store)
     ragged = pa.table({"id": ["a", "b", "c"], "embedding": pa.array([[0.1, 0.2], [0.3, 0.1], [0.5]],

@@ -187,9 +187,9 @@ def minilm():
 
 
 def embeddings_of(table, model):
-    from tasks.embed import embeddings_table, encode, table_texts
+    from tasks.embed import embeddings_table, encode_features, table_texts
 
-    return embeddings_table(table.column("id").to_pylist(), encode(model, table_texts(table, "car"), 16))
+    return embeddings_table(table.column("id").to_pylist(), encode_features(model, table_texts(table, "car"), 16))
 
 
 @pytest.mark.slow

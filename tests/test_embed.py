@@ -8,7 +8,15 @@ import pytest
 
 from storage.schema import make_record, records_to_table
 from storage.stage import run_stage
-from tasks.embed import embedding_matrix, encode, load_model, model_checksum, resolve_model, row_text
+from tasks.embed import (
+    embedding_matrix,
+    encode,
+    encode_features,
+    load_model,
+    model_checksum,
+    resolve_model,
+    row_text,
+)
 from tasks.errors import BadInputError
 from tasks.stages import embed as embed_stage
 from tasks.stages.embed import EmbedConfig
@@ -57,12 +65,41 @@ def test_batched_equals_one_at_a_time(minilm):
     assert a @ b > a @ c + 0.3
 
 
+def test_one_pass_gives_the_sentence_embedding_of_sentence_transformers_and_the_layer_mean(minilm):
+    """The embedding column is what sentence-transformers' own encode gives; layer_mean is every layer's hidden
+    states averaged and mean-pooled over the real tokens, as transformers computes them."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoTokenizer
+
+    texts = [row_text("car", r["system"], r["messages"], r["meta"]) for r in records()]
+    texts.append("Instruction: Summarize. Response: " + "A long answer that runs past the token limit. " * 60)
+    features = encode_features(minilm, texts, batch_size=3)
+    plain = SentenceTransformer(str(resolve_model(None)), device="cpu")
+    np.testing.assert_allclose(features.embedding, plain.encode(texts, normalize_embeddings=True), atol=1e-5)
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(None))
+    hf = AutoModel.from_pretrained(resolve_model(None)).eval()
+    expected = []
+    with torch.inference_mode():
+        for text in texts:  # one at a time: no padding
+            enc = tokenizer(text, truncation=True, max_length=minilm.max_seq_length, return_tensors="pt")
+            hidden = hf(**enc, output_hidden_states=True).hidden_states
+            assert len(hidden) == 7  # the embedding layer and six transformer layers
+            expected.append(torch.stack(hidden[1:]).mean(0)[0].mean(0).numpy())
+    np.testing.assert_allclose(features.layer_mean, np.stack(expected), atol=1e-4)
+    assert np.abs(features.layer_mean - features.embedding).max() > 0.1  # a feature of its own
+
+
 def test_stage_output_and_model_identity(store, tmp_path):
     conv = store.publish_table("conv", "ingest", records_to_table(records()))
     result = run_stage(embed_stage.STAGE, EmbedConfig(batch_size=2, device="cpu"), {"conversations": conv}, store)
     table = store.read_table(result.ref.key)
     kind = table.schema.field("embedding").type
-    assert table.schema.names == ["id", "embedding"] and kind.value_type == pa.float32() and pa.types.is_list(kind)
+    assert table.schema.names == ["id", "embedding", "layer_mean"]
+    assert kind.value_type == pa.float32() and pa.types.is_list(kind)
+    assert table.schema.field("layer_mean").type == kind
+    assert embedding_matrix(table.column("layer_mean")).shape == (4, 384)
     assert table.column("id").to_pylist() == [r["id"] for r in records()]
     vectors = embedding_matrix(table.column("embedding"))
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -134,8 +135,8 @@ def test_demo_config_names_the_demo_revisions():
 
 
 # -- a real tiny model -------------------------------------------------------------------------------------
-def run_cli(*args: str, home: Path) -> dict:
-    env = {**os.environ, "SFTFLOW_HOME": str(home)}
+def run_cli(*args: str, home: Path, **env: str) -> dict:
+    env = {**os.environ, "SFTFLOW_HOME": str(home), **env}
     done = subprocess.run([sys.executable, "-m", "flows", *args, "--json"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -206,13 +207,13 @@ def test_tiny_model_trains_reloads_in_new_process_and_ranks(tmp_path, shared_dat
         assert np.abs(fast_scores - exact).max() < tolerance, precision
 
 
-def test_probe_model_scores_with_the_embed_stage_vectors(store):
+def test_probe_model_scores_with_the_embed_stage_features(store):
     import numpy as np
 
     from storage.schema import make_record, records_to_table
     from storage.stage import run_stage
-    from tasks.embed import embeddings_table
-    from tasks.iqs.probe import Probe, encode
+    from tasks.embed import EMBEDDING_SCHEMA, Features, embeddings_table, encode_features, load_model
+    from tasks.iqs.probe import Probe
     from tasks.scorers.comet import CometConfig
     from tasks.scorers.probe import ProbeConfig
     from tasks.stages.iqs import STAGE as SCORE_STAGE
@@ -225,6 +226,8 @@ def test_probe_model_scores_with_the_embed_stage_vectors(store):
     assert "files/probe.json" in files and not any(f.startswith("files/model/") for f in files)
     metrics = json.loads(store.read_file(trained.ref.key, "metrics.json"))["validation"]
     assert metrics["pairwise_accuracy"] == metrics["baselines"]["minilm_logreg"]
+    probe = Probe.from_json(store.read_file(trained.ref.key, "probe.json"))
+    assert probe.feature == "layer_mean" and len(probe.weights) == 384
 
     records = [make_record(uri="t", fmt="t", row=i, system=None, messages=[
         {"role": "user", "content": q}, {"role": "assistant", "content": a}]) for i, (q, a) in enumerate([
@@ -233,19 +236,34 @@ def test_probe_model_scores_with_the_embed_stage_vectors(store):
             ("Name a prime number.", "7 is a prime number: its only divisors are 1 and itself.")])]
     conversations = store.publish_table("conv", "ingest", records_to_table(records))
     table = store.read_table("conv")
-    vectors = encode(table_texts(table))
-    embeddings = store.publish_table("emb", "embed", embeddings_table(table.column("id").to_pylist(), vectors))
-    scored = run_stage(SCORE_STAGE, params, {"conversations": conversations, "iqs_model": trained.ref,
-                                             "embeddings": embeddings}, store)
-    out = store.read_table(scored.ref.key).to_pylist()
-    expected = Probe.from_json(store.read_file(trained.ref.key, "probe.json")).scores(vectors)
-    assert np.allclose([r["iqs_score"] for r in out], expected, atol=1e-6)
-    assert sorted(r["iqs_rank"] for r in out) == [1, 2, 3]
+    ids = table.column("id").to_pylist()
+    features = encode_features(load_model(None, "cpu"), table_texts(table), 2)
+    embeddings = store.publish_table("emb", "embed", embeddings_table(ids, features))
 
-    short = store.publish_table("emb-short", "embed", embeddings_table(table.column("id").to_pylist(), vectors[:, :8]))
-    with pytest.raises(BadInputError, match="8 dimensions"):
-        run_stage(SCORE_STAGE, params, {"conversations": conversations, "iqs_model": trained.ref,
-                                        "embeddings": short}, store)
+    def scores(params, trained, **inputs):
+        result = run_stage(SCORE_STAGE, params, {"conversations": conversations, "iqs_model": trained.ref, **inputs},
+                           store)
+        return np.array([r["iqs_score"] for r in store.read_table(result.ref.key).to_pylist()])
+
+    read = scores(params, trained, embeddings=embeddings)
+    np.testing.assert_allclose(read, probe.scores(features.layer_mean), atol=1e-6)
+    np.testing.assert_allclose(scores(params, trained), read, atol=1e-5)  # alone, it encodes the texts itself
+    # a probe on the sentence vector reads the embedding column
+    sentence = ProbeConfig(revisions=[str(DEMO_REVISIONS)], valid_fraction=0.25, probe_feature="embedding")
+    trained_on_sentences = run_stage(TRAIN_STAGE, sentence, {}, store)
+    assert trained_on_sentences.ref.key != trained.ref.key
+    on_sentences = Probe.from_json(store.read_file(trained_on_sentences.ref.key, "probe.json"))
+    np.testing.assert_allclose(scores(sentence, trained_on_sentences, embeddings=embeddings),
+                               on_sentences.scores(features.embedding), atol=1e-6)
+
+    short = store.publish_table("emb-short", "embed", embeddings_table(
+        ids, Features(features.embedding[:, :8], features.layer_mean[:, :8])))
+    with pytest.raises(BadInputError, match="layer_mean has 8 dimensions"):
+        scores(params, trained, embeddings=short)
+    before = store.publish_table("emb-v1", "embed", embeddings_table(ids, features).select(["id", "embedding"]))
+    assert EMBEDDING_SCHEMA.names == ["id", "embedding", "layer_mean"]
+    with pytest.raises(BadInputError, match="no 'layer_mean' column"):
+        scores(params, trained, embeddings=before)
     with pytest.raises(BadInputError, match="no COMET checkpoint"):
         run_stage(SCORE_STAGE, CometConfig(**params.model_dump(exclude={"scorer"})),
                   {"conversations": conversations, "iqs_model": trained.ref}, store)
@@ -315,3 +333,102 @@ def test_training_works_inside_a_daemonic_process_like_a_dask_worker(tmp_path, s
         worker.join()
     assert worker.exitcode == 0
     assert keys.get(timeout=10).startswith("iqs-train-")
+
+
+# -- a published checkpoint (CaR's layout), read offline from a hub cache written here -------------------------
+def cache_repo(hub: Path, name: str, commit: str) -> Path:
+    """The local hub cache's layout for model repo `name` at `commit`, as a download leaves it."""
+    repo = hub / f"models--{name.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    return repo / "snapshots" / commit
+
+
+@pytest.mark.slow
+def test_a_published_checkpoint_is_imported_from_the_hub_cache_and_scores(tmp_path, shared_data, monkeypatch):
+    """`iqs.model: hf:NAME` (CaR's hf:GyQAQ/Instruction-quality-scoring online) on a tiny InstructionMetric
+    written in COMET's layout, its encoder named by a hub id, both in a hub cache read offline."""
+    import numpy as np
+    import pytorch_lightning
+    import torch
+    import yaml
+    from huggingface_hub import constants
+    from transformers import AutoTokenizer, BertConfig
+
+    from tasks.iqs import hub as hub_module
+    from tasks.iqs.metric import InstructionMetric
+    from tasks.iqs.score import score_texts
+    from tasks.iqs.train import bundled_minilm
+
+    hub = tmp_path / "hub"
+    encoder = cache_repo(hub, "sftflow-tests/tiny-bert", "1" * 40)
+    AutoTokenizer.from_pretrained(bundled_minilm()).save_pretrained(encoder)
+    BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+               max_position_embeddings=512).save_pretrained(encoder)
+    torch.manual_seed(0)
+    model = InstructionMetric(encoder_model="BERT", pretrained_model=str(encoder), load_pretrained_weights=False,
+                              local_files_only=True, hidden_sizes=[16]).eval()
+    commit = "2" * 40
+    published = cache_repo(hub, "sftflow-tests/tiny-iqs", commit)
+    hparams = {**dict(model.hparams), "pretrained_model": "sftflow-tests/tiny-bert"}
+    (published / "checkpoints").mkdir()
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams,
+                "pytorch-lightning_version": pytorch_lightning.__version__},
+               published / "checkpoints" / "epoch=3-step=1016-val_kendall=0.600.ckpt")
+    (published / "hparams.yaml").write_text(yaml.safe_dump(hparams))
+
+    with (shared_data / "car" / "APE_score_valid.csv").open() as fh:
+        valid = list(csv.reader(fh))
+    pairs_csv = write_csv(tmp_path / "valid.csv", valid[:1 + 2 * 6])
+    home = tmp_path / "home"
+    offline = {"HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}
+    imported = run_cli("iqs", "train", "--set", "model=hf:sftflow-tests/tiny-iqs", "--validation", str(pairs_csv),
+                       home=home, **offline)
+    assert imported["metrics"]["pairs"] == 6 and "pairwise_accuracy" in imported["metrics"]
+    from storage.store import Store
+
+    store = Store(str(home / "store"))
+    info = json.loads(store.read_file(imported["model"], "model.json"))
+    assert info["imported"] == {"model": "hf:sftflow-tests/tiny-iqs", "revision": commit,
+                                "checkpoint": "epoch=3-step=1016-val_kendall=0.600.ckpt"}
+
+    pairs, _ = read_revisions(pairs_csv)
+    texts = [pairs[0].raw, pairs[0].revised, pairs[1].revised]
+    records = [make_conversation(text, row) for row, text in enumerate(texts)]
+    from storage.schema import records_to_table
+
+    store.publish_table("conversations-test", "ingest", records_to_table(records))
+    scored = run_cli("iqs", "score", "--model", imported["model"], "conversations-test", home=home, **offline)
+    got = [r["iqs_score"] for r in store.read_table(scored["key"]).to_pylist()]
+    np.testing.assert_allclose(got, score_texts(model, texts).scores, atol=1e-5)  # the published weights
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert hub_module.revision("hf:sftflow-tests/tiny-iqs") == commit
+    # in a pipeline: iqs.train imports it, iqs reads the import; a new commit on the hub is a new key
+    from flows.config import load_config
+    from tasks.stages import get
+
+    config = load_config(None, ["iqs.model=hf:sftflow-tests/tiny-iqs",
+                                f"iqs.validation_revisions={json.dumps([str(pairs_csv)])}"])
+    assert len(get("iqs.train").calls(config)) == 1 and "iqs_model" not in get("iqs").calls(config)[0].inputs
+    key = get("iqs.train").key(config.iqs, {})
+    assert key == imported["model"]
+    shutil.copytree(published, published.parent / ("3" * 40))
+    (published.parents[1] / "refs" / "main").write_text("3" * 40)
+    assert get("iqs.train").key(config.iqs, {}) != key
+    with pytest.raises(BadInputError, match="not in the local Hugging Face cache.*SFTFLOW_ONLINE=1.*hf:/path"):
+        hub_module.snapshot(hub_module.CAR_CHECKPOINT)
+    (published.parent / ("3" * 40) / "checkpoints" / "epoch=3-step=1016-val_kendall=0.600.ckpt").unlink()
+    with pytest.raises(BadInputError, match="not a COMET checkpoint"):
+        hub_module.checkpoint_files(hub_module.snapshot("hf:sftflow-tests/tiny-iqs"), "hf:sftflow-tests/tiny-iqs")
+
+
+def make_conversation(text: str, row: int) -> dict:
+    from storage.schema import make_record
+
+    instruction, response = text.split(" Response: ", 1)
+    return make_record(uri="test", fmt="test", row=row, system=None, meta={},
+                       messages=[{"role": "user", "content": instruction.removeprefix("Instruction: ")},
+                                 {"role": "assistant", "content": response}])

@@ -47,12 +47,12 @@ def is_save_to_disk(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
 
-def cached_snapshot(name: str, revision: str | None) -> Path:
-    """The local hub cache's copy of a dataset repo (from an earlier download, e.g. `hf download --repo-type
-    dataset NAME`); raises huggingface_hub's LocalEntryNotFoundError when there is none."""
+def cached_snapshot(name: str, revision: str | None, repo_type: str = "dataset") -> Path:
+    """The local hub cache's copy of a repo (from an earlier download, e.g. `hf download --repo-type dataset
+    NAME`); raises huggingface_hub's LocalEntryNotFoundError when there is none."""
     import huggingface_hub
 
-    return Path(huggingface_hub.snapshot_download(name, repo_type="dataset", revision=revision,
+    return Path(huggingface_hub.snapshot_download(name, repo_type=repo_type, revision=revision,
                                                   local_files_only=True))
 
 
@@ -83,7 +83,7 @@ def load(source: HfSource, split: str | None, revision: str) -> tuple[Any, str]:
         loaded = datasets.load_from_disk(str(source.local))
     else:  # a downloaded repo folder or a hub id; only the split asked for is prepared
         folder = source.local
-        if folder is None and _offline():  # load_dataset cannot read the hub cache offline: read its files
+        if folder is None and offline():  # load_dataset cannot read the hub cache offline: read its files
             folder = cached_snapshot(source.name, revision)
         try:
             loaded = datasets.load_dataset(str(folder) if folder is not None else source.name, source.config,
@@ -104,7 +104,7 @@ def load(source: HfSource, split: str | None, revision: str) -> tuple[Any, str]:
     return loaded[chosen], chosen
 
 
-def _offline() -> bool:
+def offline() -> bool:
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE)

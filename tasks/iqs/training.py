@@ -2,7 +2,7 @@
 
 A model artifact's files:
     model/          the COMET checkpoint directory (scorer comet only; see tasks/iqs/train.py)
-    probe.json      the MiniLM logistic-regression probe (always: it is also the baseline to beat)
+    probe.json      the MiniLM logistic-regression probe on `probe_feature` (always: it is also the baseline to beat)
     model.json      scorer, data key, hyperparameters, whitespace normalization
     metrics.json    validation pairs: pairwise accuracy, Kendall tau, baselines; training history
 The training pairs are published beside it as the companion dataset `<key>-data` (src, score, split, pair).
@@ -21,8 +21,9 @@ from storage.stage import StageContext, StageOutput, companion_key
 from storage.store import Store
 from tasks.digest import file_sha256
 from tasks.errors import BadInputError
+from tasks.iqs import hub
 from tasks.iqs.evaluate import comparison_rows, evaluate_pairs
-from tasks.iqs.probe import Probe, encode, fit_probe
+from tasks.iqs.probe import DEFAULT_FEATURE, Feature, Probe, encode, fit_probe
 from tasks.iqs.report import markdown_table, training_curve_png
 from tasks.iqs.revisions import RevisionPair, load_pairs, regression_rows, split_pairs
 from tasks.scorers.base import ScorerConfig
@@ -34,7 +35,9 @@ class RevisionTrained(ScorerConfig):
     """A scorer trained on (raw, revised) expert pairs: CaR's IQS and its probe."""
 
     model: str | None = Field(None, json_schema_extra=NOT_IN_KEY,
-                              description="store key of a trained IQS model; trained from `revisions` if empty")
+                              description="store key of a trained IQS model; trained from `revisions` if empty; "
+                                          "hf:OWNER/NAME imports a COMET checkpoint from the Hugging Face hub "
+                                          "(CaR's: hf:GyQAQ/Instruction-quality-scoring; SFTFLOW_ONLINE=1)")
     revisions: list[str] = Field(default_factory=list, json_schema_extra={**TRAINING, **PATH},
                                  description="revision files to train an IQS model on: expert revision "
                                              "JSON/JSONL records or CaR src,score CSV pairs")
@@ -54,10 +57,15 @@ class RevisionTrained(ScorerConfig):
     seed: int = Field(42, json_schema_extra=TRAINING)
     probe_c: float = Field(1.0, gt=0, json_schema_extra=TRAINING,
                            description="inverse regularization of the probe's logistic regression")
+    probe_feature: Feature = Field(DEFAULT_FEATURE, json_schema_extra=TRAINING,
+                                   description="what the probe reads of the embed stage: layer_mean (every MiniLM "
+                                               "layer averaged, 93.7% on CaR's pairs) or embedding (the sentence "
+                                               "vector, 88.6%)")
 
-    def revision_checksums(self) -> dict[str, str]:
-        """The key of iqs.train covers the content of its revision files, not only their names."""
-        sums = {}
+    def input_checksums(self) -> dict[str, str]:
+        """The key of iqs.train covers the content of its inputs, not only their names: the revision files, and
+        the commit of a hub checkpoint it imports."""
+        sums = {self.model: hub.revision(self.model)} if hub.is_hub_model(self.model) else {}
         for path in [*self.revisions, *self.validation_revisions]:
             try:
                 sums[path] = file_sha256(path)
@@ -97,12 +105,16 @@ def train_on_revisions(ctx: StageContext, fit_model: Any = None) -> StageOutput:
     """Fit the probe (always) and, given `fit_model(train_rows, valid_rows, ctx) -> (score_fn, files, training)`,
     a model of the scorer's own; validate on the held-out pairs beside the baselines."""
     p: RevisionTrained = ctx.params
+    if hub.is_hub_model(p.model):
+        raise BadInputError(f"iqs.model {p.model} is a COMET checkpoint: the {p.scorer} scorer cannot use it "
+                            "(iqs.scorer: comet can)", field="iqs.model")
     train_pairs, valid_pairs, stats = prepare_pairs(p)
     data = data_table(train_pairs, valid_pairs, p.normalize_whitespace)
     train_rows = regression_rows(train_pairs, p.normalize_whitespace)
     valid_rows = regression_rows(valid_pairs, p.normalize_whitespace)
     ctx.log.info("iqs.train: embedding %d training rows for the probe", train_rows.num_rows)
-    probe = fit_probe(encode(train_rows.column("src").to_pylist()), train_rows.column("score").to_numpy(), p.probe_c)
+    probe = fit_probe(encode(train_rows.column("src").to_pylist(), p.probe_feature),
+                      train_rows.column("score").to_numpy(), p.probe_feature, p.probe_c)
     files: dict[str, Any] = {"probe.json": probe.to_json()}
     training: dict[str, Any] = {}
     scorer = probe_texts(probe)
@@ -127,7 +139,7 @@ def train_on_revisions(ctx: StageContext, fit_model: Any = None) -> StageOutput:
 
 def probe_texts(probe: Probe):
     """The probe as a score function over CaR texts."""
-    return lambda texts: probe.scores(encode(texts))
+    return lambda texts: probe.scores(encode(texts, probe.feature))
 
 
 def model_info(store: Store, key: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """`comet`: CaR's Instruction Quality Scorer, a COMET regression model trained on expert revisions.
 
 Training defaults follow CaR's instruction_score.yaml except the encoder (the bundled MiniLM, offline) and its
-learning rate (3e-5: better on MiniLM). Scoring is batched and length-sorted (tasks/iqs/score.py).
+learning rate (3e-5: better on MiniLM). `iqs.model: hf:GyQAQ/Instruction-quality-scoring` imports CaR's own
+published checkpoint instead (tasks/iqs/hub.py). Scoring is batched and length-sorted (tasks/iqs/score.py).
 """
 from __future__ import annotations
 
@@ -106,5 +107,12 @@ def open_model(inputs: ScorerInputs) -> Scoring:
     return Scoring(score, model=key)
 
 
-SCORER = Scorer("comet", CometConfig, open_model, train=lambda ctx: train_on_revisions(ctx, fit),
+def train(ctx: Any) -> Any:
+    """iqs.train for comet: a model trained on the revisions, or a published checkpoint (`iqs.model: hf:…`)."""
+    from tasks.iqs.hub import import_checkpoint, is_hub_model
+
+    return import_checkpoint(ctx) if is_hub_model(ctx.params.model) else train_on_revisions(ctx, fit)
+
+
+SCORER = Scorer("comet", CometConfig, open_model, train=train,
                 description="CaR's IQS: a COMET regression model trained on expert-revised pairs")

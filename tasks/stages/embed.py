@@ -1,6 +1,7 @@
-"""`embed`: one L2-normalized sentence embedding per conversation (tasks/embed.py), for clustering, the probe
-scorer and semantic dedup. The model's name and a checksum of its files are in the key, so a changed model
-folder re-embeds instead of serving stale vectors."""
+"""`embed`: one L2-normalized sentence embedding per conversation (tasks/embed.py), for clustering and semantic
+dedup, and the all-layer mean of the same forward pass (`layer_mean`), the probe scorer's feature. The model's
+name and a checksum of its files are in the key, so a changed model folder re-embeds instead of serving stale
+vectors."""
 from __future__ import annotations
 
 import time
@@ -17,10 +18,11 @@ from storage.store import DatasetRef, row_range
 from tasks.embed import (
     BATCH_SIZE,
     BUNDLED_MODEL,
+    FEATURES,
     READ_ROWS,
     embedding_dimension,
     embeddings_table,
-    encode,
+    encode_features,
     load_model,
     model_checksum,
     pick_device,
@@ -76,14 +78,16 @@ def build(ctx: StageContext, conversations: DatasetRef) -> StageOutput:
         for batch in ctx.store.iter_batches(conversations.key, READ_ROWS, ["id", "system", "messages", "meta"],
                                             part=ctx.shard):
             table = pa.Table.from_batches([batch])
-            vectors = encode(model, table_texts(table, params.text, start + rows), batch_size, advance,
-                             params.precision)
-            if not np.isfinite(vectors).all():
-                bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
-                raise BadInputError("the model returned a non-finite embedding", row=start + rows + bad,
-                                    field=f"embedding (id {table.column('id')[bad].as_py()})")
+            features = encode_features(model, table_texts(table, params.text, start + rows), batch_size, advance,
+                                       params.precision)
+            for name in FEATURES:
+                vectors = getattr(features, name)
+                if not np.isfinite(vectors).all():
+                    bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
+                    raise BadInputError(f"the model returned a non-finite {name}", row=start + rows + bad,
+                                        field=f"{name} (id {table.column('id')[bad].as_py()})")
             rows += table.num_rows
-            yield embeddings_table(table.column("id").to_pylist(), vectors)
+            yield embeddings_table(table.column("id").to_pylist(), features)
         seconds = time.perf_counter() - began
         stats.update(rows=rows, seconds=round(seconds, 2), rows_per_s=round(rows / max(seconds, 1e-9), 1))
         ctx.log.info("embed: %d rows in %.1fs on %s (%.0f rows/s)", rows, seconds, device, stats["rows_per_s"])
@@ -91,7 +95,7 @@ def build(ctx: StageContext, conversations: DatasetRef) -> StageOutput:
     return StageOutput(table=tables(), stats=stats)
 
 
-STAGE = Stage("embed", "1", build, params=EmbedConfig, section="embed", output="embeddings", tags=("gpu", "model"),
+STAGE = Stage("embed", "2", build, params=EmbedConfig, section="embed", output="embeddings", tags=("gpu", "model"),
               fingerprint=model_identity, shard_input="conversations",
               requires=(Requirement("sentence_transformers", "pip install sentence-transformers"),),
-              description="sentence embeddings of the conversations")
+              description="sentence embeddings and all-layer means of the conversations")

@@ -15,6 +15,7 @@ from storage.stage import Call, Stage, StageContext, StageOutput
 from storage.store import DatasetRef, row_range
 from tasks import scorers
 from tasks.errors import BadInputError
+from tasks.iqs.hub import is_hub_model
 from tasks.iqs.report import score_histogram_png
 from tasks.iqs.score import rank
 from tasks.scorers.base import INPUTS, ScorerInputs
@@ -28,7 +29,7 @@ def plan(config: Any) -> list[Call]:
         return []
     needs = scorers.get(params.scorer).inputs()
     inputs: dict[str, str | None] = {name: None for name in INPUTS if name not in needs}
-    if "iqs_model" in needs and params.model:
+    if "iqs_model" in needs and params.model and not is_hub_model(params.model):  # hf: is imported by iqs.train
         inputs["iqs_model"] = params.model
     return [Call(params, inputs=inputs, shards=params.shards)]
 

@@ -1,6 +1,8 @@
-"""`iqs.train`: expert revision pairs → a trained IQS model artifact, for the scorers that train (comet, probe).
+"""`iqs.train`: expert revision pairs → a trained IQS model artifact, for the scorers that train (comet, probe);
+or a published COMET checkpoint (`iqs.model: hf:…`) imported as one (tasks/iqs/hub.py).
 
-Not in a pipeline run whose `iqs.model` names a trained model already, or whose scorer needs no training.
+Not in a pipeline run whose `iqs.model` names a trained model of the store already, or whose scorer needs no
+training.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 from storage.stage import Call, Stage, StageContext, StageOutput
 from tasks import scorers
 from tasks.errors import BadInputError
+from tasks.iqs.hub import is_hub_model
 
 
 def trains(params: Any) -> bool:
@@ -17,11 +20,11 @@ def trains(params: Any) -> bool:
 
 def plan(config: Any) -> list[Call]:
     params = config.iqs
-    return [Call(params)] if trains(params) and not params.model else []
+    return [Call(params)] if trains(params) and (not params.model or is_hub_model(params.model)) else []
 
 
 def fingerprint(params: Any) -> dict[str, Any]:
-    return params.revision_checksums() if hasattr(params, "revision_checksums") else {}
+    return params.input_checksums() if hasattr(params, "input_checksums") else {}
 
 
 def build(ctx: StageContext) -> StageOutput:
@@ -30,6 +33,6 @@ def build(ctx: StageContext) -> StageOutput:
     return scorers.get(ctx.params.scorer).train(ctx)
 
 
-STAGE = Stage("iqs.train", "1", build, params=scorers.section_type(), section="iqs", output="iqs_model",
+STAGE = Stage("iqs.train", "2", build, params=scorers.section_type(), section="iqs", output="iqs_model",
               tags=("gpu", "model"), fingerprint=fingerprint, plan=plan,
               description="train an IQS model (comet or probe) on expert revision pairs")

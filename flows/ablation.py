@@ -1,10 +1,10 @@
 """The `selection-ablation` flow: is a model tuned on my selection better than one tuned on a random sample?
 
-One plan of stage steps (flows/plan.py): the pipeline's own steps up to the clusters, the IQS scores and the
-base model; the held-out split and the evaluation sets; the pool without them (eval.pool); then per selector
-and seed a select → format → train chain, each adapter (and the base model once) evaluated on every set, and
-one report. A selector is a (scorer, rule) pair whose select parameters make exactly `budget` rows; every
-chain trains with the same format, adapter, steps and batch, only `train.seed` changes with the seed. Each
+One plan of stage steps (flows/plan.py): the pipeline's own steps up to the embeddings, the IQS scores and
+the base model; the held-out split and the evaluation sets; the pool without them (eval.pool) and its clusters;
+then per selector and seed a select → format → train chain, each adapter (and the base model once) evaluated
+on every set, and one report. A selector is a (scorer, rule) pair whose select parameters make exactly `budget`
+rows; every chain trains with the same format, adapter, steps and batch, only `train.seed` changes with the seed. Each
 step is keyed by its store key, so a second identical run is served from the store and a selector added later
 trains only its own chains. The plan runs in two parts: first what the pool needs, so a budget larger than the
 pool is an error before anything trains.
@@ -125,10 +125,10 @@ def ablation_plan(config: Any, budget: int | None = None, selectors: Sequence[st
     pipeline = pipeline_plan(config, Store(config.store))
     select_step = pipeline.named("select", "select")[0]
     base_model = pipeline.named("train", "train")[0].inputs["base_model"]
-    plan = pipeline.needed_by([*select_step.upstream,
-                               *([base_model] if isinstance(base_model, Step) else [])])
-    conversations, clusters = select_step.inputs["conversations"], select_step.inputs["clusters"]
-    iqs_scores = select_step.inputs.get("scored")
+    conversations, iqs_scores = select_step.inputs["conversations"], select_step.inputs.get("scored")
+    clustering = select_step.inputs["clusters"]  # re-run on the pool: the selection's map holds no held-out row
+    embeddings = clustering.inputs["embeddings"]
+    plan = pipeline.needed_by([s for s in (conversations, embeddings, iqs_scores, base_model) if isinstance(s, Step)])
 
     sets: dict[str, Step] = {HELDOUT: plan.add(get("eval.holdout"), config.eval, {"conversations": conversations})}
     for entry in config.eval.sets:
@@ -136,6 +136,7 @@ def ablation_plan(config: Any, budget: int | None = None, selectors: Sequence[st
     pool = plan.add(get("eval.pool"), PoolParams(),
                     {"conversations": conversations, **{f"eval_set_{i:03d}": s for i, s in enumerate(sets.values())}})
 
+    clusters = plan.add(clustering.stage, clustering.params, {"embeddings": embeddings, "conversations": pool})
     scoring = get("iqs")
     evaluate, params = get("evaluate"), evaluate_params(config)
     runs: list[RunLabel] = []

@@ -150,23 +150,28 @@ def ablation_plan(config: Any, budget: int | None = None, selectors: Sequence[st
             evaluations[name] = plan.add(evaluate, params, inputs, label=f"evaluate[{where}/{set_name}]")
             runs.append(RunLabel(input=name, model=model, seed=seed, eval_set=set_name))
 
+    def formatted(selector: Selector, seed: int) -> Step:
+        """The selection's format step: one per sample (per seed for random, else shared by every seed)."""
+        sample = f"{selector.name}/{seed}" if selector.per_seed else selector.name
+        if sample in chains:
+            return chains[sample]
+        scored: Step | str | None = iqs_scores if selector.scorer == IQS else None
+        if selector.scorer not in (IQS, None):
+            own = scorers.parse_config({"scorer": selector.scorer, **({"seed": seed} if selector.per_seed else {})})
+            scored = plan.add(scoring, own, {"conversations": pool}, label=f"iqs[{sample}]")
+        selected = plan.add(get("select"), select_params(selector, config, budget),
+                            {"conversations": pool, "clusters": clusters,
+                             **({"scored": scored} if scored is not None else {})}, label=f"select[{sample}]")
+        chains[sample] = plan.add(get("format"), config.format, {"selection": selected, "base_model": base_model},
+                                  label=f"format[{sample}]")
+        return chains[sample]
+
+    chains: dict[str, Step] = {}
     evaluate_all(BASE_MODEL, None, None)
     for selector in chosen:
         for seed in range(seeds):
-            if seed == 0 or selector.per_seed:  # one selection per sample; the training seed varies below
-                sample = f"{selector.name}/{seed}" if selector.per_seed else selector.name
-                scored: Step | str | None = iqs_scores if selector.scorer == IQS else None
-                if selector.scorer not in (IQS, None):
-                    config_of = scorers.parse_config({"scorer": selector.scorer,
-                                                      **({"seed": seed} if selector.per_seed else {})})
-                    scored = plan.add(scoring, config_of, {"conversations": pool}, label=f"iqs[{sample}]")
-                selected = plan.add(get("select"), select_params(selector, config, budget),
-                                    {"conversations": pool, "clusters": clusters,
-                                     **({"scored": scored} if scored is not None else {})}, label=f"select[{sample}]")
-                tokenized = plan.add(get("format"), config.format, {"selection": selected, "base_model": base_model},
-                                     label=f"format[{sample}]")
             train = config.train.model_copy(update={"seed": seed, "eval_share": 0.0, "sample_prompts": []})
-            adapter = plan.add(get("train"), train, {"tokenized": tokenized, "base_model": base_model},
+            adapter = plan.add(get("train"), train, {"tokenized": formatted(selector, seed), "base_model": base_model},
                                label=f"train[{selector.name}/{seed}]")
             evaluate_all(selector.name, seed, adapter)
     report = plan.add(get("ablation.report"),

@@ -151,3 +151,15 @@ def test_ablation_report_store_hits_and_an_added_selector(prefect_api, ablation_
     assert ran(more) == {"select[cluster_only]", "format[cluster_only]", "train[cluster_only/0]",
                          "train[cluster_only/1]", *(f"evaluate[cluster_only/{s}/{e}]" for s in (0, 1)
                                                     for e in ("heldout", "extra")), "ablation.report"}
+
+
+def test_the_deployment_form_holds_the_ablation_defaults():
+    from deployments.definitions import DEPLOYMENTS, ablation_parameters
+    from flows.ablation import DEFAULT_SELECTORS
+    from flows.config import PipelineConfig, load_config
+
+    spec = next(s for s in DEPLOYMENTS if s.name == "selection-ablation")
+    assert spec.available() and spec.entrypoint == "flows/ablation.py:selection_ablation"
+    form = ablation_parameters(load_config(None, ["train.max_steps=5", "train.batch_size=4"]))
+    assert form["budget"] == 20 and form["selectors"] == list(DEFAULT_SELECTORS) and form["seeds"] == 3
+    assert PipelineConfig.model_validate(form["config"]).train.max_steps == 5  # what Prefect sends back

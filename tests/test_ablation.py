@@ -163,3 +163,13 @@ def test_the_deployment_form_holds_the_ablation_defaults():
     form = ablation_parameters(load_config(None, ["train.max_steps=5", "train.batch_size=4"]))
     assert form["budget"] == 20 and form["selectors"] == list(DEFAULT_SELECTORS) and form["seeds"] == 3
     assert PipelineConfig.model_validate(form["config"]).train.max_steps == 5  # what Prefect sends back
+
+
+def test_from_a_stage_forces_the_chains_after_it_and_not_the_base_model(ablation_config):
+    plan = ablation_plan(ablation_config(), 8, ["random", "longest"], 2).plan
+    forced = {step.label for step in plan.descendants("train")}
+    assert forced == {"train[random/0]", "train[random/1]", "train[longest/0]", "train[longest/1]",
+                      *(f"evaluate[{m}/{s}/{e}]" for m in ("random", "longest") for s in (0, 1)
+                        for e in ("heldout", "extra")), "ablation.report"}
+    pool = {step.label for step in plan.descendants("eval.pool")}
+    assert "evaluate[base model/heldout]" not in pool and {"cluster", "select[longest]", "iqs[random/1]"} <= pool

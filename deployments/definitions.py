@@ -64,6 +64,14 @@ def iqs_parameters(config: Any) -> dict[str, Any]:
     return {"iqs": config.iqs.model_dump(mode="json"), "store": config.store}
 
 
+def ablation_parameters(config: Any) -> dict[str, Any]:
+    """The form of the selection ablation: the pipeline config and the ablation's own defaults."""
+    from flows.ablation import DEFAULT_SEEDS, DEFAULT_SELECTORS, default_budget
+
+    return {"config": config.model_dump(mode="json"), "budget": default_budget(config),
+            "selectors": list(DEFAULT_SELECTORS), "seeds": DEFAULT_SEEDS}
+
+
 DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
     DeploymentSpec(IQS_DEPLOYMENT, "flows/iqs_training.py:iqs_training",
                    "Train an IQS (instruction quality scorer) model from revision pairs; on demand.",
@@ -76,6 +84,10 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
                    "Nightly re-run of the pipeline: changed sources re-run ingest and what follows, "
                    "everything else is a cache hit.", cron=NIGHTLY_CRON, parameters=pipeline_parameters,
                    tags=("pipeline", "nightly")),
+    DeploymentSpec("selection-ablation", "flows/ablation.py:selection_ablation",
+                   "Did the selection help? Every selector x seed selects the same number of rows, trains the "
+                   "same adapter and is evaluated against random on held-out rows; on demand.",
+                   parameters=ablation_parameters, tags=("ablation",)),
     DeploymentSpec("self-instruct", "flows/self_instruct.py:self_instruct",
                    "Generate instructions from seed tasks (self-instruct); on demand. The run form asks for the "
                    "seed tasks file and the endpoint.", tags=("self-instruct",)),

@@ -99,7 +99,11 @@ class Plan:
 
     def until(self, name: str) -> Plan:
         """Only the steps of stage `name` and what they need."""
-        needed = set(self.named(name, "--until"))
+        return self.needed_by(self.named(name, "--until"))
+
+    def needed_by(self, steps: Iterable[Step]) -> Plan:
+        """Only `steps` and what they need, in this plan's order."""
+        needed = set(steps)
         for step in reversed(self.steps):
             if step in needed:
                 needed.update(step.upstream)

@@ -74,17 +74,23 @@ def _shown(ids: Sequence[str]) -> str:
     return ", ".join(ids[:SHOWN_IDS]) + more
 
 
-def check_disjoint(eval_set: pa.Table, pool: pa.Table, *, eval_name: str, pool_name: str) -> None:
-    """A BadInputError naming the evaluation rows found in the pool, by id or by their user turns."""
-    pool_rows = _rows(pool)
-    pool_ids = {i for i, _ in pool_rows}
-    pool_texts = {text: i for i, text in reversed(pool_rows)}  # the first pool row with each text
-    rows = _rows(eval_set)
-    same_id = [(n, i) for n, (i, _) in enumerate(rows) if i in pool_ids]
+def check_no_shared_ids(eval_set: pa.Table, pool: pa.Table, *, eval_name: str, pool_name: str) -> None:
+    """A BadInputError naming the evaluation rows that are rows of the pool (the same id)."""
+    pool_ids = set(pool.column("id").to_pylist())
+    ids = eval_set.column("id").to_pylist()
+    same_id = [(n, i) for n, i in enumerate(ids) if i in pool_ids]
     if same_id:
-        raise BadInputError(f"{len(same_id)} of its {len(rows)} rows are also in the pool {pool_name} (ids "
+        raise BadInputError(f"{len(same_id)} of its {len(ids)} rows are also in the pool {pool_name} (ids "
                             f"{_shown([i for _, i in same_id])}): an evaluation set must never be selected from",
                             file=eval_name, row=same_id[0][0], field="id")
+
+
+def check_disjoint(eval_set: pa.Table, pool: pa.Table, *, eval_name: str, pool_name: str) -> None:
+    """A BadInputError naming the evaluation rows found in the pool, by id or by their user turns."""
+    check_no_shared_ids(eval_set, pool, eval_name=eval_name, pool_name=pool_name)
+    pool_rows = _rows(pool)
+    pool_texts = {text: i for i, text in reversed(pool_rows)}  # the first pool row with each text
+    rows = _rows(eval_set)
     same_text = [(n, i, pool_texts[text]) for n, (i, text) in enumerate(rows) if text and text in pool_texts]
     if same_text:
         pairs = [f"{i} = pool {p}" for _, i, p in same_text]

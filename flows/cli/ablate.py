@@ -1,0 +1,50 @@
+"""`sftflow ablate CONFIG [--budget N] [--selectors car,random,...] [--seeds S] [--set k=v]... [--from STAGE]
+[--json]`: the selection-ablation flow (flows/ablation.py)."""
+from __future__ import annotations
+
+import argparse
+
+from flows.cli.output import emit, format_table
+from flows.cli.run import COLUMNS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from flows.ablation import DEFAULT_SEEDS, DEFAULT_SELECTORS
+
+    parser = sub.add_parser("ablate", help="did the selection help? every selector x seed trained and evaluated "
+                                           "against random on held-out rows")
+    parser.add_argument("config", help="pipeline YAML (its eval section names the held-out rows and sets)")
+    parser.add_argument("--budget", type=int, help="rows every selector selects (default: select.budget, else "
+                                                   "train.max_steps x batch_size x grad_accumulation)")
+    parser.add_argument("--selectors", default=",".join(DEFAULT_SELECTORS),
+                        help=f"comma-separated, must include random (default: {','.join(DEFAULT_SELECTORS)})")
+    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="training seeds (and random samples)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set eval.holdout_rows=100 (repeatable)")
+    parser.add_argument("--from", dest="from_stage", metavar="STAGE",
+                        help="force this stage and every stage that reads its output to run again")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    import sys
+
+    from flows.ablation import run_ablation
+    from flows.config import load_config
+    from flows.execute import PipelineFailed
+
+    config = load_config(args.config, args.overrides)
+    selectors = [s.strip() for s in args.selectors.split(",") if s.strip()]
+    try:
+        result = run_ablation(config, args.budget, selectors, args.seeds, args.from_stage)
+    except PipelineFailed as exc:
+        failures = "".join(f"\n{row['stage']} failed: {row['error']}" for row in exc.report["stages"] if row["error"])
+        emit(exc.report, args.json, format_table(exc.report["stages"], COLUMNS) + failures)
+        print("ablation failed; fix the cause and run again: finished steps come back from the store",
+              file=sys.stderr)
+        return 1
+    report = result["report"]
+    emit(result, args.json, format_table(result["stages"], COLUMNS) + f"\n\n{report['sentence']}\n\nreport: "
+         f"{report['files']['report.md']}")
+    return 0

@@ -1,11 +1,10 @@
 """The `probe` scorer's model: logistic regression on a frozen feature of the embed stage (raw 0 / revised 1).
 
 The feature is one of the embed stage's vector columns: `layer_mean` (every MiniLM layer's hidden states,
-averaged and mean-pooled: 93.7% on CaR's validation pairs in the frozen study) or `embedding` (the sentence
-vector, 88.6%). Both come from the forward pass the embed stage runs for clustering anyway, so scoring costs
-almost nothing more. The probe doubles as the cheap baseline of `iqs eval`, and is stored as plain JSON
-(weights, bias, encoder, feature), not a pickle; the feature standardization it is fitted with is folded into
-the weights.
+averaged and mean-pooled: 94.1% on CaR's validation pairs) or `embedding` (the sentence vector, 90.6%). Both
+come from the forward pass the embed stage runs for clustering anyway, so scoring costs almost nothing more.
+The probe doubles as the cheap baseline of `iqs eval`, and is stored as plain JSON (weights, bias, encoder,
+feature), not a pickle; the feature standardization it is fitted with is folded into the weights.
 """
 from __future__ import annotations
 

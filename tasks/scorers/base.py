@@ -67,6 +67,9 @@ class Scorer:
     # of INPUTS (iqs_model is implied by `train`), or a function of the config when that depends on it
     needs: frozenset[str] | Callable[[Any], frozenset[str]] = frozenset()
     train: Callable[[StageContext], StageOutput] | None = None  # the iqs.train build of this scorer
+    # scores that depend on every row (combine's rank average): the final scores from the whole scored table
+    # (id, iqs_score and the extra columns), once every chunk and every part of a sharded run is in
+    finish: Callable[[Any, pa.Table], np.ndarray] | None = None
 
     def inputs(self, params: Any) -> frozenset[str]:
         needs = self.needs(params) if callable(self.needs) else self.needs

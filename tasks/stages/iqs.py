@@ -67,7 +67,18 @@ def build(ctx: StageContext, conversations: DatasetRef, iqs_model: DatasetRef | 
     table = pa.table({"id": pa.array(ids, pa.string()),
                       "iqs_score": pa.array(np.concatenate(values) if values else np.zeros(0)),
                       **{name: pa.concat_arrays(parts) for name, parts in extra.items()}})
+    if ctx.shard is None:  # a part's scores are finished by the gather, over every part
+        table = finished(table, p)
     return scored_output(table, p.scorer, scoring.model, truncated, dict(counts))
+
+
+def finished(table: pa.Table, params: Any) -> pa.Table:
+    """The table with the scorer's final scores, for scorers whose scores depend on every row."""
+    finish = scorers.get(params.scorer).finish
+    if finish is None or not table.num_rows:
+        return table
+    return table.set_column(table.column_names.index("iqs_score"), "iqs_score",
+                            pa.array(np.asarray(finish(params, table), np.float64)))
 
 
 def scored_output(table: pa.Table, scorer: str, model: str | None, truncated: int,
@@ -93,7 +104,8 @@ def gather(ctx: StageContext, **part: DatasetRef) -> StageOutput:
     """The parts of a sharded run in one table, ranked over all of them."""
     refs = [part[name] for name in sorted(part)]
     stats = [ctx.store.manifest(ref.key).get("stats", {}) for ref in refs]
-    table = pa.concat_tables([ctx.store.read_table(ref.key).drop_columns(["iqs_rank"]) for ref in refs])
+    table = finished(pa.concat_tables([ctx.store.read_table(ref.key).drop_columns(["iqs_rank"]) for ref in refs]),
+                     ctx.params)
     counts = sum((Counter(s.get("counts", {})) for s in stats), Counter())
     return scored_output(table, stats[0]["scorer"], stats[0]["model"], sum(s.get("truncated", 0) for s in stats),
                          {name: counts[name] for name in stats[0].get("counts", {})})

@@ -88,3 +88,12 @@ def test_a_missing_key_or_a_bad_template_is_bad_input(store, monkeypatch):
         with pytest.raises(ValidationError, match="instruction"):
             judge(server, prompt="Rate {answer}")
     assert server.requests == []
+
+
+def test_the_stage_finds_every_secret_block_its_config_names_combine_members_included():
+    from flows.secrets import secrets_of
+
+    member = {"scorer": "judge", "api_key_secret": "judge-key", "api_key_env": "JUDGE_TEST_KEY"}
+    params = scorers.parse_config({"scorer": "combine", "members": [member, {"scorer": "length"}]})
+    assert secrets_of(params) == [("judge-key", "JUDGE_TEST_KEY")]
+    assert secrets_of(scorers.parse_config({"scorer": "judge"})) == []

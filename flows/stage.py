@@ -23,6 +23,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 
+from flows.secrets import secrets_in_env
 from flows.settings import STAGE_LOGGER
 from storage.stage import Stage, StageResult, figures_markdown, run_stage, terminal_progress
 from storage.store import DatasetRef, Store
@@ -116,7 +117,7 @@ def stage_task(stage: Stage) -> Any:
 
     def run(params: Any, store: str, inputs: Mapping[str, DatasetRef | None], key: str,
             force: bool = False, shard: tuple[int, int] | None = None) -> StageResult:
-        with one_at_a_time(stage):
+        with one_at_a_time(stage), secrets_in_env(params):  # e.g. the judge scorer's API key
             result = run_stage(stage, params, inputs, Store(store), key=key, force=force, progress=prefect_progress,
                                shard=shard)
         if result.report:

@@ -64,3 +64,43 @@ def test_the_cli_choices_come_from_the_registry(name):
 
     args = build_parser().parse_args(["iqs", "eval", "--scorer", name, "--pairs", "p.csv"])
     assert args.scorer == name
+
+
+PAIRS = [("Instruction: Name a fruit. Response: Apple.",
+          "Instruction: Name a fruit. Response: An apple is a fruit that grows on trees."),
+         ("Instruction: Say hi. Input: politely Response: hi",
+          "Instruction: Say hi. Input: politely Response: Hello, it is nice to meet you."),
+         ("Instruction: Count to three. Response: one two three four five six",
+          "Instruction: Count to three. Response: 1, 2, 3.")]
+
+
+def eval_cli(tmp_path, capsys, *args: str) -> dict:
+    import csv
+    import json
+
+    from flows.cli import main
+
+    path = tmp_path / "pairs.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["src", "score"])
+        for raw, revised in PAIRS:
+            writer.writerows([[raw, 0], [revised, 1]])
+    capsys.readouterr()
+    assert main(["iqs", "--store", str(tmp_path / "store"), "eval", "--pairs", str(path), "--json", *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("args", [["--scorer", "length"], ["--scorer", "random", "--set", "seed=3"],
+                                  ["--scorer", "combine", "--set", "members=[{scorer: length}, {scorer: random}]"]])
+def test_iqs_eval_runs_every_untrained_scorer_without_a_model(tmp_path, capsys, args):
+    out = eval_cli(tmp_path, capsys, *args)
+    assert out["pairs"] == 3 and out["scorer"] == args[1]
+    assert {"pairwise_accuracy", "pairwise_accuracy_normalized", "kendall_tau"} <= set(out)
+    if args[1] == "length":
+        assert out["pairwise_accuracy"] == pytest.approx(2 / 3) and out["scorer_model"] == "answer length in words"
+
+
+def test_iqs_eval_runs_ifd_on_a_local_model(tmp_path, capsys, tiny_lm):
+    out = eval_cli(tmp_path, capsys, "--scorer", "ifd", "--set", f"iqs.model={tiny_lm}")
+    assert out["scorer_model"] == str(tiny_lm) and 0 <= out["pairwise_accuracy"] <= 1

@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--model", metavar="REF", help="store key of an iqs.train model (scorers that train)")
     ev.add_argument("--pairs", required=True, metavar="CSV", help="CaR src,score pairs (or revision records)")
     ev.add_argument("--scorer", choices=scorer_names(), help="default: the model's own scorer")
+    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting of the scorer, e.g. --set drop_above=null (repeatable; iqs. prefix optional)")
     ev.add_argument("--json", action="store_true")
 
     score = verbs.add_parser("score", help="score a conversation dataset of the store")
@@ -35,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     score.add_argument("--model", metavar="REF", help="store key of an iqs.train model (scorers that train)")
     score.add_argument("--scorer", choices=scorer_names(), help="default: the model's own scorer")
     score.add_argument("--embeddings", metavar="KEY", help="embed stage output to reuse (probe scorer)")
-    score.add_argument("--batch-size", type=int, default=32)
+    score.add_argument("--batch-size", type=int, help="rows per batch (default: the scorer's own)")
+    score.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="a setting of the scorer (repeatable; iqs. prefix optional)")
     score.add_argument("--json", action="store_true")
     parser.set_defaults(handler=handle)
 
@@ -73,8 +77,10 @@ def _train(args: argparse.Namespace, store) -> int:
     return 0
 
 
-def scorer_params(store, scorer: str | None, model: str | None, **updates) -> object:
-    """The iqs section a scorer runs with: a trained model's own (from its model.json), else the defaults."""
+def scorer_params(store, scorer: str | None, model: str | None, overrides: list[str], **updates) -> object:
+    """The iqs section a scorer runs with: a trained model's own (from its model.json), else the defaults;
+    then the `--set` overrides."""
+    from flows.config import apply_overrides
     from tasks import scorers
     from tasks.errors import BadInputError
     from tasks.iqs.training import model_info
@@ -83,6 +89,7 @@ def scorer_params(store, scorer: str | None, model: str | None, **updates) -> ob
         raise BadInputError("give --scorer NAME, or --model KEY of a trained IQS model", field="--scorer")
     data = model_info(store, model)["hyperparameters"] if model else {}
     data = {**data, **({"scorer": scorer} if scorer else {}), **updates}
+    data = apply_overrides(data, [o.removeprefix("iqs.") for o in overrides])
     if model:
         data["model"] = model
     params = scorers.parse_config(data)
@@ -92,20 +99,36 @@ def scorer_params(store, scorer: str | None, model: str | None, **updates) -> ob
     return params
 
 
+def base_model_for(store, params) -> str | None:
+    """The base_model stage's key when the scorer reads a causal LM from it (ifd): converted here, once."""
+    from flows.plan import run_alone
+    from tasks import scorers
+    from tasks.stages import get
+    from tasks.stages.base_model import BaseModelParams
+
+    if "base_model" not in scorers.get(params.scorer).inputs(params):
+        return None
+    return run_alone(get("base_model"), BaseModelParams(), {}, store).ref.key
+
+
 def _eval(args: argparse.Namespace, store) -> int:
+    from flows.secrets import secrets_in_env
     from tasks import scorers
     from tasks.iqs.evaluate import evaluate_pairs
     from tasks.iqs.revisions import read_revisions, texts_table
     from tasks.iqs.training import probe_texts, stored_probe
     from tasks.scorers.base import ScorerInputs
 
-    params = scorer_params(store, args.scorer, args.model)
+    params = scorer_params(store, args.scorer, args.model, args.overrides)
     model = store.ref(args.model) if args.model else None
-    scoring = scorers.get(params.scorer).open(ScorerInputs(store, params, iqs_model=model))
+    base_model = base_model_for(store, params)
     pairs, _ = read_revisions(args.pairs)
     has_probe = model is not None and any(f["name"] == "files/probe.json" for f in store.manifest(model.key)["files"])
     probe = probe_texts(stored_probe(store, model.key)) if has_probe else None
-    result = evaluate_pairs(pairs, lambda texts: scoring.score(texts_table(texts)).values, probe)
+    with secrets_in_env(params):  # the judge's API key
+        scoring = scorers.get(params.scorer).open(ScorerInputs(store, params, iqs_model=model, base_model=(
+            store.ref(base_model) if base_model else None)))
+        result = evaluate_pairs(pairs, lambda texts: scoring.score(texts_table(texts)).values, probe)
     out = {"model": args.model, "scorer": params.scorer, "scorer_model": scoring.model, **result}
     emit(out, args.json, _comparison_text(result, params.scorer) +
          f"\nkendall_tau={result['kendall_tau']:.4f}\npairwise_accuracy={result['pairwise_accuracy']:.4f}")
@@ -114,15 +137,20 @@ def _eval(args: argparse.Namespace, store) -> int:
 
 def _score(args: argparse.Namespace, store) -> int:
     from flows.cli.stage import run
+    from flows.secrets import secrets_in_env
     from tasks.stages import get
 
-    params = scorer_params(store, args.scorer, args.model, batch_size=args.batch_size)
+    params = scorer_params(store, args.scorer, args.model, args.overrides,
+                           **({"batch_size": args.batch_size} if args.batch_size else {}))
     inputs = {"conversations": args.dataset}
     if args.model:
         inputs["iqs_model"] = args.model
     if args.embeddings:
         inputs["embeddings"] = args.embeddings
-    result = run(get("iqs"), params, inputs, store)
+    if base_model := base_model_for(store, params):
+        inputs["base_model"] = base_model
+    with secrets_in_env(params):
+        result = run(get("iqs"), params, inputs, store)
     top = store.read_table(result["key"]).sort_by("iqs_rank").slice(0, 5).to_pylist()
     out = {**result, "rows": result["rows_out"], "top": top}
     emit(out, args.json, format_table(top, ["iqs_rank", "iqs_score", "id"]) +

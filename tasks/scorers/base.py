@@ -38,6 +38,7 @@ class Scores:
     values: np.ndarray  # one score per row, higher = better
     columns: dict[str, pa.Array] = field(default_factory=dict)  # extra per-row columns kept in the scored table
     truncated: int = 0  # texts longer than the scorer's model reads
+    counts: dict[str, int] = field(default_factory=dict)  # the scorer's own row counts, summed into the stats
 
 
 @dataclass
@@ -63,8 +64,13 @@ class Scorer:
     config: type[ScorerConfig]
     open: Callable[[ScorerInputs], Scoring]
     description: str = ""
-    needs: frozenset[str] = frozenset()  # of INPUTS; iqs_model is implied by `train`
+    # of INPUTS (iqs_model is implied by `train`), or a function of the config when that depends on it
+    needs: frozenset[str] | Callable[[Any], frozenset[str]] = frozenset()
     train: Callable[[StageContext], StageOutput] | None = None  # the iqs.train build of this scorer
+    # scores that depend on every row (combine's rank average): the final scores from the whole scored table
+    # (id, iqs_score and the extra columns), once every chunk and every part of a sharded run is in
+    finish: Callable[[Any, pa.Table], np.ndarray] | None = None
 
-    def inputs(self) -> frozenset[str]:
-        return self.needs | ({"iqs_model"} if self.train is not None else set())
+    def inputs(self, params: Any) -> frozenset[str]:
+        needs = self.needs(params) if callable(self.needs) else self.needs
+        return needs | ({"iqs_model"} if self.train is not None else frozenset())

@@ -6,6 +6,7 @@ trained model, the embed stage's vectors, the base model); the others are not wi
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ def plan(config: Any) -> list[Call]:
     params = config.iqs
     if params.scorer == scorers.NONE:
         return []
-    needs = scorers.get(params.scorer).inputs()
+    needs = scorers.get(params.scorer).inputs(params)
     inputs: dict[str, str | None] = {name: None for name in INPUTS if name not in needs}
     if "iqs_model" in needs and params.model and not is_hub_model(params.model):  # hf: is imported by iqs.train
         inputs["iqs_model"] = params.model
@@ -40,7 +41,7 @@ def build(ctx: StageContext, conversations: DatasetRef, iqs_model: DatasetRef | 
     if p.scorer == scorers.NONE:
         raise BadInputError("iqs.scorer is none: nothing to score with", field="iqs.scorer")
     scorer = scorers.get(p.scorer)
-    if "iqs_model" in scorer.inputs() and iqs_model is None:
+    if "iqs_model" in scorer.inputs(p) and iqs_model is None:
         raise BadInputError(f"the {p.scorer} scorer needs a trained model: set iqs.model or train one "
                             "(iqs.train)", field="iqs_model")
     scoring = scorer.open(ScorerInputs(ctx.store, p, iqs_model, embeddings, base_model))
@@ -50,6 +51,7 @@ def build(ctx: StageContext, conversations: DatasetRef, iqs_model: DatasetRef | 
     values: list[np.ndarray] = []
     extra: dict[str, list[pa.Array]] = {}
     truncated = 0
+    counts: Counter[str] = Counter()
     for batch in ctx.store.iter_batches(conversations.key, CHUNK_ROWS, ["id", "system", "messages", "meta"],
                                         part=ctx.shard):
         rows = pa.Table.from_batches([batch])
@@ -61,26 +63,41 @@ def build(ctx: StageContext, conversations: DatasetRef, iqs_model: DatasetRef | 
         for name, column in scores.columns.items():
             extra.setdefault(name, []).append(column)
         truncated += scores.truncated
+        counts.update(scores.counts)
         advance(rows.num_rows)
     table = pa.table({"id": pa.array(ids, pa.string()),
                       "iqs_score": pa.array(np.concatenate(values) if values else np.zeros(0)),
                       **{name: pa.concat_arrays(parts) for name, parts in extra.items()}})
-    return scored_output(table, p.scorer, scoring.model, truncated)
+    if ctx.shard is None:  # a part's scores are finished by the gather, over every part
+        table = finished(table, p)
+    return scored_output(table, p.scorer, scoring.model, truncated, dict(counts))
 
 
-def scored_output(table: pa.Table, scorer: str, model: str | None, truncated: int) -> StageOutput:
-    """The scored table with its ranks over every row (1 = best, ties by id), stats, histogram and report."""
+def finished(table: pa.Table, params: Any) -> pa.Table:
+    """The table with the scorer's final scores, for scorers whose scores depend on every row."""
+    finish = scorers.get(params.scorer).finish
+    if finish is None or not table.num_rows:
+        return table
+    return table.set_column(table.column_names.index("iqs_score"), "iqs_score",
+                            pa.array(np.asarray(finish(params, table), np.float64)))
+
+
+def scored_output(table: pa.Table, scorer: str, model: str | None, truncated: int,
+                  counts: dict[str, int]) -> StageOutput:
+    """The scored table with its ranks over every row (1 = best, ties by id), stats, histogram and report.
+    `counts` are the scorer's own (e.g. IFD's dropped rows, the judge's unparseable answers)."""
     ids, score = table.column("id").to_pylist(), table.column("iqs_score").to_numpy()
     table = table.add_column(2, "iqs_rank", pa.array(rank(ids, score), pa.int64()))
     stats = {"rows": len(ids), "scorer": scorer, "model": model, "truncated": truncated,
              "score_mean": float(score.mean()) if len(ids) else None,
              "score_min": float(score.min()) if len(ids) else None,
-             "score_max": float(score.max()) if len(ids) else None}
+             "score_max": float(score.max()) if len(ids) else None, "counts": counts}
     files = {"score_histogram.png": score_histogram_png({"rows": score}, f"IQS scores ({scorer})")} if ids else {}
     report = (f"## IQS scores\n\n{len(ids):,} rows scored with the `{scorer}` scorer"
               + (f" (model `{model}`)" if model else "")
               + f"; {truncated:,} text(s) longer than the scorer's model reads were truncated.\n\n"
-              f"mean {stats['score_mean']}, min {stats['score_min']}, max {stats['score_max']}")
+              f"mean {stats['score_mean']}, min {stats['score_min']}, max {stats['score_max']}"
+              + "".join(f"\n- {name}: {n:,}" for name, n in counts.items()))
     return StageOutput(table=table, files=files, stats=stats, report=report)
 
 
@@ -88,8 +105,11 @@ def gather(ctx: StageContext, **part: DatasetRef) -> StageOutput:
     """The parts of a sharded run in one table, ranked over all of them."""
     refs = [part[name] for name in sorted(part)]
     stats = [ctx.store.manifest(ref.key).get("stats", {}) for ref in refs]
-    table = pa.concat_tables([ctx.store.read_table(ref.key).drop_columns(["iqs_rank"]) for ref in refs])
-    return scored_output(table, stats[0]["scorer"], stats[0]["model"], sum(s.get("truncated", 0) for s in stats))
+    table = finished(pa.concat_tables([ctx.store.read_table(ref.key).drop_columns(["iqs_rank"]) for ref in refs]),
+                     ctx.params)
+    counts = sum((Counter(s.get("counts", {})) for s in stats), Counter())
+    return scored_output(table, stats[0]["scorer"], stats[0]["model"], sum(s.get("truncated", 0) for s in stats),
+                         {name: counts[name] for name in stats[0].get("counts", {})})
 
 
 STAGE = Stage("iqs", "1", build, params=scorers.section_type(), section="iqs", output="scored", tags=("gpu", "model"),

@@ -2,7 +2,8 @@
 
 Every stage runs in a fresh process (`--step`), so each has its own wall time, rows/s and peak RSS; finished
 stages come back from the store, so an interrupted run resumes (their timings are kept in `timings.json` next
-to the store). Per stage the growth exponent b of time ∝ n^b is fitted over the sizes, to predict larger runs.
+to the store). Per stage the growth exponent b of time ∝ n^b is fitted over the sizes, to predict larger runs,
+on wall time and on CPU time (on a shared machine the load changes wall time most).
 The selection is compared with CaR's published one: rows in common (by the normalized content id; comparable
 with CaR's at the full 52,002 rows, n1=1000, n2=1), Spearman of our score with CaR's on the CaR rows the pool
 holds (at every size), clusters covered by the top n1.
@@ -189,8 +190,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for scorer, by_size in runs.items():
         stages = list(dict.fromkeys(row["label"] for rows in by_size.values() for row in rows))
         for stage in stages:
-            points = [(n, row["seconds"]) for n, rows in by_size.items() for row in rows
-                      if row["label"] == stage and row["status"] == "ran"]
+            ran = [(n, row) for n, rows in by_size.items() for row in rows
+                   if row["label"] == stage and row["status"] == "ran"]
             for n, rows in by_size.items():
                 row = next((r for r in rows if r["label"] == stage), None)
                 if row is not None:
@@ -198,6 +199,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                   "cpu_seconds": row.get("cpu_seconds"), "load_before": row.get("load_before"),
                                   "rows_per_s": round(n / row["seconds"], 1) if row["seconds"] else None,
                                   "peak_mb": row["peak_mb"], "status": row["status"]})
-            out.setdefault("growth_exponents", {}).setdefault(scorer, {})[stage] = growth(points)
+            out.setdefault("growth_exponents", {}).setdefault(scorer, {})[stage] = growth(
+                [(n, row["seconds"]) for n, row in ran])
+            out.setdefault("growth_exponents_cpu", {}).setdefault(scorer, {})[stage] = growth(
+                [(n, row["cpu_seconds"]) for n, row in ran if row.get("cpu_seconds") is not None])
     out["stages"] = table
     return out

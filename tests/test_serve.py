@@ -148,10 +148,18 @@ def test_run_triggered_like_the_ui_completes_on_the_worker(served):
     table = next(a["data"] for a in artifacts if a["key"] == "sft-pipeline-run")
     assert "| ingest | ran |" in table
     # the stages' own log lines are in the run's logs (the UI's Logs tab), sent from the worker's flow process
-    logs = served.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC"})
-    published = {entry["message"].split(": published ")[0] for entry in logs
-                 if entry["name"] == "sftflow" and ": published " in entry["message"]}
-    assert published == {"ingest.source", *LATER_STAGES_RAN}, [entry["message"] for entry in logs]
+    # (the worker's log handler sends in batches, so the last stage's lines may reach the API after the run's
+    # Completed state: wait for them a little)
+    expected = {"ingest.source", *LATER_STAGES_RAN}
+    for _ in range(30):
+        logs = served.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}},
+                                            "sort": "TIMESTAMP_ASC"})
+        published = {entry["message"].split(": published ")[0] for entry in logs
+                     if entry["name"] == "sftflow" and ": published " in entry["message"]}
+        if published == expected:
+            break
+        time.sleep(1)
+    assert published == expected, [entry["message"] for entry in logs]
     served.runs["completed"] = flow_run_id
 
 

@@ -211,7 +211,9 @@ def _add(node: _Node, plan: Plan, added: dict[_Node, Step], visiting: set[_Node]
 
 def run_alone(stage: Stage, params: Any, inputs: Mapping[str, str], store: Store, force: bool = False) -> Any:
     """One stage on datasets of the store, without Prefect (the CLI's `sftflow stage`): checked as a plan of
-    one step, then run (or found in the store)."""
+    one step, then run (or found in the store). The Secret blocks its params name are in the environment
+    while it runs, as in a Prefect task (flows/stage.py)."""
+    from flows.secrets import secrets_in_env
     from storage.stage import run_stage
 
     for item in stage.inputs:
@@ -221,5 +223,6 @@ def run_alone(stage: Stage, params: Any, inputs: Mapping[str, str], store: Store
     plan = Plan(store)
     step = plan.add(stage, params, dict(inputs))
     plan.compute_keys()
-    return run_stage(stage, params, {name: store.ref(key) for name, key in inputs.items()}, store, key=step.key,
-                     force=force)
+    with secrets_in_env(params):
+        return run_stage(stage, params, {name: store.ref(key) for name, key in inputs.items()}, store, key=step.key,
+                         force=force)

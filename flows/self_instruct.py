@@ -9,7 +9,6 @@ from typing import Any
 
 from prefect import flow
 
-from flows.secrets import secret_in_env
 from flows.stage import stage_task
 from storage.store import Store
 from tasks.stages.self_instruct import STAGE, SelfInstructConfig, summary
@@ -22,6 +21,5 @@ def self_instruct(config: SelfInstructConfig, store: str | None = None, output: 
     or the Prefect Secret block `config.api_key_secret`."""
     store_url = Store(store).url
     key = STAGE.key(config, {})
-    with secret_in_env(config.api_key_secret, config.api_key_env):
-        result = stage_task(STAGE)(config, store_url, {}, key, force=force)
+    result = stage_task(STAGE)(config, store_url, {}, key, force=force)  # the task puts the Secret in the env
     return summary(Store(store_url), result.ref.key, result.status, output)

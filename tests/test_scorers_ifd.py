@@ -66,11 +66,11 @@ def test_ifd_is_the_ratio_of_the_models_own_answer_losses(tiny_confident_lm, sto
 def test_superfilterings_rule_puts_ifd_at_or_above_the_threshold_below_every_kept_row():
     conditioned = np.array([0.5, 2.0, 1.8, 3.0, np.nan])
     alone = np.array([1.0, 2.5, 1.2, 1.0, np.nan])  # IFD 0.5, 0.8, 1.5, 3.0, none
-    ifd, score = ifd_scores(conditioned, alone, 1.0)
-    assert ifd[:4] == pytest.approx([0.5, 0.8, 1.5, 3.0])
+    ifd, score, dropped = ifd_scores(conditioned, alone, 1.0)
+    assert ifd[:4] == pytest.approx([0.5, 0.8, 1.5, 3.0]) and list(dropped) == [False, False, True, True, False]
     assert list(np.argsort(-score)) == [1, 0, 2, 3, 4]  # high IFD first, then the dropped, nearest 1 first
     assert score[:2].min() > 0 > score[2] > score[3] > NO_ANSWER_SCORE == score[4]
-    _, plain = ifd_scores(conditioned, alone, None)  # no threshold: IFD alone
+    _, plain, _ = ifd_scores(conditioned, alone, None)  # no threshold: IFD alone
     assert list(np.argsort(-plain)) == [3, 2, 1, 0, 4]
 
 

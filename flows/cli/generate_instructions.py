@@ -62,14 +62,12 @@ def human(result: dict) -> str:
 
 def handle(args: argparse.Namespace) -> int:
     from flows.plan import run_alone
-    from flows.secrets import secret_in_env
     from storage.store import Store
     from tasks.stages.self_instruct import STAGE, SelfInstructConfig, summary
 
     config = SelfInstructConfig(**{f: getattr(args, f) for f in FIELDS if getattr(args, f) is not None})
     store = Store(args.store)
-    with secret_in_env(config.api_key_secret, config.api_key_env):
-        result = run_alone(STAGE, config, {}, store, force=args.force)
+    result = run_alone(STAGE, config, {}, store, force=args.force)  # with the Secret block in the env
     out = summary(store, result.ref.key, result.status, args.output)
     emit(out, args.json, human(out))
     if out.get("kept", 0) == 0 and result.status == "ran":

@@ -137,7 +137,6 @@ def _eval(args: argparse.Namespace, store) -> int:
 
 def _score(args: argparse.Namespace, store) -> int:
     from flows.cli.stage import run
-    from flows.secrets import secrets_in_env
     from tasks.stages import get
 
     params = scorer_params(store, args.scorer, args.model, args.overrides,
@@ -149,8 +148,7 @@ def _score(args: argparse.Namespace, store) -> int:
         inputs["embeddings"] = args.embeddings
     if base_model := base_model_for(store, params):
         inputs["base_model"] = base_model
-    with secrets_in_env(params):
-        result = run(get("iqs"), params, inputs, store)
+    result = run(get("iqs"), params, inputs, store)
     top = store.read_table(result["key"]).sort_by("iqs_rank").slice(0, 5).to_pylist()
     out = {**result, "rows": result["rows_out"], "top": top}
     emit(out, args.json, format_table(top, ["iqs_rank", "iqs_score", "id"]) +

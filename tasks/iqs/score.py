@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tasks.errors import BadInputError
 from tasks.iqs.revisions import normalize_whitespace
 
 
@@ -45,7 +46,8 @@ def quantize_for_precision(model, precision: str):
 
     if precision == "int8":
         if torch.cuda.is_available():
-            raise ValueError("iqs.precision int8 (dynamic quantization) runs on the CPU only; use auto on a GPU")
+            raise BadInputError("int8 (dynamic quantization) runs on the CPU only; use auto on a GPU",
+                                field="iqs.precision")
         quantize_int8(model.encoder)
     return model
 

@@ -60,8 +60,9 @@ def split_last_answer(system: str | None, messages: list[dict[str, Any]]) -> tup
     return turns, messages[last]["content"] or ""
 
 
-def ifd_scores(conditioned: np.ndarray, alone: np.ndarray, drop_above: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """(IFD, score) from the two mean losses. Kept rows score their IFD (>= 0); rows at or above `drop_above`
+def ifd_scores(conditioned: np.ndarray, alone: np.ndarray, drop_above: float | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(IFD, score, dropped) from the two mean losses. Kept rows score their IFD (>= 0); rows at or above `drop_above`
     score -IFD/(1+IFD), in (-1, 0): below every kept row, the furthest above the threshold last; rows without
     losses (no answer token) score -1."""
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -71,7 +72,7 @@ def ifd_scores(conditioned: np.ndarray, alone: np.ndarray, drop_above: float | N
     score = np.full(len(ifd), NO_ANSWER_SCORE)
     score[measured] = ifd[measured]
     score[dropped] = -ifd[dropped] / (1 + ifd[dropped])
-    return ifd, score
+    return ifd, score, dropped
 
 
 def open_ifd(inputs: ScorerInputs) -> Scoring:
@@ -118,11 +119,10 @@ def open_ifd(inputs: ScorerInputs) -> Scoring:
         if measured:
             losses[measured] = row_losses(model, token_rows, batch_size=p.batch_size).loss_mean
         conditioned, alone = losses[0::2], losses[1::2]
-        ifd, values = ifd_scores(conditioned, alone, p.drop_above)
-        above = int((np.isfinite(ifd) & (ifd >= p.drop_above)).sum()) if p.drop_above is not None else 0
+        ifd, values, dropped = ifd_scores(conditioned, alone, p.drop_above)
         return Scores(values, columns={"ifd": pa.array(ifd), "ifd_conditioned_loss": pa.array(conditioned),
                                        "ifd_answer_loss": pa.array(alone)},
-                      truncated=truncated, counts={"ifd_dropped": above,
+                      truncated=truncated, counts={"ifd_dropped": int(dropped.sum()),
                                                    "ifd_no_answer": int((~np.isfinite(ifd)).sum())})
 
     return Scoring(score, model=name)

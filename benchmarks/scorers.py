@@ -3,12 +3,16 @@ CaR's 254 validation pairs, in one run; the baseline of each row is the `length`
 run. probe is trained here on CaR's training pairs (an iqs.train run, about a minute); comet only with
 --comet (16-20 min an epoch on 2 cores; --comet-batches for a shorter run); ifd with the bundled SmolLM2
 through the base_model stage; judge only with --judge-url (an OpenAI-compatible endpoint, key in
-$OPENAI_API_KEY or --judge-key-env); combine blends probe and length by rank."""
+$OPENAI_API_KEY or --judge-key-env) or --judge-local (the bundled SmolLM2-135M-Instruct as the judge, greedy);
+combine blends probe and length by rank."""
 from __future__ import annotations
 
 import argparse
 import time
+from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CAR = ROOT.parent / "shared" / "data" / "car"
@@ -21,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--judge-url", help="OpenAI-compatible base URL for the judge (skipped without one)")
     parser.add_argument("--judge-model", default="gpt-4o-mini")
     parser.add_argument("--judge-key-env", default="OPENAI_API_KEY")
+    parser.add_argument("--judge-local", action="store_true",
+                        help="judge with the bundled SmolLM2-135M-Instruct on this machine (the local backend)")
     parser.add_argument("--only", nargs="+", metavar="SCORER", help="measure only these scorers (length always)")
 
 
@@ -55,6 +61,15 @@ def _configs(args: argparse.Namespace, store) -> dict[str, tuple[dict, str | Non
     if "judge" in wanted and args.judge_url:
         found["judge"] = ({"scorer": "judge", "base_url": args.judge_url, "model": args.judge_model,
                            "api_key_env": args.judge_key_env}, None)
+    if "judge" in wanted and args.judge_local:
+        from flows.plan import run_alone
+        from tasks.stages import get
+        from tasks.stages.base_model import BaseModelParams
+
+        smollm = run_alone(get("base_model"), BaseModelParams(), {}, store).ref.key
+        found["judge (local SmolLM2-135M)"] = ({"scorer": "judge", "backend": "local", "max_tokens": 8,
+                                               "model": str(store.local_path(smollm, "files", "model")),
+                                               "requests_budget": None}, None)
     return found
 
 
@@ -83,26 +98,33 @@ def run(args: argparse.Namespace) -> dict:
             store, params, iqs_model=store.ref(model) if model else None,
             base_model=store.ref(base_model) if base_model else None))
         open_s = time.perf_counter() - began
-        scored = {"rows": 0, "seconds": 0.0}
+        scored = {"rows": 0, "seconds": 0.0, "counts": Counter(), "ties": []}
 
         def score(texts: list[str], scoring=scoring, scored=scored):
             began = time.perf_counter()
-            values = scoring.score(texts_table(texts)).values
+            result = scoring.score(texts_table(texts))
             scored["seconds"] += time.perf_counter() - began
             scored["rows"] += len(texts)
-            return values
+            scored["counts"].update(result.counts)
+            half = len(texts) // 2  # evaluate_pairs scores the raw texts, then their revisions, in one call
+            scored["ties"].append(float(np.mean(result.values[:half] == result.values[half:])))
+            return result.values
 
         result = evaluate_pairs(pairs, score)
         rows.append({"name": label, "pairwise_accuracy": round(result["pairwise_accuracy"], 4),
                      "pairwise_accuracy_normalized": round(result["pairwise_accuracy_normalized"], 4),
                      "kendall_tau": round(result["kendall_tau"], 4), "rows": scored["rows"],
                      "rows_per_s": round(scored["rows"] / scored["seconds"], 1), "ours_s": round(scored["seconds"], 2),
-                     "open_s": round(open_s, 1), "model": scoring.model})
+                     "open_s": round(open_s, 1), "model": scoring.model,
+                     "tied_pairs": round(scored["ties"][0], 4),  # raw texts; a tie counts as a miss
+                     **({"counts": dict(scored["counts"])} if scored["counts"] else {})})
     length_s = rows[0]["ours_s"]
     for row in rows:
         row["baseline_s"] = length_s  # the length scorer's time, the cheapest honest baseline
-    skipped = [name for name, why in (("comet", not args.comet), ("judge", not args.judge_url)) if why]
+    skipped = [name for name, why in (("comet", not args.comet), ("judge", not (args.judge_url or args.judge_local)))
+               if why]
     return {"benchmark": "scorers", "pairs": len(pairs), "comparisons": rows,
             "options": {"comet": args.comet, "comet_batches": args.comet_batches, "judge_url": args.judge_url,
-                        "only": args.only},
-            "skipped": {name: "needs --comet" if name == "comet" else "needs --judge-url" for name in skipped}}
+                        "judge_local": args.judge_local, "only": args.only},
+            "skipped": {name: "needs --comet" if name == "comet" else "needs --judge-url or --judge-local"
+                        for name in skipped}}

@@ -97,3 +97,19 @@ def test_the_stage_finds_every_secret_block_its_config_names_combine_members_inc
     params = scorers.parse_config({"scorer": "combine", "members": [member, {"scorer": "length"}]})
     assert secrets_of(params) == [("judge-key", "JUDGE_TEST_KEY")]
     assert secrets_of(scorers.parse_config({"scorer": "judge"})) == []
+
+
+def test_the_judge_rates_with_a_local_model_and_accounts_for_every_answer(store, tiny_lm):
+    # the tiny untrained Llama rarely writes a rating: what it writes is kept and counted, never dropped
+    params = scorers.parse_config({"scorer": "judge", "backend": "local", "model": str(tiny_lm), "device": "cpu",
+                                   "prompt": "Rate 1 to 5: {instruction} {input} -> {response}", "max_tokens": 6,
+                                   "request_batch_size": 2})
+    scoring = scorers.get("judge").open(ScorerInputs(store, params))
+    first, again = scoring.score(rows()), scoring.score(rows())
+    ratings = first.columns["judge_rating"].to_pylist()
+    assert first.values.tolist() == again.values.tolist() and len(ratings) == 3  # greedy: the same every time
+    assert first.values.tolist() == [UNPARSED_SCORE if r is None else r for r in ratings]
+    assert all(r is None or 1 <= r <= 5 for r in ratings)
+    assert first.counts["judge_unparsed"] == ratings.count(None) and first.counts["judge_requests"] == 3
+    assert first.counts["judge_tokens"] > 0 and None not in first.columns["judge_raw"].to_pylist()
+    assert scoring.model == f"local {tiny_lm}"

@@ -174,6 +174,18 @@ def test_store_cli_ls_show_gc(tmp_path):
     assert '"stage": "test"' in out and "row 0" in out
 
 
+def test_the_cli_exits_cleanly_after_reading_parquet(tmp_path):
+    # Before the exit skipped the interpreter's teardown, Arrow's thread pool aborted about one `store show` in two.
+    root = tmp_path / "store"
+    Store(str(root)).publish_table("k", "test", table(3))
+    env = {**os.environ, "SFTFLOW_STORE": str(root)}
+    runs = [subprocess.Popen([sys.executable, "-m", "flows", "store", "show", "k"], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    done = [(run.wait(timeout=120), *run.communicate()) for run in runs]
+    assert [rc for rc, _, _ in done] == [0] * 6, [err[-300:] for _, _, err in done]
+    assert all('"stage": "test"' in out for _, out, _ in done)
+
+
 def test_not_in_key_fields_survive_serialization_but_not_the_key():
     from storage.stage import Stage
     from tasks.stages.embed import EmbedConfig

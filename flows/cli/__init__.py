@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import logging
 import os
 import pkgutil
 import sys
+import threading
 from pathlib import Path
+from typing import NoReturn
 
 from flows.cli.output import emit
 from flows.quiet import silence_third_party
@@ -59,11 +62,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """The process entry point (the `sftflow` script and `python -m flows`)."""
-    code = main()
-    if "prefect" in sys.modules:  # Prefect's exit handlers stop the servers and workers it started
-        sys.exit(code)
-    # Work done and output written: skip the interpreter's teardown, where a native thread pool still alive
-    # can abort the process after success ("terminate called without an active exception", apache/arrow#34314).
+    exit_process(main())
+
+
+def exit_process(code: int) -> NoReturn:
+    """Exit once the work is done and its output written: run what an interpreter exit runs (other threads, then
+    the exit handlers, where Prefect stops the servers it started and sends its last logs), but skip the teardown
+    after them, where Arrow's native thread pool, still alive, aborts about one process in two after success
+    ("terminate called without an active exception", apache/arrow#34314)."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

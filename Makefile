@@ -27,7 +27,7 @@ $(DEMO_DATA): demo/build_data.py demo/medicationqa.py demo/guanaco.py demo/alpac
 demo: install $(DEMO_DATA)
 	$(BIN)/sftflow run
 
-# The default run stays under 10 minutes on 2 cores; the slow tests (real servers, real models, about 11 minutes)
+# The default run stays under 10 minutes on 2 cores; the slow tests (real servers, real models, about 15 minutes)
 # are `make test-slow`, and CI runs both. Collecting no test at all is a failure, not a pass.
 pytest = @$(BIN)/python -m pytest -m "$(1)" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc

@@ -60,8 +60,15 @@ class Served:
         return self.request("POST", path, json=body)
 
     def request(self, method: str, path: str, **kwargs) -> dict:
-        for _ in range(10):  # SQLite busy → 503 with Retry-After; the UI and Prefect's client retry too
-            response = httpx.request(method, f"{self.api}{path}", timeout=10, **kwargs)
+        # SQLite busy → 503 with Retry-After, and on 2 busy cores a read can time out: the UI and Prefect's client
+        # retry both, and so does this (a timed-out POST is not sent again: it may have been carried out)
+        for attempt in range(10):
+            try:
+                response = httpx.request(method, f"{self.api}{path}", timeout=30, **kwargs)
+            except httpx.TimeoutException:
+                if method != "GET" or attempt == 9:
+                    raise
+                continue
             if response.status_code != 503:
                 break
             time.sleep(float(response.headers.get("Retry-After", 1)))

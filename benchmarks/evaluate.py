@@ -1,9 +1,11 @@
-"""Rows per second of the evaluation loss pass (tasks.evaluate.loss) on SmolLM2-135M-Instruct: ours (rows
-sorted by length, batched, vocabulary logits only where a supervised token is predicted) at several batch
-sizes against a plain per-row loop of `model(input_ids, labels=labels).loss` (baseline), in the same process
-on the same rows: a seeded sample of Alpaca-52k (../shared/data) formatted as the format stage does (ChatML,
-all assistant tokens, truncated at max_length). Every pass is repeated; each row's mean loss must agree with
-the loop's (max |difference| reported). CUDA (bf16) when a GPU is visible, else the CPU (fp32).
+"""Rows per second of the evaluation loss pass (tasks.evaluate.loss) on SmolLM2-135M-Instruct: the evaluate
+stage's default path (`precision: auto`: bf16 autocast where the CPU or GPU has bf16 units, vocabulary logits
+only at the scored positions, rows sorted by length, batch 8) against the path before it (fp32, every
+position's logits, batch 8), in the same process on the same rows: a seeded sample of Alpaca-52k
+(../shared/data) formatted as the format stage does (ChatML, all assistant tokens, truncated at max_length).
+Quality: the set's mean loss against the fp32 path's (the gate: within 0.005 nats). Options: other batch sizes,
+and a plain per-row loop of `model(input_ids, labels=labels).loss`, which the fp32 path must equal per row.
+Every pass is repeated (round robin) and the fastest kept.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ ALPACA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca" / "a
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=200, help="Alpaca rows in the sample")
     parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--batch-sizes", default="1,8,16")
+    parser.add_argument("--batch-sizes", default="8,16", help="batch sizes of the default precision")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--store", help="store holding (or receiving) the converted SmolLM2")
 
@@ -53,6 +55,8 @@ def plain_loop(model: Any, rows: Any) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    import os
+
     import numpy as np
     from transformers import AutoTokenizer
 
@@ -65,36 +69,52 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                   max_length=args.max_length).encode(alpaca_sample(args.rows))
     vocab_size, limit = loss.model_limits(folder)
     rows = loss.check_rows(encoded.table, source="alpaca sample", vocab_size=vocab_size, max_positions=limit)
-    model = loss.load_for_eval(folder)
-    loss.row_losses(model, rows, batch_size=8)  # warm-up: allocator, threads, kernels
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    passes: dict[str, list[tuple[float, float]]] = {}  # variant -> (wall s, CPU s) per repeat
-    differences: dict[int, float] = {}  # batch size -> largest |row mean - the loop's|
+    default, exact = loss.eval_precision("auto"), loss.eval_precision("fp32")
+    model = loss.load_for_eval(folder, None, exact)  # fp32 weights: autocast casts for the bf16 passes
+    variants = {"before": (exact, 8), "default": (default, 8),
+                **{f"{default.name} batch {b}": (default, b) for b in map(int, args.batch_sizes.split(","))
+                   if b != 8}}
+    for precision, batch_size in variants.values():  # warm-up: allocator, threads, kernels
+        loss.row_losses(model, rows, batch_size=batch_size, precision=precision)
+    passes: dict[str, list[float]] = {}
+    results: dict[str, Any] = {}
     for _ in range(args.repeats):  # round robin: drifting load on the machine hits every variant alike
-        wall, cpu, means = timed_cpu(plain_loop, model, rows)
-        passes.setdefault("loop", []).append((wall, cpu))
-        reference = np.array(means)
-        for batch_size in batch_sizes:
-            wall, cpu, result = timed_cpu(lambda b=batch_size: loss.row_losses(model, rows, batch_size=b))
-            passes.setdefault(f"batch {batch_size}", []).append((wall, cpu))
-            difference = float(np.abs(result.loss_mean - reference).max())
-            differences[batch_size] = max(differences.get(batch_size, 0.0), difference)
+        wall, _, means = timed_cpu(plain_loop, model, rows)
+        passes.setdefault("loop", []).append(wall)
+        results["loop"] = np.array(means)
+        for name, (precision, batch_size) in variants.items():
+            wall, _, result = timed_cpu(lambda p=precision, b=batch_size: loss.row_losses(model, rows, batch_size=b,
+                                                                                         precision=p))
+            passes.setdefault(name, []).append(wall)
+            results[name] = result
     n = len(rows)
-    base_wall = min(w for w, _ in passes["loop"])
-    comparisons = []
-    for batch_size in batch_sizes:
-        timings = passes[f"batch {batch_size}"]
-        ours = min(w for w, _ in timings)
-        comparisons.append({
-            "name": f"loss pass, {n} rows, batch {batch_size}", "ours_s": round(ours, 2),
-            "ours_rows_per_s": round(n / ours, 2), "ours_walls_s": [round(w, 2) for w, _ in timings],
-            "ours_cpu_s": [round(c, 1) for _, c in timings], "baseline": "per-row loop, model(labels=).loss",
-            "baseline_s": round(base_wall, 2), "baseline_rows_per_s": round(n / base_wall, 2),
-            "baseline_walls_s": [round(w, 2) for w, _ in passes["loop"]],
-            "max_abs_diff_row_mean": differences[batch_size]})
+    best = {name: min(walls) for name, walls in passes.items()}
+    reference = results["before"]
+
+    def row(name: str) -> dict[str, Any]:
+        found = results[name]
+        means = found if name == "loop" else found.loss_mean
+        out = {"name": name, "seconds": round(best[name], 2), "rows_per_s": round(n / best[name], 2),
+               "walls_s": [round(w, 2) for w in passes[name]],
+               "max_abs_diff_row_mean_to_fp32": float(np.abs(means - reference.loss_mean).max())}
+        if name != "loop":
+            out["mean_loss"] = round(found.mean_loss, 5)
+            out["mean_loss_diff_to_fp32"] = round(found.mean_loss - reference.mean_loss, 5)
+        return out
+
+    ours = row("default")
+    gate = abs(ours["mean_loss_diff_to_fp32"])
+    comparisons = [{"name": f"loss pass, {n} rows: evaluate.precision auto = {default.name} ({default.reason}), "
+                            "batch 8 vs fp32, batch 8 (before)",
+                    "ours_s": ours["seconds"], "baseline_s": round(best["before"], 2),
+                    "ours_rows_per_s": ours["rows_per_s"], "baseline_rows_per_s": round(n / best["before"], 2),
+                    "ours_mean_loss": ours["mean_loss"], "baseline_mean_loss": round(reference.mean_loss, 5),
+                    "mean_loss_diff_nats": ours["mean_loss_diff_to_fp32"],
+                    "gate": "held" if gate <= 0.005 else "MISSED"}]
     lengths = [len(x) for x in rows.input_ids]
-    return {"benchmark": "evaluate", "comparisons": comparisons, "device": str(next(model.parameters()).device),
-            "dtype": str(next(model.parameters()).dtype), "rows": n, "quarantined": encoded.quarantine.num_rows,
+    return {"benchmark": "evaluate", "comparisons": comparisons,
+            "options": [row(name) for name in passes if name not in ("default",)],
+            "device": default.device, "rows": n, "quarantined": encoded.quarantine.num_rows,
             "tokens": sum(lengths), "scored_tokens": int(rows.scored.sum()), "max_length": args.max_length,
             "mean_length": round(sum(lengths) / n, 1), "base_model_seconds": round(convert_s, 1),
-            "base_model_status": status, "finished": time.strftime("%H:%M:%S")}
+            "base_model_status": status, "load_average": os.getloadavg(), "finished": time.strftime("%H:%M:%S")}

@@ -1,12 +1,19 @@
-"""LoRA training speed and memory on SmolLM2-135M-Instruct: our train loop with a LoRA adapter (ours) against
-full fine-tuning of the same model through the same loop (baseline), on CaR's selected Alpaca rows
-(ChatML, format-stage tokenization). Each runs in a fresh process; tokens/s counts unpadded tokens.
-Runs on CUDA when a GPU is visible (bf16), else on the CPU (fp32).
+"""LoRA training speed on SmolLM2-135M-Instruct, and what the fast path does to the model: the train stage's
+default path (`precision: auto` = bf16 autocast on a CPU with bf16 units or a bf16 GPU, length-grouped
+batches) against the path before it (fp32, random batches) at the same batch size, length, steps and rows
+(CaR's selected Alpaca rows, ChatML, format-stage tokenization). Each variant runs in a fresh process: a
+warm-up step, then `--steps` timed optimizer steps; tokens/s counts unpadded tokens. Quality: the mean loss on
+held-out CaR rows after training (taken in fp32 for every variant); the precision gate compares bf16 with fp32
+under the same batches (within 0.01 nats). Options: each change alone, and full fine-tuning (`--full`).
+The training set is 800 rows, so that length grouping works as on a real selection (the sampler sorts
+mega-batches of up to 50 batches); the timed steps are the first ones, and the padding share of a whole epoch
+of each batch order is reported beside them. Seconds are per 1,000 unpadded tokens.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,14 +22,22 @@ from benchmarks.common import isolated, smollm2_folder
 
 CAR_SELECTION = Path(__file__).resolve().parents[2] / "shared" / "data" / "car" / "CaR_selected_result.json"
 FALLBACK = [("Give three tips for staying healthy.", "Eat a balanced diet, exercise regularly and sleep enough.")]
+TRAIN_ROWS, HELD_OUT = 800, 100  # CaR rows to train on, and the rows after them, scored after training
+# (name, precision, length-grouped batches, method): the default path, the path before it, each change alone
+DEFAULT = ("bf16 autocast, length-grouped batches (default)", "auto", True, "lora")
+BEFORE = ("fp32, random batches (before)", "fp32", False, "lora")
+OPTIONS = (("fp32, length-grouped batches", "fp32", True, "lora"),
+           ("bf16 autocast, random batches", "auto", False, "lora"))
+FULL = ("full fine-tuning, fp32, random batches", "fp32", False, "full")
+QUALITY_GATE_NATS = 0.01
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, default=4, help="optimizer steps per run (after 1 warm-up step)")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-length", type=int, default=128, help="tokens per row (truncated)")
+    parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per run (after 1 warm-up step)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=256, help="tokens per row (truncated)")
     parser.add_argument("--store", help="store holding (or receiving) the converted SmolLM2")
-    parser.add_argument("--skip-full", action="store_true", help="LoRA only (full fine-tuning needs ~4x memory)")
+    parser.add_argument("--full", action="store_true", help="also full fine-tuning (about 4x the memory)")
 
 
 def training_pairs(n: int) -> list[tuple[str, str]]:
@@ -34,8 +49,9 @@ def training_pairs(n: int) -> list[tuple[str, str]]:
     return [(alpaca_user_content(r["instruction"], r.get("input", "")), r["output"]) for r in rows]
 
 
-def measure(model_dir: str, method: str, steps: int, batch_size: int, max_length: int) -> dict[str, Any]:
-    """One run in this (fresh) process: load, 1 warm-up step, then `steps` timed optimizer steps."""
+def measure(model_dir: str, precision: str, grouped: bool, method: str, steps: int, batch_size: int,
+            max_length: int) -> dict[str, Any]:
+    """One run in this (fresh) process: load, 1 warm-up step, `steps` timed optimizer steps, held-out loss."""
     import tempfile
 
     import torch
@@ -43,6 +59,8 @@ def measure(model_dir: str, method: str, steps: int, batch_size: int, max_length
 
     from storage.schema import make_record
     from tasks.collate import SFTCollator
+    from tasks.device import use_available_cores
+    from tasks.evaluate.loss import check_rows, eval_precision, row_losses
     from tasks.stages.train import TrainConfig
     from tasks.templates import get_template
     from tasks.tokenize import ConversationEncoder
@@ -50,22 +68,26 @@ def measure(model_dir: str, method: str, steps: int, batch_size: int, max_length
     from tasks.train.loop import fit
     from tasks.train.model import pick_device, trainable_parameters, wrap
 
+    use_available_cores()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    n_train = max(TRAIN_ROWS, batch_size * (steps + 1))
     records = [make_record(messages=[{"role": "user", "content": q}, {"role": "assistant", "content": a}],
                            system=None, uri="car", fmt="alpaca", row=i)
-               for i, (q, a) in enumerate(training_pairs(batch_size * (steps + 1)))]
-    table = ConversationEncoder(tokenizer, get_template("chatml"), max_length=max_length).encode(records).table
+               for i, (q, a) in enumerate(training_pairs(n_train + HELD_OUT))]
+    encoder = ConversationEncoder(tokenizer, get_template("chatml"), max_length=max_length)
+    table = encoder.encode(records[:n_train]).table
+    held_out = encoder.encode(records[n_train:]).table
     params = TrainConfig(method="lora", max_steps=steps + 1, batch_size=batch_size, max_length=max_length,
-                         eval_share=0.0, save_steps=10_000, sample_prompts=[], learning_rate=1e-4)
-    device = pick_device("lora", "auto")
+                         eval_share=0.0, save_steps=10_000, sample_prompts=[], learning_rate=2e-4,
+                         precision=precision, group_by_length=grouped, warmup_ratio=0.0)
+    device = pick_device("lora", precision)
     prepared = prepare(table, source="car", vocab_size=len(tokenizer), limit=max_length, truncate=True,
                        eval_share=0.0, eval_max_rows=1, seed=0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=device.torch_dtype).to(device.kind)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=device.load_dtype).to(device.device)
     if method == "lora":
         model = wrap(model, params)
     trainable, _ = trainable_parameters(model)
-    if device.kind == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     step_times: list[float] = []
 
     def progress(total: int | None, desc: str):
@@ -80,31 +102,65 @@ def measure(model_dir: str, method: str, steps: int, batch_size: int, max_length
     with tempfile.TemporaryDirectory() as work:
         result = fit(model, SFTCollator(tokenizer.pad_token_id), prepared, params, device, Path(work), progress)
     timed = step_times[1:]  # the first step includes allocator and autograd warm-up
-    tokens_per_step = result.tokens / max(1, result.steps)
     seconds = sum(timed)
+    tokens_per_step = result.tokens / max(1, result.steps)
+    vocab_size = len(tokenizer)
+    held_rows = check_rows(held_out, source="held-out", vocab_size=vocab_size, max_positions=None)
+    held_loss = row_losses(model, held_rows, precision=eval_precision("fp32")).mean_loss
     return {"seconds_per_step": seconds / max(1, len(timed)),
             "tokens_per_s": tokens_per_step * len(timed) / seconds if seconds else None,
-            "trainable_parameters": trainable, "device": device.kind, "precision": device.precision,
-            "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.kind == "cuda" else None,
-            "tokens_per_step": tokens_per_step}
+            "padding_share": round(1 - result.tokens / result.padded_tokens, 4) if result.padded_tokens else 0.0,
+            "epoch_padding_share": epoch_padding_share([len(x) for x in prepared.train.input_ids], batch_size,
+                                                       grouped),
+            "held_out_loss": held_loss, "trainable_parameters": trainable, "device": device.device,
+            "precision": device.name, "tokens_per_step": tokens_per_step}
+
+
+def epoch_padding_share(lengths: list[int], batch_size: int, grouped: bool, seed: int = 0) -> float:
+    """The padding share of one epoch in the Trainer's batch order: length-grouped, or random."""
+    import numpy as np
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    generator = torch.Generator().manual_seed(seed)
+    order = get_length_grouped_indices(lengths, batch_size, generator=generator) if grouped else \
+        torch.randperm(len(lengths), generator=generator).tolist()
+    batches = [np.asarray(lengths)[order[i:i + batch_size]] for i in range(0, len(order), batch_size)]
+    return round(1 - sum(b.sum() for b in batches) / sum(b.max() * len(b) for b in batches), 4)
+
+
+def row(name: str, wall: float, peak: float, result: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "s_per_step": round(result["seconds_per_step"], 3),
+            "s_per_1k_tokens": round(1000 / result["tokens_per_s"], 3),
+            "unpadded_tokens_per_s": round(result["tokens_per_s"], 1), "padding_share": result["padding_share"],
+            "epoch_padding_share": result["epoch_padding_share"],
+            "held_out_loss": round(result["held_out_loss"], 5), "precision": result["precision"],
+            "peak_rss_mb": round(peak), "process_s": round(wall, 1)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     folder, convert_s, status = smollm2_folder(args.store)
     shape = (args.steps, args.batch_size, args.max_length)
-    wall, peak, lora = isolated(measure, folder, "lora", *shape)
-    comparison: dict[str, Any] = {"name": f"SmolLM2-135M train step, batch {args.batch_size} x <= {args.max_length}",
-                                  "ours_s": round(lora["seconds_per_step"], 3), "ours_tokens_per_s":
-                                  round(lora["tokens_per_s"], 1), "ours_peak_rss_mb": round(peak),
-                                  "ours_trainable": lora["trainable_parameters"]}
-    if not args.skip_full:
-        _, full_peak, full = isolated(measure, folder, "full", *shape)
-        comparison.update({"baseline": "full fine-tuning", "baseline_s": round(full["seconds_per_step"], 3),
-                           "baseline_tokens_per_s": round(full["tokens_per_s"], 1),
-                           "baseline_peak_rss_mb": round(full_peak),
-                           "baseline_trainable": full["trainable_parameters"]})
-    return {"benchmark": "train", "comparisons": [comparison], "device": lora["device"],
-            "precision": lora["precision"], "gpu_peak_mb": lora["gpu_peak_mb"],
-            "tokens_per_step": round(lora["tokens_per_step"], 1), "steps_timed": args.steps,
-            "base_model_seconds": round(convert_s, 1), "base_model_status": status,
-            "lora_process_seconds": round(wall, 1)}
+    measured = {}
+    for name, precision, grouped, method in (DEFAULT, BEFORE, *OPTIONS, *((FULL,) if args.full else ())):
+        wall, peak, result = isolated(measure, folder, precision, grouped, method, *shape)
+        measured[name] = row(name, wall, peak, result)
+    ours, before = measured[DEFAULT[0]], measured[BEFORE[0]]
+    same_batches_fp32 = measured[OPTIONS[0][0]]
+    gate = abs(ours["held_out_loss"] - same_batches_fp32["held_out_loss"])
+    comparison = {"name": f"SmolLM2-135M LoRA, batch {args.batch_size} x <= {args.max_length}, {args.steps} steps: "
+                          f"{DEFAULT[0]} vs {BEFORE[0]}",
+                  "ours_s": ours["s_per_1k_tokens"], "baseline_s": before["s_per_1k_tokens"],
+                  "ours_tokens_per_s": ours["unpadded_tokens_per_s"],
+                  "baseline_tokens_per_s": before["unpadded_tokens_per_s"],
+                  "tokens_per_s_ratio": round(ours["unpadded_tokens_per_s"] / before["unpadded_tokens_per_s"], 2),
+                  "ours_padding_share": ours["padding_share"], "baseline_padding_share": before["padding_share"],
+                  "ours_epoch_padding_share": ours["epoch_padding_share"],
+                  "baseline_epoch_padding_share": before["epoch_padding_share"],
+                  "ours_held_out_loss": ours["held_out_loss"], "baseline_held_out_loss": before["held_out_loss"],
+                  "bf16_vs_fp32_same_batches_nats": round(gate, 5),
+                  "precision_gate": "held" if gate <= QUALITY_GATE_NATS else "MISSED"}
+    return {"benchmark": "train", "comparisons": [comparison],
+            "options": [measured[name] for name in measured if name not in (DEFAULT[0], BEFORE[0])],
+            "precision": ours["precision"], "steps_timed": args.steps, "base_model_seconds": round(convert_s, 1),
+            "base_model_status": status, "load_average": os.getloadavg(), "when": time.strftime("%Y-%m-%d %H:%M")}

@@ -114,7 +114,7 @@ def evaluate_params(config: Any) -> EvaluateParams:
     return EvaluateParams(template=fmt.template, system=fmt.system, train_on=fmt.train_on,
                           max_length=min(config.train.max_length or fmt.max_length, fmt.max_length),
                           resamples=config.eval.resamples, confidence=config.eval.confidence,
-                          batch_size=config.eval.batch_size)
+                          batch_size=config.eval.batch_size, precision=config.eval.precision)
 
 
 def ablation_plan(config: Any, budget: int | None = None, selectors: Sequence[str] = DEFAULT_SELECTORS,

@@ -9,13 +9,17 @@ the Prefect task (flows/stage.py), the pipeline's wiring and `--from` order (flo
 (flows/config.py) and `sftflow stage NAME` (flows/cli/stage.py).
 
 `run_stage` owns one run of a stage: key → store check → build in a scratch folder → atomic publish →
-scratch removed; it returns whether the stage ran or came from the store.
+scratch removed; it returns whether the stage ran or came from the store. A long stage (one that declares
+`part_rows`) builds in row-range parts of its `shard_input`, each published under its own key as it finishes,
+then gathers them: a crash or `kill -9` loses only the part in flight, and the same command again finds the
+finished parts in the store.
 """
 from __future__ import annotations
 
 import importlib.util
 import inspect
 import logging
+import math
 import os
 import shutil
 import sys
@@ -135,6 +139,9 @@ class Stage:
     # it); `gather(ctx, **part)` merges the parts into the stage's output (default: their rows in order).
     shard_input: str | None = None
     gather: Callable[..., StageOutput] | None = None
+    # Rows of `shard_input` per part when the stage runs in one process (a function of the parameters where the
+    # pace depends on them, e.g. the scorer); None: one piece. Sized so that a part is about a minute of work.
+    part_rows: int | Callable[[Any], int | None] | None = None
 
     @property
     def dataset(self) -> str:
@@ -167,10 +174,13 @@ class Stage:
         params = getattr(config, self.section)
         return [Call(params, shards=getattr(params, "shards", 1) if self.shard_input else 1)]
 
+    def rows_per_part(self, params: Any) -> int | None:
+        return self.part_rows(params) if callable(self.part_rows) else self.part_rows
+
     def gathered(self) -> Stage:
         """The step that merges this stage's parts: the same name, version and output, reading every part."""
         return replace(self, build=self.gather or concat_parts, plan=None, shard_input=None, gather=None,
-                       fingerprint=None, requires=())
+                       fingerprint=None, requires=(), part_rows=None)
 
     @cached_property
     def _adapter(self) -> TypeAdapter:
@@ -212,16 +222,38 @@ def input_keys(inputs: Mapping[str, DatasetRef | None]) -> dict[str, str | None]
 
 
 def concat_parts(ctx: StageContext, **part: DatasetRef) -> StageOutput:
-    """The default gather of a sharded stage: the parts' rows in part order, their stats listed."""
+    """The default gather of a sharded stage: the parts' rows in part order, their stats merged."""
     refs = [part[name] for name in sorted(part)]
-    stats = [ctx.store.manifest(ref.key).get("stats", {}) for ref in refs]
 
     def tables() -> Iterable[pa.Table]:
         for ref in refs:
             for batch in ctx.store.iter_batches(ref.key):
                 yield pa.Table.from_batches([batch])
 
-    return StageOutput(table=tables(), stats={"rows": sum(r.rows for r in refs), "parts": stats})
+    return StageOutput(table=tables(), stats=merged_stats([ctx.store.manifest(ref.key).get("stats", {})
+                                                           for ref in refs]))
+
+
+def merged_stats(parts: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """One stats record for parts of one stage: what every part says alike, counts summed, each part listed."""
+    merged: dict[str, Any] = {}
+    for name in dict.fromkeys(k for stats in parts for k in stats):
+        values = [stats.get(name) for stats in parts]
+        if name in SUMMED_STATS and all(isinstance(v, int | float) for v in values):
+            merged[name] = round(sum(values), 2) if isinstance(sum(values), float) else sum(values)
+        elif all(v == values[0] for v in values):
+            merged[name] = values[0]
+    if isinstance(merged.get("rows"), int) and merged.get("seconds"):
+        merged["rows_per_s"] = round(merged["rows"] / merged["seconds"], 1)
+    return {**merged, "parts": list(parts)}
+
+
+def padding_share(tokens: int, padded_tokens: int) -> float:
+    """The share of computed positions that were padding (0 when nothing was counted)."""
+    return round(1 - tokens / padded_tokens, 4) if padded_tokens else 0.0
+
+
+SUMMED_STATS = frozenset({"rows", "seconds", "truncated", "tokens", "padded_tokens"})
 
 
 def figures_markdown(figures: Mapping[str, bytes], inline: bool) -> str:
@@ -266,9 +298,13 @@ def run_stage(
         return StageResult(store.ref(key), "cached", time.perf_counter() - started, rows_in,
                            store.manifest(key).get("stats", {}))
     ctx = StageContext(store=store, key=key, params=params, progress=progress, shard=shard)
-    for hook in BUILD_HOOKS:
-        hook(stage, ctx)
-    output = stage.build(ctx, **{k: v for k, v in inputs.items()})
+    parts = _parts(stage, params, inputs, shard)
+    if parts > 1:
+        output = (stage.gather or concat_parts)(ctx, **_run_parts(stage, params, inputs, store, parts, force, progress))
+    else:
+        for hook in BUILD_HOOKS:
+            hook(stage, ctx)
+        output = stage.build(ctx, **{k: v for k, v in inputs.items()})
     figures = {name: data for name, data in output.files.items() if name.endswith(".png") and isinstance(data, bytes)}
     manifest_fields = {"stage_version": stage.version, "params": stage.dump_params(params),
                        "inputs": {n: k for n, k in input_keys(inputs).items() if k is not None},
@@ -291,6 +327,38 @@ def run_stage(
         writer.fields["companions"] = {name: companion_key(key, name) for name in output.companions}
     if "scratch" in ctx.__dict__:  # published: the scratch folder has served its purpose
         shutil.rmtree(ctx.scratch, ignore_errors=True)
+    if parts > 1:  # gathered into the output: the parts have served theirs
+        for i in range(parts):
+            store.delete(stage.key(params, input_keys(inputs), (i, parts)))
     seconds = time.perf_counter() - started
     log.info("%s: published %s (%d rows) in %.1fs", stage.name, key, writer.rows, seconds)
     return StageResult(writer.ref, "ran", seconds, rows_in, output.stats, output.report, figures)
+
+
+def _parts(stage: Stage, params: Any, inputs: Mapping[str, DatasetRef | None], shard: tuple[int, int] | None) -> int:
+    """How many row-range parts this run builds in (1: one piece). A part of a sharded plan is one piece."""
+    size = stage.rows_per_part(params) if shard is None and stage.shard_input else None
+    source = inputs.get(stage.shard_input) if size else None
+    return math.ceil(source.rows / size) if source is not None and source.rows > size else 1
+
+
+def _run_parts(stage: Stage, params: Any, inputs: Mapping[str, DatasetRef | None], store: Store, parts: int,
+               force: bool, progress: Progress) -> dict[str, DatasetRef]:
+    """Every part, each published under its own key as it finishes (or found in the store from an earlier run
+    that was cut short), one progress bar over all of them."""
+    total = inputs[stage.shard_input].rows
+    bar: list[Callable[[int], None]] = []
+
+    def shared(_total: int | None, description: str) -> Callable[[int], None]:
+        if not bar:
+            bar.append(progress(total, description))
+        return bar[0]
+
+    refs: dict[str, DatasetRef] = {}
+    for i in range(parts):
+        result = run_stage(stage, params, inputs, store, force=force, progress=shared, shard=(i, parts))
+        if result.status == "cached":
+            shared(total, stage.name)(result.ref.rows)
+            log.info("%s: part %d/%d found in the store (%s)", stage.name, i + 1, parts, result.ref.key)
+        refs[f"part_{i:03d}"] = result.ref
+    return refs

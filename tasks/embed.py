@@ -4,8 +4,9 @@ scorer's feature (CaR's validation pairs: 94.1% with the all-layer mean vs 90.6%
 
 CaR encodes one text at a time; here texts are encoded in batches sorted by length (less padding), on the GPU
 when there is one; batching removes CaR's per-call overhead, which with several CPU threads outweighs the
-model itself. `precision` can trade exactness for speed: `bf16` (bfloat16 autocast, for GPUs and CPUs with
-native bf16 matrix units) and `int8` (dynamic int8 quantization of most Linear layers, CPU only).
+model itself. Precision follows the one rule of tasks/device.py: `bf16` (bfloat16 autocast, the default where
+the GPU or the CPU has bf16 matrix units: cosine to fp32 >= 0.9999, same clusters) or `fp32`; `int8` (dynamic
+int8 quantization of most Linear layers, CPU only) is opt-in.
 The model's identity (its name and a checksum of its files) is part of the stage key, so a changed model
 folder re-embeds instead of serving stale vectors.
 """
@@ -29,7 +30,10 @@ EMBEDDING_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False),
                               pa.field("embedding", pa.list_(pa.float32())),
                               pa.field("layer_mean", pa.list_(pa.float32()))])
 FEATURES = ("embedding", "layer_mean")  # the vector columns of an embeddings dataset
-BATCH_SIZE = {"cpu": 16, "cuda": 128}  # measured on CPU: 16 beats 64 (less padding, cache-sized activations)
+# texts per forward pass, by (device, precision): measured on 2 CPU cores, fp32 is fastest at 16 (cache-sized
+# activations), bf16 at 32 (AMX tiles want longer matrices)
+BATCH_SIZE = {("cpu", "fp32"): 16, ("cpu", "int8"): 16, ("cpu", "bf16"): 32}
+GPU_BATCH_SIZE = 128
 READ_ROWS = 8192  # conversations read (and embeddings written) per step; bounds memory on any dataset size
 # files that never change what the model computes: left out of its checksum
 IGNORED_PARTS = {"onnx", "openvino", ".git", ".cache", ".gitattributes", "README.md"}
@@ -99,24 +103,19 @@ def model_checksum(folder: Path) -> str:
     return files_sha256(folder, files)
 
 
-def pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise BadInputError("embed.device is cuda but torch sees no CUDA device", field="embed.device")
-    return device
+def batch_size_for(device: str, precision: str) -> int:
+    return GPU_BATCH_SIZE if device == "cuda" else BATCH_SIZE[("cpu", precision)]
 
 
 def load_model(name: str | None, device: str = "auto", precision: str = "fp32") -> Any:
-    """The sentence-transformers model, ready for `encode(..., precision=precision)`."""
+    """The sentence-transformers model, ready for `encode(..., precision=precision)` (a resolved precision:
+    fp32, bf16 or int8)."""
     from sentence_transformers import SentenceTransformer
 
-    device = pick_device(device)
-    if precision == "int8" and device != "cpu":
-        raise BadInputError(f"embed.precision int8 (dynamic quantization) runs on the CPU only, not on {device}; "
-                            "use bf16 on a GPU", field="embed.precision")
+    from tasks.device import pick_device, resolve_precision
+
+    device = pick_device(device, "embed.device")
+    resolve_precision(precision, device, field="embed.precision")  # int8 on a GPU, bf16 without units: bad input
     model = SentenceTransformer(str(resolve_model(name)), device=device)
     transformer = model[0]
     if not hasattr(transformer, "auto_model"):
@@ -165,6 +164,8 @@ class Features:
 
     embedding: np.ndarray  # the model's sentence embedding (its own pooling), L2-normalized
     layer_mean: np.ndarray  # every transformer layer's hidden states, averaged, then mean-pooled over tokens
+    tokens: int = 0  # real tokens encoded
+    padded_tokens: int = 0  # positions computed (batch rows x the batch's longest row)
 
 
 def encode(model: Any, texts: Sequence[str], batch_size: int = 64,
@@ -177,7 +178,7 @@ def encode_features(model: Any, texts: Sequence[str], batch_size: int = 64,
                     advance: Callable[[int], None] | None = None, precision: str = "fp32") -> Features:
     """The sentence embeddings and layer means of `texts`, one forward pass per batch, exactly as
     sentence-transformers' `encode` runs it (preprocess, the model's modules, L2 normalization). Texts go
-    longest first in batches of similar length, so padding is small and a batch too large for memory fails at
+    longest first in batches of similar token length, so padding is small and a batch too large for memory fails at
     once. `precision="bf16"` runs the model under bfloat16 autocast (CPUs with AVX512-BF16 or AMX, and GPUs);
     `precision="int8"` needs a model from `load_model(..., precision="int8")`; its activations are quantized
     with one scale per batch, so its vectors depend slightly on which texts share a batch (deterministic for a
@@ -191,7 +192,9 @@ def encode_features(model: Any, texts: Sequence[str], batch_size: int = 64,
     hidden = model[0].auto_model.config.hidden_size  # a Dense module may make the sentence vector another size
     out = Features(np.empty((len(texts), embedding_dimension(model)), np.float32),
                    np.empty((len(texts), hidden), np.float32))
-    order = np.argsort([-len(t) for t in texts], kind="stable")
+    order = np.argsort(-token_lengths(model, texts), kind="stable")
+    if precision not in ("fp32", "bf16", "int8"):
+        raise ValueError(f"encode(precision={precision!r}): resolve it first (tasks.device.resolve_precision)")
     autocast = torch.autocast(torch.device(model.device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
     model.eval()
     with torch.inference_mode(), autocast:
@@ -203,9 +206,19 @@ def encode_features(model: Any, texts: Sequence[str], batch_size: int = 64,
             layers = torch.stack(result["all_layer_embeddings"][1:]).float().mean(0)  # [0] is the embedding layer
             mask = features["attention_mask"].unsqueeze(-1).to(layers.dtype)
             out.layer_mean[idx] = ((layers * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu()
+            out.tokens += int(features["attention_mask"].sum())
+            out.padded_tokens += int(features["attention_mask"].numel())
             if advance:
                 advance(len(idx))
     return out
+
+
+def token_lengths(model: Any, texts: Sequence[str]) -> np.ndarray:
+    """Each text's token count as the model will see it (truncated at its max_seq_length): what batches are
+    grouped by. Characters are a poor proxy (newlines and runs of spaces are no tokens): sorted by characters,
+    a quarter of CaR's batches was padding; by tokens, almost none."""
+    ids = model.tokenizer(list(texts), truncation=True, max_length=model.max_seq_length, verbose=False)["input_ids"]
+    return np.fromiter((len(x) for x in ids), np.int64, len(texts))
 
 
 def embeddings_table(ids: Sequence[str], features: Features) -> pa.Table:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.store import DatasetMissing, Store
+from tasks.device import Precision
 from tasks.errors import BadInputError
 
 
@@ -87,18 +88,22 @@ def encode_prompt(tokenizer: Any, text: str) -> Any:
 
 
 def answer(model: Any, tokenizer: Any, prompts: list[str], *, system: str | None = None, max_new_tokens: int = 64,
-           temperature: float = 0.0) -> list[dict[str, Any]]:
-    """Greedy (temperature 0) or sampled answers, one prompt at a time (no padding effects)."""
+           temperature: float = 0.0, precision: Precision | None = None) -> list[dict[str, Any]]:
+    """Greedy (temperature 0) or sampled answers, one prompt at a time (no padding effects), under the
+    precision's autocast (the model device's `auto` rule when none is given)."""
     import torch
+
+    from tasks.device import resolve_precision
 
     model.eval()
     device = next(model.parameters()).device
+    precision = precision or resolve_precision("auto", device.type, field="precision")
     results = []
     for prompt in prompts:
         batch = encode_prompt(tokenizer, render_prompt(tokenizer, prompt, system)).to(device)
         sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
         began = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), precision.autocast():
             out = model.generate(**batch, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
                                  pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **sampling)
         new = out[0, batch["input_ids"].shape[1]:]

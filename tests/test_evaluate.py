@@ -461,9 +461,11 @@ def test_gpu_bf16_losses_close_to_the_fp32_loop(tiny_confident_lm, adapter, toke
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
-    model = loss.load_for_eval(tiny_confident_lm, adapter)
+    precision = loss.eval_precision()  # auto: bf16 on a GPU that has it
+    model = loss.load_for_eval(tiny_confident_lm, adapter, precision)
     assert next(model.parameters()).dtype in (torch.bfloat16, torch.float16)
-    result = loss.row_losses(model, scored_rows(tiny_confident_lm, tokenized, adapter), batch_size=4)
+    result = loss.row_losses(model, scored_rows(tiny_confident_lm, tokenized, adapter), batch_size=4,
+                             precision=precision)
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 

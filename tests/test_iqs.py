@@ -187,11 +187,14 @@ def test_tiny_model_trains_reloads_in_new_process_and_ranks(tmp_path, shared_dat
             records.append(make_record(uri="test", fmt="test", row=len(records), system=None, messages=messages,
                                        meta={"pair": i, "side": side}))
     store.publish_table("conversations-test", "ingest", records_to_table(records))
-    scored = run_cli("iqs", "score", "--model", result.ref.key, "conversations-test", home=home)
+    # exact (fp32) scores first: `auto` is bf16 on CPUs with bf16 units, one of the fast paths checked below
+    scored = run_cli("iqs", "score", "--model", result.ref.key, "conversations-test", "--set", "precision=fp32",
+                     home=home)
     table = store.read_table(scored["key"]).to_pylist()
     assert len(table) == 12 and sorted(r["iqs_rank"] for r in table) == list(range(1, 13))
     assert all(isinstance(r["iqs_score"], float) for r in table)
-    again_params = CometConfig.model_validate({**info["hyperparameters"], "model": result.ref.key})
+    again_params = CometConfig.model_validate({**info["hyperparameters"], "model": result.ref.key,
+                                               "precision": "fp32"})
     again = run_stage(SCORE_STAGE, again_params,
                       {"conversations": store.ref("conversations-test"), "iqs_model": result.ref}, store)
     assert again.status == "cached" and again.ref.key == scored["key"]  # unchanged data and model

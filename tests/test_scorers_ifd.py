@@ -42,7 +42,9 @@ def test_ifd_is_the_ratio_of_the_models_own_answer_losses(tiny_confident_lm, sto
                 {"role": "assistant", "content": "The quick brown fox jumps over the lazy dog."}],
                system="You are a helpful assistant.", row=1),
         record([{"role": "user", "content": "Say nothing."}, {"role": "assistant", "content": ""}], row=2)])
-    params = scorers.parse_config({"scorer": "ifd", "model": str(tiny_confident_lm), "batch_size": 2})
+    # exact (fp32): the losses are the model's own to 1e-4; bf16 (auto on CPUs with bf16 units) is another pass
+    params = scorers.parse_config({"scorer": "ifd", "model": str(tiny_confident_lm), "batch_size": 2,
+                                   "precision": "fp32"})
     scores = scorers.get("ifd").open(ScorerInputs(store, params)).score(rows)
 
     model, tokenizer = AutoModelForCausalLM.from_pretrained(tiny_confident_lm), AutoTokenizer.from_pretrained(

@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-adapter", action="store_true", help="the base model, same template")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="auto: bf16 autocast where the GPU or the CPU has bf16 units, else fp32")
     parser.add_argument("--store", help="store URL (default: $SFTFLOW_HOME/store)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=handle)
@@ -41,13 +43,15 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 
 def handle(args: argparse.Namespace) -> int:
     from storage.store import Store
+    from tasks.device import pick_device, resolve_precision
     from tasks.generate import answer, load_model
 
     prompts = read_prompts(args)
+    precision = resolve_precision(args.precision, pick_device("auto"), field="--precision")
     loaded = load_model(Store(args.store), args.model, adapter=not args.no_adapter)
     system = args.system if args.system is not None else loaded.system
     answers = answer(loaded.model, loaded.tokenizer, prompts, system=system, max_new_tokens=args.max_new_tokens,
-                     temperature=args.temperature)
+                     temperature=args.temperature, precision=precision)
     text = "\n\n".join(f"> {a['prompt']}\n{a['answer']}" for a in answers)
     emit({"model": loaded.description, "adapter": loaded.adapter, "answers": answers}, args.json,
          f"# {loaded.description}\n\n{text}")

@@ -10,7 +10,7 @@ from flows.cli.output import emit
 FIELDS = ("seed_tasks", "prompt_file", "backend", "base_url", "model", "api_key_env", "api_key_secret",
           "num_instructions", "num_prompt_instructions", "request_batch_size", "temperature", "top_p", "max_tokens",
           "similarity_threshold", "requests_budget", "tokens_budget", "seed", "timeout_s", "max_retries", "backoff_s",
-          "device")
+          "device", "precision")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-retries", type=int)
     p.add_argument("--backoff-s", type=float)
     p.add_argument("--device", help="local backend: cpu, cuda or auto")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="local backend: auto (bf16 autocast where "
+                                                                         "the hardware has it) or fp32")
     p.add_argument("--store", help="store URL ($SFTFLOW_HOME/store by default)")
     p.add_argument("--force", action="store_true", help="generate again even if the store has this dataset")
     p.add_argument("--output", metavar="PATH", help="also write the kept tasks: Alpaca JSONL, or canonical "

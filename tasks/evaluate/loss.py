@@ -4,12 +4,13 @@ A row is scored on the tokens the model predicts whose label is not -100. Token 
 tokens before it, so a row's first token is never scored: the same count and the same mean as
 `model(input_ids, labels=labels).loss`, which shifts the labels by one. Rows are sorted by length (little
 padding) and padded on the right: with causal attention and the padding masked, a row's real tokens see
-exactly what they see alone. The logits of every position are computed, as in that loop: projecting only the
-supervised positions (`logits_to_keep`) was 5-10% faster on SmolLM2-135M on the CPU but, a matrix product of
-another shape, moved row losses by up to 1.1e-5 from the loop's (both about 1e-5 from an fp64 pass).
+exactly what they see alone.
 
-The model runs in bf16 (fp16 where bf16 is not supported) on a GPU when there is one, else fp32 on the CPU;
-the cross-entropy is taken in fp32 and summed in fp64 either way.
+Precision follows tasks/device.py's rule. In fp32 the logits of every position are computed, as in that loop
+(equal to it within 1e-5; projecting only the supervised positions, a matrix product of another shape, moved row
+losses by up to 1.1e-5). In bf16 the model runs under autocast and the vocabulary projection is made only at
+the positions that are scored (the prompt's positions need no logits): the cross-entropy is taken in fp32 from
+the upcast logits and summed in fp64 either way.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tasks.device import Precision
 from tasks.errors import BadInputError
 from tasks.tokenize import IGNORE_INDEX
 from tasks.train.data import require_tokenized
@@ -134,14 +136,20 @@ def check_rows(table: pa.Table, *, source: str, vocab_size: int, max_positions: 
     return TokenRows(ids, np.split(tokens, cuts), np.split(labels, cuts), scored)
 
 
-def load_for_eval(base: str | Path, adapter: str | Path | None = None) -> Any:
-    """The base model (with the peft adapter on top when given) on the GPU in bf16/fp16, else on the CPU."""
-    from transformers import AutoModelForCausalLM
-
+def eval_precision(setting: str = "auto", field: str = "evaluate.precision") -> Precision:
+    """The device and precision of a loss pass (tasks/device.py's rule; evaluation never needs a 4-bit base)."""
     from tasks.train.model import pick_device
 
-    device = pick_device("lora", "auto")  # evaluation never needs a 4-bit base
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=device.torch_dtype).to(device.kind)
+    return pick_device("lora", setting, field)
+
+
+def load_for_eval(base: str | Path, adapter: str | Path | None = None, precision: Precision | None = None) -> Any:
+    """The base model (with the peft adapter on top when given) on the device `precision` names (by default
+    the GPU when there is one, else the CPU)."""
+    from transformers import AutoModelForCausalLM
+
+    precision = precision or eval_precision()
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=precision.load_dtype).to(precision.device)
     if adapter is not None:
         from peft import PeftModel
 
@@ -149,20 +157,29 @@ def load_for_eval(base: str | Path, adapter: str | Path | None = None) -> Any:
     return model.eval()
 
 
+def _prompt_learning(model: Any) -> bool:
+    """A peft adapter that prepends virtual tokens: only the whole model's forward adds them."""
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
+
+
 def row_losses(model: Any, rows: TokenRows, *, batch_size: int = DEFAULT_BATCH_SIZE,
-               advance: Callable[[int], None] | None = None) -> RowLosses:
-    """Summed and mean cross-entropy over each row's supervised tokens, batched by length."""
+               advance: Callable[[int], None] | None = None, precision: Precision | None = None) -> RowLosses:
+    """Summed and mean cross-entropy over each row's supervised tokens, batched by length (fp32 when no
+    precision is given)."""
     import torch
     import torch.nn.functional as F
 
     if batch_size < 1:
         raise BadInputError(f"batch size {batch_size}: must be at least 1", field="eval.batch_size")
     device = next(model.parameters()).device
+    precision = precision or Precision("fp32", device.type, "asked for")
+    scored_only = precision.name != "fp32" and not _prompt_learning(model)
     lengths = np.fromiter((len(x) for x in rows.input_ids), np.int64, len(rows))
     order = np.argsort(-lengths, kind="stable")  # longest first: a batch too large fails at once
     loss_sum = np.zeros(len(rows), np.float64)
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), precision.autocast():
         for start in range(0, len(rows), batch_size):
             batch = order[start:start + batch_size]
             width = int(lengths[batch].max())
@@ -174,24 +191,34 @@ def row_losses(model: Any, rows: TokenRows, *, batch_size: int = DEFAULT_BATCH_S
                 input_ids[r, :n] = torch.from_numpy(rows.input_ids[i])
                 attention_mask[r, :n] = 1
                 targets[r, :n - 1] = torch.from_numpy(rows.labels[i][1:])
-            logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                           use_cache=False).logits
-            if logits.shape[1] != width:
-                raise RuntimeError(f"the model returned logits for {logits.shape[1]} positions, not {width} "
-                                   "(virtual tokens prepended to the input?)")
-            targets = targets.to(device)
-            # one row at a time: the fp32 log-softmax of one row, not a copy of the whole batch's logits at once
-            sums = [F.cross_entropy(logits[r].float(), targets[r], ignore_index=IGNORE_INDEX,
-                                    reduction="none").double().sum() for r in range(len(batch))]
-            loss_sum[batch] = torch.stack(sums).cpu().numpy()
+            input_ids, attention_mask, targets = input_ids.to(device), attention_mask.to(device), targets.to(device)
+            scored = targets != IGNORE_INDEX
+            if scored_only:
+                hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                             use_cache=False).last_hidden_state
+                logits = model.get_output_embeddings()(hidden[scored])
+            else:
+                logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+                if logits.shape[1] != width:
+                    raise RuntimeError(f"the model returned logits for {logits.shape[1]} positions, not {width} "
+                                       "(virtual tokens prepended to the input?)")
+                logits = logits[scored]
+            # the fp32 log-softmax of the scored positions; per-token losses summed per row in fp64
+            token_loss = F.cross_entropy(logits.float(), targets[scored], reduction="none").double()
+            row_of = torch.arange(len(batch), device=device).unsqueeze(1).expand_as(scored)[scored]
+            sums = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(0, row_of, token_loss)
+            loss_sum[batch] = sums.cpu().numpy()
             if advance:
                 advance(len(batch))
     return RowLosses(list(rows.ids), loss_sum, rows.scored.copy())
 
 
 def score_table(table: pa.Table, base: str | Path, adapter: str | Path | None = None, *, source: str,
-                batch_size: int = DEFAULT_BATCH_SIZE, advance: Callable[[int], None] | None = None) -> RowLosses:
+                batch_size: int = DEFAULT_BATCH_SIZE, advance: Callable[[int], None] | None = None,
+                precision: str = "auto") -> RowLosses:
     """Check the rows against the model's config, then load the model and score them."""
     vocab_size, max_positions = model_limits(base, adapter)
     rows = check_rows(table, source=source, vocab_size=vocab_size, max_positions=max_positions)
-    return row_losses(load_for_eval(base, adapter), rows, batch_size=batch_size, advance=advance)
+    resolved = eval_precision(precision)
+    return row_losses(load_for_eval(base, adapter, resolved), rows, batch_size=batch_size, advance=advance,
+                      precision=resolved)

@@ -1,8 +1,9 @@
-"""Batched COMET IQS scoring: texts sorted by token length (less padding), GPU (fp16) when there is one.
+"""Batched COMET IQS scoring: texts sorted by token length (less padding), on the GPU when there is one.
 
-`precision` trades exactness for speed on the CPU: `bf16` runs the forward pass under bfloat16 autocast (CPUs
-with AVX512-BF16 or AMX), `int8` quantizes the encoder's Linear layers dynamically (`quantize_for_precision`).
-Both move scores and may swap close pairs: the default (`auto`: fp32 on the CPU) is exact.
+Precision follows tasks/device.py's rule (the comet scorer resolves it): `bf16` runs the forward pass under
+bfloat16 autocast (GPUs, CPUs with AVX512-BF16 or AMX), `int8` quantizes the encoder's Linear layers
+dynamically (`quantize_for_precision`, CPU only), `fp32` is exact. bf16 and int8 move scores slightly and may
+swap close pairs (`python -m benchmarks iqs` measures both against fp32).
 
 Texts longer than the encoder's limit are truncated by the encoder's tokenizer exactly as in training
 (`Encoder.prepare_sample`, max_length = max_positions - 2); how many were truncated is counted.
@@ -10,12 +11,11 @@ Texts longer than the encoder's limit are truncated by the encoder's tokenizer e
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.errors import BadInputError
+from tasks.device import Precision
 from tasks.iqs.revisions import normalize_whitespace
 
 
@@ -38,32 +38,25 @@ def max_tokens(model) -> int:
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
-def quantize_for_precision(model, precision: str):
-    """The model ready for `score_texts(..., precision=precision)`: for int8, its encoder quantized in place."""
-    import torch
+def scoring_precision(setting: str, auto_bf16: bool) -> Precision:
+    """The device and precision comet scores in (tasks/device.py's rule; `auto_bf16`: bf16 held the gate)."""
+    from tasks.device import pick_device, resolve_precision
 
+    return resolve_precision(setting, pick_device("auto"), field="iqs.precision", auto_bf16=auto_bf16)
+
+
+def quantize_for_precision(model, precision: Precision):
+    """The model ready for `score_texts(..., precision=precision)`: for int8, its encoder quantized in place."""
     from tasks.embed import quantize_int8
 
-    if precision == "int8":
-        if torch.cuda.is_available():
-            raise BadInputError("int8 (dynamic quantization) runs on the CPU only; use auto on a GPU",
-                                field="iqs.precision")
+    if precision.name == "int8":
         quantize_int8(model.encoder)
     return model
 
 
-def _autocast(gpu: bool, precision: str):
-    import torch
-
-    if gpu and precision in ("auto", "bf16"):
-        return torch.autocast("cuda", dtype=torch.float16 if precision == "auto" else torch.bfloat16)
-    if not gpu and precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def score_texts(model, texts: Sequence[str], *, normalize: bool = True, batch_size: int = 32,
-                advance: Callable[[int], None] | None = None, precision: str = "auto") -> Scores:
+                advance: Callable[[int], None] | None = None, precision: Precision | None = None) -> Scores:
+    """The model's score of every text (exact fp32 on the model's device when no precision is given)."""
     import torch
 
     texts = [normalize_whitespace(t) if normalize else t for t in texts]
@@ -72,10 +65,11 @@ def score_texts(model, texts: Sequence[str], *, normalize: bool = True, batch_si
     lengths = token_lengths(model, texts)
     order = np.argsort(lengths, kind="stable")
     gpu = torch.cuda.is_available()
-    device = torch.device("cuda" if gpu else "cpu")
+    precision = precision or Precision("fp32", "cuda" if gpu else "cpu", "exact")
+    device = torch.device(precision.device)
     model.to(device).eval()
     out = np.empty(len(texts), np.float32)
-    with torch.inference_mode(), _autocast(gpu, precision):
+    with torch.inference_mode(), precision.autocast():
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
             inputs = model.prepare_sample([{"src": texts[i]} for i in idx], stage="predict")

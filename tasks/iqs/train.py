@@ -19,6 +19,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from tasks.device import Precision, use_available_cores
+
 log = logging.getLogger("sftflow")
 CHECKPOINT = Path("checkpoints") / "model.ckpt"
 MONITOR = "val_pairwise_accuracy"  # validation rows come as (raw, revised) pairs, see metric.py
@@ -59,10 +61,13 @@ def _callbacks(advance: Callable[[int], None] | None, batch_size: int, history: 
     return [Report()]
 
 
+LIGHTNING_PRECISION = {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp32": "32-true"}  # autocast, fp32 weights
+
+
 def train_model(train_rows: pa.Table, valid_rows: pa.Table, hparams: dict[str, Any], out_dir: Path, *,
                 epochs: int, accumulate_grad_batches: int = 1, patience: int = 1, seed: int = 42,
-                limit_train_batches: float | int = 1.0, advance: Callable[[int], None] | None = None
-                ) -> dict[str, Any]:
+                limit_train_batches: float | int = 1.0, advance: Callable[[int], None] | None = None,
+                precision: Precision | None = None) -> dict[str, Any]:
     """Fit on `train_rows` (src, score), early-stop on `valid_rows`; the best model ends up in `out_dir`.
 
     `hparams` are InstructionMetric arguments; `pretrained_model` None means the bundled MiniLM.
@@ -88,6 +93,8 @@ def train_model(train_rows: pa.Table, valid_rows: pa.Table, hparams: dict[str, A
                               validation_data=[str(data_dir / "valid.csv")],
                               local_files_only=Path(hparams["pretrained_model"]).is_dir())
     gpu = torch.cuda.is_available()
+    precision = precision or Precision("fp32", "cuda" if gpu else "cpu", "exact")
+    use_available_cores()
     work_dir = out_dir / "lightning"
     checkpoint = ModelCheckpoint(dirpath=work_dir, filename="best", monitor=MONITOR, mode="max", save_top_k=1,
                                  save_weights_only=True)
@@ -95,7 +102,8 @@ def train_model(train_rows: pa.Table, valid_rows: pa.Table, hparams: dict[str, A
     history: list[dict[str, float]] = []
     callbacks += _callbacks(advance, hparams.get("batch_size", 8), history)
     trainer = ptl.Trainer(
-        accelerator="gpu" if gpu else "cpu", devices=1, precision="16-mixed" if gpu else "32-true",
+        accelerator="gpu" if precision.device == "cuda" else "cpu", devices=1,
+        precision=LIGHTNING_PRECISION[precision.name],
         max_epochs=epochs, accumulate_grad_batches=accumulate_grad_batches, gradient_clip_val=1.0,
         limit_train_batches=limit_train_batches, num_sanity_val_steps=0, callbacks=callbacks, logger=False,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(work_dir),
@@ -115,7 +123,8 @@ def train_model(train_rows: pa.Table, valid_rows: pa.Table, hparams: dict[str, A
     save_encoder_files(hparams["pretrained_model"], out_dir / "encoder")
     best = checkpoint.best_model_score
     return {"epochs_run": trainer.current_epoch, "best_val_pairwise_accuracy": None if best is None else float(best),
-            "train_seconds": round(seconds, 1), "history": history, "device": "cuda" if gpu else "cpu",
+            "train_seconds": round(seconds, 1), "seconds_per_epoch": round(seconds / max(1, trainer.current_epoch), 1),
+            "history": history, **precision.stats(),
             "train_rows": train_rows.num_rows, "valid_rows": valid_rows.num_rows}
 
 

@@ -28,6 +28,9 @@ INPUTS = ("iqs_model", "embeddings", "base_model")
 class ScorerConfig(Section):
     scorer: str
     batch_size: int = Field(32, ge=1, json_schema_extra=NOT_IN_KEY, description="scoring batch size")
+    part_rows: int | None = Field(None, ge=0, json_schema_extra=NOT_IN_KEY,
+                                  description="rows per part of a long scoring run, each stored as it finishes (a "
+                                              "crash loses at most one); empty: the scorer's own size; 0: one piece")
     shards: int = Field(1, ge=1, json_schema_extra=NOT_IN_KEY,
                         description="score in this many row ranges side by side (one task each: Dask/Ray workers), "
                                     "then gather them")
@@ -47,6 +50,7 @@ class Scoring:
 
     score: Callable[[pa.Table], Scores]
     model: str | None = None  # what made the scores (a store key, a model name), for manifests and reports
+    facts: dict[str, Any] = field(default_factory=dict)  # how it ran (precision, device), for the stage's stats
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class ScorerInputs:
     iqs_model: DatasetRef | None = None
     embeddings: DatasetRef | None = None
     base_model: DatasetRef | None = None
+    rows: int | None = None  # rows of the whole dataset being scored (a part scores a range of them)
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,13 @@ class Scorer:
     # scores that depend on every row (combine's rank average): the final scores from the whole scored table
     # (id, iqs_score and the extra columns), once every chunk and every part of a sharded run is in
     finish: Callable[[Any, pa.Table], np.ndarray] | None = None
+    # rows per part of a long scoring run (about a minute of work each: a crash loses one part), or a function of
+    # the config; None: one piece
+    part_rows: int | Callable[[Any], int | None] | None = None
+    # the precision setting its model runs at (tasks/device.py's rule), None where no local model runs; and
+    # whether its bf16 held the quality gate (else `auto` stays fp32)
+    precision: Callable[[Any], str | None] = lambda params: None
+    auto_bf16: bool = True
 
     def inputs(self, params: Any) -> frozenset[str]:
         needs = self.needs(params) if callable(self.needs) else self.needs

@@ -10,11 +10,16 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from storage.params import in_key_of
+from tasks.device import RESOLVED_IN_KEY, Precision
 from tasks.errors import BadInputError
 from tasks.iqs.training import TRAINING, RevisionTrained, model_info, train_on_revisions
 from tasks.scorers.base import Scorer, ScorerInputs, Scores, Scoring
 from tasks.text import table_texts
+
+# bf16 scoring against fp32 on CaR's 254 validation pairs (python -m benchmarks iqs): the gate is accuracy
+# within 0.5 points and Kendall tau to the fp32 scores >= 0.99
+AUTO_BF16 = True
+PART_ROWS = 4096  # rows per part: under a minute in bf16 on 2 CPU cores, what a crash can cost
 
 
 class CometConfig(RevisionTrained):
@@ -46,9 +51,13 @@ class CometConfig(RevisionTrained):
                                     description="weight of a pairwise margin ranking loss added to MSE")
     pair_margin: float = Field(0.5, ge=0, json_schema_extra=TRAINING)
     precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
-        "auto", json_schema_extra=in_key_of("iqs"),
-        description="scoring precision: auto (fp32 on the CPU, fp16 on a GPU) is exact on the CPU; bf16 and int8 "
-                    "are faster on the CPU and may swap close pairs (python -m benchmarks iqs)")
+        "auto", json_schema_extra=RESOLVED_IN_KEY,
+        description="scoring precision: auto = bf16 autocast where the GPU or the CPU has bf16 units and bf16 holds "
+                    "its gate (python -m benchmarks iqs), else fp32; int8 (CPU) is faster and may swap close pairs")
+    train_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", json_schema_extra=RESOLVED_IN_KEY,
+        description="training precision: auto = bf16 mixed precision where the GPU or the CPU has bf16 units, "
+                    "else fp32 (the weights and the optimizer state stay fp32)")
     length_grouped: bool = Field(True, json_schema_extra=TRAINING,
                                  description="training batches of similar length (about half the padding); "
                                              "false: random batches, as stock COMET")
@@ -73,7 +82,8 @@ def fit(train_rows: Any, valid_rows: Any, ctx: Any) -> tuple[Any, dict[str, Any]
     per_epoch = min(train_rows.num_rows, limit * p.train_batch_size) if isinstance(limit, int) else \
         int(train_rows.num_rows * limit)
     folder = ctx.scratch / "model"
-    training = train_model(train_rows, valid_rows, p.comet_hparams(), folder, epochs=p.epochs,
+    training = train_model(train_rows, valid_rows, p.comet_hparams(), folder, precision=training_precision(p),
+                           epochs=p.epochs,
                            accumulate_grad_batches=p.accumulate_grad_batches, patience=p.patience, seed=p.seed,
                            limit_train_batches=p.limit_train_batches,
                            advance=ctx.progress(p.epochs * per_epoch, "iqs.train"))
@@ -88,7 +98,7 @@ def fit(train_rows: Any, valid_rows: Any, ctx: Any) -> tuple[Any, dict[str, Any]
 
 
 def open_model(inputs: ScorerInputs) -> Scoring:
-    from tasks.iqs.score import quantize_for_precision, score_texts
+    from tasks.iqs.score import quantize_for_precision, score_texts, scoring_precision
     from tasks.iqs.train import load_model
 
     store, key = inputs.store, inputs.iqs_model.key
@@ -96,7 +106,7 @@ def open_model(inputs: ScorerInputs) -> Scoring:
     if info["scorer"] != "comet":
         raise BadInputError(f"model {key} was trained with scorer {info['scorer']!r}: it has no COMET "
                             "checkpoint; set iqs.scorer=probe or train a comet model", field="iqs.scorer")
-    precision = inputs.params.precision
+    precision = scoring_precision(inputs.params.precision, AUTO_BF16)
     model = quantize_for_precision(load_model(store.local_path(key, "files", "model")), precision)
 
     def score(rows: Any) -> Scores:
@@ -104,7 +114,13 @@ def open_model(inputs: ScorerInputs) -> Scoring:
                              batch_size=inputs.params.batch_size, precision=precision)
         return Scores(result.scores, truncated=result.truncated)
 
-    return Scoring(score, model=key)
+    return Scoring(score, model=key, facts=precision.stats())
+
+
+def training_precision(params: CometConfig) -> Precision:
+    from tasks.device import pick_device, resolve_precision
+
+    return resolve_precision(params.train_precision, pick_device("auto"), field="iqs.train_precision")
 
 
 def train(ctx: Any) -> Any:
@@ -114,5 +130,6 @@ def train(ctx: Any) -> Any:
     return import_checkpoint(ctx) if is_hub_model(ctx.params.model) else train_on_revisions(ctx, fit)
 
 
-SCORER = Scorer("comet", CometConfig, open_model, train=train,
+SCORER = Scorer("comet", CometConfig, open_model, train=train, part_rows=PART_ROWS, precision=lambda p: p.precision,
+                auto_bf16=AUTO_BF16,
                 description="CaR's IQS: a COMET regression model trained on expert-revised pairs")

@@ -22,6 +22,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from storage.params import NOT_IN_KEY
+from tasks.device import RESOLVED_IN_KEY
 from tasks.errors import BadInputError
 from tasks.scorers.base import Scorer, ScorerConfig, ScorerInputs, Scores, Scoring
 from tasks.tokenize import IGNORE_INDEX
@@ -38,6 +39,10 @@ class IfdConfig(ScorerConfig):
     max_length: int = Field(1024, ge=8, description="tokens of condition + answer; longer rows lose the start of "
                                                     "the condition first, then the end of the answer")
     batch_size: int = Field(8, ge=1, json_schema_extra=NOT_IN_KEY, description="rows per forward pass")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", json_schema_extra=RESOLVED_IN_KEY,
+        description="auto: bf16 autocast where the GPU or the CPU has bf16 units, else fp32 (the losses are "
+                    "taken in fp32 from upcast logits either way)")
 
 
 def needs(params: IfdConfig) -> frozenset[str]:
@@ -78,7 +83,7 @@ def ifd_scores(conditioned: np.ndarray, alone: np.ndarray, drop_above: float | N
 def open_ifd(inputs: ScorerInputs) -> Scoring:
     from transformers import AutoTokenizer
 
-    from tasks.evaluate.loss import load_for_eval, model_limits
+    from tasks.evaluate.loss import eval_precision, load_for_eval, model_limits
 
     p: IfdConfig = inputs.params
     if p.model:
@@ -91,7 +96,8 @@ def open_ifd(inputs: ScorerInputs) -> Scoring:
     _, positions = model_limits(folder)
     max_length = min(p.max_length, positions or p.max_length)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = load_for_eval(folder)
+    precision = eval_precision(p.precision, "iqs.precision")
+    model = load_for_eval(folder, None, precision)
     alone_prefix = tokenizer(prompt_text(tokenizer, []), add_special_tokens=False)["input_ids"]
     if not alone_prefix or len(alone_prefix) >= max_length:
         raise BadInputError(f"the chat template of {name} gives {len(alone_prefix)} tokens before an answer alone: "
@@ -117,7 +123,7 @@ def open_ifd(inputs: ScorerInputs) -> Scoring:
             np.array([len(sequences[i][1]) for i in measured], np.int64))
         losses = np.full(len(sequences), np.nan)
         if measured:
-            losses[measured] = row_losses(model, token_rows, batch_size=p.batch_size).loss_mean
+            losses[measured] = row_losses(model, token_rows, batch_size=p.batch_size, precision=precision).loss_mean
         conditioned, alone = losses[0::2], losses[1::2]
         ifd, values, dropped = ifd_scores(conditioned, alone, p.drop_above)
         return Scores(values, columns={"ifd": pa.array(ifd), "ifd_conditioned_loss": pa.array(conditioned),
@@ -128,5 +134,5 @@ def open_ifd(inputs: ScorerInputs) -> Scoring:
     return Scoring(score, model=name)
 
 
-SCORER = Scorer("ifd", IfdConfig, open_ifd, needs=needs,
+SCORER = Scorer("ifd", IfdConfig, open_ifd, needs=needs, part_rows=512, precision=lambda p: p.precision,
                 description="Superfiltering's instruction-following difficulty with a small causal LM")

@@ -21,6 +21,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from storage.params import NOT_IN_KEY
+from tasks.device import RESOLVED_IN_KEY
 from tasks.errors import BadInputError
 from tasks.scorers.base import Scorer, ScorerConfig, ScorerInputs, Scores, Scoring
 from tasks.self_instruct.backends import make_backend
@@ -36,6 +37,11 @@ ALPAGASUS_PROMPT = (
     "receives a score on a scale of 1 to 5, where a higher score indicates a higher level of accuracy. Please "
     "first output a single line containing only the score. In the subsequent line, please provide a "
     "comprehensive explanation of your evaluation, avoiding any potential bias.")
+
+
+# rows per part: about two minutes for a local 135M judge on 2 CPU cores, seconds for an endpoint. A tokens
+# budget spans the whole run, so a run with one is one piece.
+PART_ROWS = 128
 
 
 class JudgeConfig(ScorerConfig):
@@ -66,6 +72,9 @@ class JudgeConfig(ScorerConfig):
     backoff_s: float = Field(1.0, ge=0, json_schema_extra=NOT_IN_KEY,
                              description="first retry wait, doubled each time, unless the server sends Retry-After")
     device: str = Field("auto", json_schema_extra=NOT_IN_KEY, description="local backend: cpu, cuda or auto")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", json_schema_extra=RESOLVED_IN_KEY,
+        description="local backend: auto = bf16 autocast where the GPU or the CPU has bf16 units, else fp32")
 
     @field_validator("prompt")
     @classmethod
@@ -97,6 +106,9 @@ def judge_prompt(template: str, messages: list[dict[str, Any]], meta: str | None
 
 def open_judge(inputs: ScorerInputs) -> Scoring:
     p: JudgeConfig = inputs.params
+    if p.requests_budget is not None and inputs.rows is not None and inputs.rows > p.requests_budget:
+        raise BadInputError(f"{inputs.rows} rows to rate, one request each, but iqs.requests_budget="
+                            f"{p.requests_budget}: raise it or score fewer rows", field="iqs.requests_budget")
     backend = make_backend(p)
     spent = {"judge_requests": 0, "judge_tokens": 0}
 
@@ -134,4 +146,6 @@ def open_judge(inputs: ScorerInputs) -> Scoring:
 
 
 SCORER = Scorer("judge", JudgeConfig, open_judge,
+                part_rows=lambda p: PART_ROWS if p.tokens_budget is None else None,
+                precision=lambda p: p.precision if p.backend == "local" else None,
                 description="an LLM rates each sample 1-5 (AlpaGasus' prompt) through an endpoint or a local model")

@@ -45,4 +45,5 @@ def make_backend(params: Any) -> Backend:
                                  max_retries=params.max_retries, backoff_s=params.backoff_s, **sampling)
     from tasks.self_instruct.local_hf import LocalTransformersBackend
 
-    return LocalTransformersBackend(params.model, seed=params.seed, device=params.device, **sampling)
+    return LocalTransformersBackend(params.model, seed=params.seed, device=params.device, precision=params.precision,
+                                    **sampling)

@@ -14,16 +14,19 @@ class LocalTransformersBackend:
     name = "local"
 
     def __init__(self, model: str, *, temperature: float = 1.0, top_p: float = 1.0, max_tokens: int = 3072,
-                 stop: list[str] | None = None, seed: int = 42, device: str = "auto"):
+                 stop: list[str] | None = None, seed: int = 42, device: str = "auto", precision: str = "auto"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from tasks.device import pick_device, resolve_precision
 
         if not Path(model).is_dir():
             raise BadInputError(f"the local backend needs a Hugging Face model folder; {model!r} is not one (the "
                                 "bundled SmolLM2, once a pipeline ran: STORE/base_model-…/files/model, see "
                                 "`sftflow store ls`)", field="model")
         self.model = model
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.device = pick_device(device, "device")
+        self.precision = resolve_precision(precision, self.device, field="precision")
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.tokenizer.padding_side = "left"  # generation continues every row from its last prompt token
         if self.tokenizer.pad_token is None:
@@ -53,7 +56,7 @@ class LocalTransformersBackend:
         torch.manual_seed(self.seed + self.calls)  # reproducible, and different for every batch
         self.calls += 1
         sample = self.temperature > 0
-        with torch.no_grad():
+        with torch.no_grad(), self.precision.autocast():
             out = self.lm.generate(**batch, max_new_tokens=new_tokens, do_sample=sample,
                                    temperature=self.temperature if sample else None,
                                    top_p=self.top_p if sample else None, pad_token_id=self.tokenizer.pad_token_id)

@@ -13,23 +13,25 @@ import pyarrow as pa
 from pydantic import Field
 
 from storage.params import NOT_IN_KEY, Section
-from storage.stage import Requirement, Stage, StageContext, StageOutput
+from storage.stage import Requirement, Stage, StageContext, StageOutput, concat_parts, padding_share
 from storage.store import DatasetRef, row_range
+from tasks.device import RESOLVED_IN_KEY, pick_device, precision_fingerprint, resolve_precision, use_available_cores
 from tasks.embed import (
-    BATCH_SIZE,
     BUNDLED_MODEL,
     FEATURES,
     READ_ROWS,
+    batch_size_for,
     embedding_dimension,
     embeddings_table,
     encode_features,
     load_model,
     model_checksum,
-    pick_device,
     resolve_model,
     table_texts,
 )
 from tasks.errors import BadInputError
+
+PART_ROWS = 4096  # rows per part: 20-50 s on 2 CPU cores (bf16-fp32), what a crash can cost
 
 
 class EmbedConfig(Section):
@@ -39,23 +41,30 @@ class EmbedConfig(Section):
     text: Literal["car", "user", "full"] = Field(
         "car", description="what is embedded: car = CaR's 'Instruction: … Input: … Response: …' (multi-turn: "
                            "turns with role names), user = the user turns, full = system prompt and every turn")
-    precision: Literal["fp32", "bf16", "int8"] = Field(
-        "fp32", description="fp32: exact; bf16: bfloat16 autocast (CPUs with AVX512-BF16/AMX, GPUs), cosine to "
-                            "fp32 above 0.9999; int8: dynamic int8 quantization of the Linear layers (CPU only), "
-                            "mean cosine to fp32 0.99; its activation scales are per batch, so vectors "
-                            "vary slightly with batch_size")
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        "auto", json_schema_extra=RESOLVED_IN_KEY,
+        description="auto: bf16 where the GPU or the CPU has bf16 units (AMX-BF16, AVX512-BF16), else "
+                    "fp32; fp32: exact; bf16: bfloat16 autocast, cosine to fp32 above 0.9999 and the same "
+                    "clusters (ARI 0.97); int8: dynamic int8 quantization of the Linear layers (CPU only), "
+                    "mean cosine to fp32 0.99; its activation scales are per batch, so vectors "
+                    "vary slightly with batch_size")
     batch_size: int | None = Field(None, ge=1, json_schema_extra=NOT_IN_KEY,
-                                   description="texts per forward pass; 16 on CPU, 128 on a GPU when empty")
+                                   description="texts per forward pass; when empty 16 on CPU in fp32, 32 in bf16, "
+                                               "128 on a GPU")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=NOT_IN_KEY,
                                                    description="auto: cuda when available")
+    part_rows: int = Field(PART_ROWS, ge=0, json_schema_extra=NOT_IN_KEY,
+                           description="rows per part: each part is stored as it finishes, so a crash loses at most "
+                                       "one (0: one piece)")
     shards: int = Field(1, ge=1, json_schema_extra=NOT_IN_KEY,
                         description="embed in this many row ranges side by side (one task each: Dask/Ray workers), "
                                     "then gather them")
 
 
 def model_identity(params: EmbedConfig) -> dict[str, str]:
-    """Stage-key material: which model, by name and by content."""
-    return {"model": params.model or BUNDLED_MODEL, "weights_sha256": model_checksum(resolve_model(params.model))}
+    """Stage-key material: which model, by name and by content, and the precision `auto` resolves to here."""
+    return {"model": params.model or BUNDLED_MODEL, "weights_sha256": model_checksum(resolve_model(params.model)),
+            **precision_fingerprint(params.precision, params.device, field="embed.precision")}
 
 
 def build(ctx: StageContext, conversations: DatasetRef) -> StageOutput:
@@ -63,23 +72,26 @@ def build(ctx: StageContext, conversations: DatasetRef) -> StageOutput:
     if conversations.rows == 0:
         raise BadInputError(f"dataset {conversations.key} has no rows to embed", field="conversations")
     folder = resolve_model(params.model)
-    device = pick_device(params.device)
-    model = load_model(params.model, params.device, params.precision)
-    batch_size = params.batch_size or BATCH_SIZE.get(device, 16)
+    device = pick_device(params.device, "embed.device")
+    precision = resolve_precision(params.precision, device, field="embed.precision")
+    cores = use_available_cores()
+    model = load_model(params.model, device, precision.name)
+    batch_size = params.batch_size or batch_size_for(device, precision.name)
     stats: dict[str, Any] = {"model": params.model or BUNDLED_MODEL, "model_path": str(folder),
-                             "weights_sha256": model_checksum(folder), "text": params.text,
-                             "precision": params.precision, "device": device, "dim": embedding_dimension(model),
-                             "batch_size": batch_size, "max_seq_length": model.max_seq_length}
+                             "weights_sha256": model_checksum(folder), "text": params.text, **precision.stats(),
+                             "threads": cores, "dim": embedding_dimension(model), "batch_size": batch_size,
+                             "max_seq_length": model.max_seq_length}
     start, stop = row_range(conversations.rows, ctx.shard)
     advance = ctx.progress(stop - start, f"embed ({device})")
 
     def tables() -> Iterator[pa.Table]:
-        began, rows = time.perf_counter(), 0
+        began, rows, tokens, padded = time.perf_counter(), 0, 0, 0
         for batch in ctx.store.iter_batches(conversations.key, READ_ROWS, ["id", "system", "messages", "meta"],
                                             part=ctx.shard):
             table = pa.Table.from_batches([batch])
             features = encode_features(model, table_texts(table, params.text, start + rows), batch_size, advance,
-                                       params.precision)
+                                       precision.name)
+            tokens, padded = tokens + features.tokens, padded + features.padded_tokens
             for name in FEATURES:
                 vectors = getattr(features, name)
                 if not np.isfinite(vectors).all():
@@ -89,13 +101,23 @@ def build(ctx: StageContext, conversations: DatasetRef) -> StageOutput:
             rows += table.num_rows
             yield embeddings_table(table.column("id").to_pylist(), features)
         seconds = time.perf_counter() - began
-        stats.update(rows=rows, seconds=round(seconds, 2), rows_per_s=round(rows / max(seconds, 1e-9), 1))
-        ctx.log.info("embed: %d rows in %.1fs on %s (%.0f rows/s)", rows, seconds, device, stats["rows_per_s"])
+        stats.update(rows=rows, seconds=round(seconds, 2), rows_per_s=round(rows / max(seconds, 1e-9), 1),
+                     tokens=tokens, padded_tokens=padded, padding_share=padding_share(tokens, padded))
+        ctx.log.info("embed: %d rows in %.1fs on %s, %s (%.0f rows/s, %.1f%% padding)", rows, seconds, device,
+                     precision.name, stats["rows_per_s"], 100 * stats["padding_share"])
 
     return StageOutput(table=tables(), stats=stats)
 
 
+def gather(ctx: StageContext, **part: DatasetRef) -> StageOutput:
+    """The parts' rows in order, their stats merged (with the padding share over all of them)."""
+    output = concat_parts(ctx, **part)
+    output.stats["padding_share"] = padding_share(output.stats.get("tokens", 0), output.stats.get("padded_tokens", 0))
+    return output
+
+
 STAGE = Stage("embed", "2", build, params=EmbedConfig, section="embed", output="embeddings", tags=("gpu", "model"),
               fingerprint=model_identity, shard_input="conversations",
+              part_rows=lambda p: p.part_rows or None, gather=gather,
               requires=(Requirement("sentence_transformers", "pip install sentence-transformers"),),
               description="sentence embeddings and all-layer means of the conversations")

@@ -3,7 +3,7 @@ seeded by a hash of each id). Its section `eval` is the evaluation's configurati
 selection-ablation flow (flows/ablation.py) plans it."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -30,6 +30,9 @@ class EvalConfig(Section):
     confidence: float = Field(CONFIDENCE, gt=0, lt=1, json_schema_extra=NOT_IN_KEY,
                               description="interval coverage")
     batch_size: int = Field(8, ge=1, json_schema_extra=NOT_IN_KEY, description="rows per forward pass")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", json_schema_extra=NOT_IN_KEY, description="the evaluate stage's precision (auto: bf16 where the "
+                                                          "hardware has it, else fp32)")
 
     _paths_as_sets = field_validator("sets", mode="before")(sources_from_paths)
 

@@ -10,15 +10,19 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+import pyarrow as pa
 from pydantic import Field
 
 from storage.params import NOT_IN_KEY, Section
 from storage.stage import Stage, StageContext, StageOutput
 from storage.store import DatasetRef, Store
+from tasks.device import RESOLVED_IN_KEY, precision_fingerprint, use_available_cores
 from tasks.errors import BadInputError
 from tasks.evaluate.stats import CONFIDENCE, RESAMPLES
 from tasks.stages.format import Tokenized
 from tasks.stages.train import Adapter
+
+PART_ROWS = 1024  # rows per part: about a minute of SmolLM2-135M on 2 CPU cores in bf16, what a crash can cost
 
 
 class EvaluateParams(Section):
@@ -30,7 +34,14 @@ class EvaluateParams(Section):
                                                     "quarantined")
     resamples: int = Field(RESAMPLES, ge=100, description="bootstrap resamples of the rows")
     confidence: float = Field(CONFIDENCE, gt=0, lt=1, description="interval coverage")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", json_schema_extra=RESOLVED_IN_KEY,
+        description="auto: bf16 autocast where the GPU or the CPU has bf16 units, else fp32; the loss is "
+                    "taken in fp32 from upcast logits either way (bf16 moves a set's mean loss by < 0.005)")
     batch_size: int = Field(8, ge=1, json_schema_extra=NOT_IN_KEY, description="rows per forward pass")
+    part_rows: int = Field(PART_ROWS, ge=0, json_schema_extra=NOT_IN_KEY,
+                           description="rows per part: each part is stored as it finishes, so a crash loses at most "
+                                       "one (0: one piece)")
     prompts: list[str] = Field(default_factory=list, json_schema_extra=NOT_IN_KEY,
                                description="also answer these prompts (answers.json and the report)")
     max_new_tokens: int = Field(64, ge=1, json_schema_extra=NOT_IN_KEY)
@@ -62,8 +73,7 @@ def model_keys(store: Store, params: EvaluateParams, base_model: DatasetRef | No
 
 def build(ctx: StageContext, eval_set: DatasetRef, base_model: DatasetRef | None = None,
           adapter: DatasetRef | None = None) -> StageOutput:
-    from tasks.evaluate.loss import check_rows, load_for_eval, model_limits, row_losses
-    from tasks.evaluate.stats import summarize
+    from tasks.evaluate.loss import LOSS_SCHEMA, check_rows, eval_precision, load_for_eval, model_limits, row_losses
     from tasks.format import COLUMNS, load_tokenizer, tokenize_batches
     from tasks.templates import get_template
     from tasks.tokenize import ConversationEncoder
@@ -71,40 +81,86 @@ def build(ctx: StageContext, eval_set: DatasetRef, base_model: DatasetRef | None
     params: EvaluateParams = ctx.params
     store = ctx.store
     base_key, adapter_key = model_keys(store, params, base_model, adapter)
+    precision = eval_precision(params.precision)
+    threads = use_available_cores()
     tokenizer = load_tokenizer(store, store.ref(base_key))
     encoder = ConversationEncoder(tokenizer, get_template(params.template), max_length=params.max_length,
                                   train_on=params.train_on, system=params.system)
-    table, quarantine, _ = tokenize_batches(encoder, store.iter_batches(eval_set.key, columns=COLUMNS))
+    table, quarantine, _ = tokenize_batches(encoder, store.iter_batches(eval_set.key, columns=COLUMNS,
+                                                                        part=ctx.shard))
     base_dir = store.local_path(base_key, "files", "model")
     adapter_dir = store.local_path(adapter_key, "files", "adapter") if adapter_key else None
+    facts = {"model": adapter_key or base_key, "base_model": base_key, "adapter": adapter_key,
+             "eval_set": eval_set.key, "template": params.template, **precision.stats(), "threads": threads}
+    if ctx.shard is not None and table.num_rows == 0:  # a part whose every row was quarantined
+        return StageOutput(table=LOSS_SCHEMA.empty_table(), stats={**facts, "rows": 0, "quarantined":
+                                                                   quarantine.num_rows},
+                           companions={"quarantine": quarantine})
     vocab_size, limit = model_limits(base_dir, adapter_dir)
     rows = check_rows(table, source=eval_set.key, vocab_size=vocab_size, max_positions=limit)
-    model = load_for_eval(base_dir, adapter_dir)
-    losses = row_losses(model, rows, batch_size=params.batch_size, advance=ctx.progress(len(rows), "evaluate"))
+    model = load_for_eval(base_dir, adapter_dir, precision)
+    losses = row_losses(model, rows, batch_size=params.batch_size, advance=ctx.progress(len(rows), "evaluate"),
+                        precision=precision)
+    if ctx.shard is not None:  # a part: the gather summarizes every part's rows
+        return StageOutput(table=losses.to_table(), stats={**facts, "rows": len(losses), "quarantined":
+                                                           quarantine.num_rows}, companions={"quarantine": quarantine})
+    return summarized(ctx, losses, quarantine, facts, model, tokenizer, precision)
+
+
+def gather(ctx: StageContext, **part: DatasetRef) -> StageOutput:
+    """Every part's row losses and quarantine in one evaluation, summarized over all of them."""
+    from tasks.evaluate.loss import RowLosses
+
+    refs = [part[name] for name in sorted(part)]
+    manifests = [ctx.store.manifest(ref.key) for ref in refs]
+    losses = RowLosses.from_table(pa.concat_tables([ctx.store.read_table(ref.key) for ref in refs]))
+    quarantine = pa.concat_tables([ctx.store.read_table(m["companions"]["quarantine"]) for m in manifests])
+    facts = {k: v for k, v in manifests[0]["stats"].items() if k not in ("rows", "quarantined")}
+    return summarized(ctx, losses, quarantine, facts, None, None, None)
+
+
+def summarized(ctx: StageContext, losses: Any, quarantine: pa.Table, facts: dict[str, Any], model: Any,
+               tokenizer: Any, precision: Any) -> StageOutput:
+    """The evaluation's output: row losses, the summary with its intervals, the report (and answers)."""
+    from tasks.evaluate.stats import summarize
+
+    params: EvaluateParams = ctx.params
     summary = summarize(losses, resamples=params.resamples, confidence=params.confidence)
-    model_name = adapter_key or base_key
-    ctx.log.info("evaluate %s on %s: loss %.4f [%.4f, %.4f] over %d rows", model_name, eval_set.key,
-                 summary.loss.estimate, summary.loss.low, summary.loss.high, len(rows))
-    stats = {"model": model_name, "base_model": base_key, "adapter": adapter_key, "eval_set": eval_set.key,
-             "template": params.template, "quarantined": quarantine.num_rows, **summary.as_dict()}
+    ctx.log.info("evaluate %s on %s: loss %.4f [%.4f, %.4f] over %d rows (%s)", facts["model"], facts["eval_set"],
+                 summary.loss.estimate, summary.loss.low, summary.loss.high, len(losses), facts["precision"])
+    stats = {**facts, "quarantined": quarantine.num_rows, **summary.as_dict()}
     files: dict[str, Any] = {}
     report = report_markdown(stats, params.confidence)
     if params.prompts:
-        answers = prompt_answers(model, tokenizer, params)
+        if model is None:  # gathered parts: the model is loaded once more, for the prompts alone
+            model, tokenizer, precision = answering_model(ctx.store, facts)
+        answers = prompt_answers(model, tokenizer, params, precision)
         files["answers.json"] = json.dumps(answers, indent=1, ensure_ascii=False)
         report += "\n\n## Answers\n\n" + "\n".join(f"- **{a['prompt']}** {a['answer']}" for a in answers)
     return StageOutput(table=losses.to_table(), stats=stats, files=files, companions={"quarantine": quarantine},
                        report=report)
 
 
-def prompt_answers(model: Any, tokenizer: Any, params: EvaluateParams) -> list[dict[str, Any]]:
+def answering_model(store: Store, facts: dict[str, Any]) -> tuple[Any, Any, Any]:
+    from tasks.evaluate.loss import eval_precision, load_for_eval
+    from tasks.format import load_tokenizer
+
+    base, adapter = facts["base_model"], facts["adapter"]
+    precision = eval_precision(facts["precision"])
+    model = load_for_eval(store.local_path(base, "files", "model"),
+                          store.local_path(adapter, "files", "adapter") if adapter else None, precision)
+    return model, load_tokenizer(store, store.ref(base)), precision
+
+
+def prompt_answers(model: Any, tokenizer: Any, params: EvaluateParams, precision: Any) -> list[dict[str, Any]]:
     from tasks.generate import answer
     from tasks.templates import for_tokenizer, get_template
 
     tokenizer.chat_template = for_tokenizer(get_template(params.template), tokenizer).chat_template()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return answer(model, tokenizer, params.prompts, system=params.system, max_new_tokens=params.max_new_tokens)
+    return answer(model, tokenizer, params.prompts, system=params.system, max_new_tokens=params.max_new_tokens,
+                  precision=precision)
 
 
 def report_markdown(stats: dict[str, Any], confidence: float) -> str:
@@ -120,5 +176,12 @@ def report_markdown(stats: dict[str, Any], confidence: float) -> str:
         f"| row-mean loss | {row_mean['estimate']:.4f} | [{row_mean['low']:.4f}, {row_mean['high']:.4f}] |"])
 
 
+def precision_key(params: EvaluateParams) -> dict[str, str]:
+    """Stage-key material: what `auto` resolves to here."""
+    return precision_fingerprint(params.precision, "auto", field="evaluate.precision")
+
+
 STAGE = Stage("evaluate", "1", build, params=EvaluateParams, output="evaluation", tags=("gpu", "model"),
+              fingerprint=precision_key, shard_input="eval_set", part_rows=lambda p: p.part_rows or None,
+              gather=gather,
               description="per-row loss of a model on an evaluation set, mean loss and perplexity with intervals")

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from storage.stage import Call, Stage, StageContext, StageOutput
+from storage.stage import Call, Stage, StageContext, StageOutput, merged_stats
 from storage.store import DatasetRef, row_range
 from tasks import scorers
+from tasks.device import precision_fingerprint
 from tasks.errors import BadInputError
 from tasks.iqs.hub import is_hub_model
 from tasks.iqs.report import score_histogram_png
@@ -35,6 +36,26 @@ def plan(config: Any) -> list[Call]:
     return [Call(params, inputs=inputs, shards=params.shards)]
 
 
+def precision_key(params: Any) -> dict[str, str]:
+    """Stage-key material: the precision the scorer's model resolves to here (none for scorers without one)."""
+    scorer = scorers.get(params.scorer) if params.scorer != scorers.NONE else None
+    setting = scorer.precision(params) if scorer is not None else None
+    if setting is None:
+        return {}
+    return precision_fingerprint(setting, getattr(params, "device", "auto"), field="iqs.precision",
+                                 auto_bf16=scorer.auto_bf16)
+
+
+def part_rows(params: Any) -> int | None:
+    """`part_rows` when set (0: one piece), else the scorer's own part size."""
+    if params.scorer == scorers.NONE:
+        return None
+    if params.part_rows is not None:
+        return params.part_rows or None
+    size = scorers.get(params.scorer).part_rows
+    return size(params) if callable(size) else size
+
+
 def build(ctx: StageContext, conversations: DatasetRef, iqs_model: DatasetRef | None = None,
           embeddings: DatasetRef | None = None, base_model: DatasetRef | None = None) -> StageOutput:
     p = ctx.params
@@ -44,7 +65,7 @@ def build(ctx: StageContext, conversations: DatasetRef, iqs_model: DatasetRef | 
     if "iqs_model" in scorer.inputs(p) and iqs_model is None:
         raise BadInputError(f"the {p.scorer} scorer needs a trained model: set iqs.model or train one "
                             "(iqs.train)", field="iqs_model")
-    scoring = scorer.open(ScorerInputs(ctx.store, p, iqs_model, embeddings, base_model))
+    scoring = scorer.open(ScorerInputs(ctx.store, p, iqs_model, embeddings, base_model, conversations.rows))
     start, stop = row_range(conversations.rows, ctx.shard)
     advance = ctx.progress(stop - start, f"iqs ({p.scorer})")
     ids: list[str] = []
@@ -70,7 +91,9 @@ def build(ctx: StageContext, conversations: DatasetRef, iqs_model: DatasetRef | 
                       **{name: pa.concat_arrays(parts) for name, parts in extra.items()}})
     if ctx.shard is None:  # a part's scores are finished by the gather, over every part
         table = finished(table, p)
-    return scored_output(table, p.scorer, scoring.model, truncated, dict(counts))
+    output = scored_output(table, p.scorer, scoring.model, truncated, dict(counts))
+    output.stats.update(scoring.facts)
+    return output
 
 
 def finished(table: pa.Table, params: Any) -> pa.Table:
@@ -108,10 +131,12 @@ def gather(ctx: StageContext, **part: DatasetRef) -> StageOutput:
     table = finished(pa.concat_tables([ctx.store.read_table(ref.key).drop_columns(["iqs_rank"]) for ref in refs]),
                      ctx.params)
     counts = sum((Counter(s.get("counts", {})) for s in stats), Counter())
-    return scored_output(table, stats[0]["scorer"], stats[0]["model"], sum(s.get("truncated", 0) for s in stats),
-                         {name: counts[name] for name in stats[0].get("counts", {})})
+    output = scored_output(table, stats[0]["scorer"], stats[0]["model"], sum(s.get("truncated", 0) for s in stats),
+                           {name: counts[name] for name in stats[0].get("counts", {})})
+    output.stats.update({k: v for k, v in merged_stats(stats).items() if k not in output.stats})  # precision, parts
+    return output
 
 
 STAGE = Stage("iqs", "1", build, params=scorers.section_type(), section="iqs", output="scored", tags=("gpu", "model"),
-              plan=plan, shard_input="conversations", gather=gather,
+              plan=plan, shard_input="conversations", gather=gather, part_rows=part_rows, fingerprint=precision_key,
               description="score every conversation with the configured quality scorer")

@@ -10,6 +10,7 @@ from typing import Any
 
 from storage.stage import Call, Stage, StageContext, StageOutput
 from tasks import scorers
+from tasks.device import precision_fingerprint
 from tasks.errors import BadInputError
 from tasks.iqs.hub import is_hub_model
 
@@ -24,7 +25,12 @@ def plan(config: Any) -> list[Call]:
 
 
 def fingerprint(params: Any) -> dict[str, Any]:
-    return params.input_checksums() if hasattr(params, "input_checksums") else {}
+    """The revision files' checksums, and the training precision `auto` resolves to here."""
+    found = params.input_checksums() if hasattr(params, "input_checksums") else {}
+    if hasattr(params, "train_precision"):
+        found["train_precision"] = precision_fingerprint(params.train_precision, "auto",
+                                                         field="iqs.train_precision")["precision"]
+    return found
 
 
 def build(ctx: StageContext) -> StageOutput:

@@ -12,6 +12,7 @@ from pydantic import Field
 from storage.params import PATH, Section
 from storage.stage import Stage, StageContext, StageOutput
 from storage.store import Store
+from tasks.device import RESOLVED_IN_KEY, precision_fingerprint
 from tasks.self_instruct.backends import make_backend
 from tasks.self_instruct.generate import GenerationResult, Settings, generate_instructions
 from tasks.self_instruct.plots import outcome_png
@@ -54,6 +55,9 @@ class SelfInstructConfig(Section):
     backoff_s: float = Field(1.0, description="first retry wait, doubled each time, unless the "
                                                             "server sends Retry-After")
     device: str = Field("auto", description="local backend: cpu, cuda or auto")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", json_schema_extra=RESOLVED_IN_KEY,
+        description="local backend: auto = bf16 autocast where the GPU or the CPU has bf16 units, else fp32")
 
 
 def prompt_file(params: Any) -> str:
@@ -61,9 +65,13 @@ def prompt_file(params: Any) -> str:
 
 
 def fingerprint(params: Any) -> dict[str, str]:
-    """The seed tasks and the requirements text are part of the key: edit them and the stage runs again."""
-    return {name: hashlib.sha256(read_text(path).encode()).hexdigest()
-            for name, path in (("seed_tasks", params.seed_tasks), ("prompt_file", prompt_file(params)))}
+    """The seed tasks and the requirements text are part of the key: edit them and the stage runs again; so is
+    the precision a local model resolves to here."""
+    found = {name: hashlib.sha256(read_text(path).encode()).hexdigest()
+             for name, path in (("seed_tasks", params.seed_tasks), ("prompt_file", prompt_file(params)))}
+    if params.backend == "local":
+        found.update(precision_fingerprint(params.precision, params.device, field="precision"))
+    return found
 
 
 def settings(params: Any) -> Settings:

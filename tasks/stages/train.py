@@ -16,8 +16,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from storage.params import NOT_IN_KEY, Section
-from storage.stage import Requirement, Stage, StageContext, StageOutput
+from storage.stage import Requirement, Stage, StageContext, StageOutput, padding_share
 from storage.store import DatasetRef, Store
+from tasks.device import RESOLVED_IN_KEY
 from tasks.errors import BadInputError
 from tasks.stages.format import Tokenized
 from tasks.train.model import PROMPT_LEARNING
@@ -54,7 +55,11 @@ class TrainConfig(Section):
     eval_steps: int | None = Field(None, ge=1, json_schema_extra=NOT_IN_KEY, description="also evaluate every N steps "
                                                                          "(always before and after training)")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        "auto", description="auto: bf16 (or fp16) on CUDA, fp32 on CPU")
+        "auto", json_schema_extra=RESOLVED_IN_KEY,
+        description="auto: bf16 autocast on a GPU with bf16 and on a CPU with bf16 units (AMX-BF16, "
+                    "AVX512-BF16), else fp32; the adapter's weights and optimizer state stay fp32")
+    group_by_length: bool = Field(True, description="batches of rows of similar length (little padding); false: "
+                                                    "random batches")
     merge: bool = Field(False, description="also store the merged model (merge_and_unload), LoRA/QLoRA only")
     seed: int = 42
     gradient_checkpointing: bool = Field(True, json_schema_extra=NOT_IN_KEY, description="on CUDA, for LoRA/QLoRA")
@@ -99,6 +104,7 @@ def build(ctx: StageContext, tokenized: DatasetRef, base_model: DatasetRef) -> S
     from transformers import AutoConfig, AutoTokenizer
 
     from tasks.collate import SFTCollator
+    from tasks.device import cpu_bf16_flags, use_available_cores
     from tasks.generate import answer, compare_markdown
     from tasks.templates import for_tokenizer, get_template
     from tasks.train.data import check_template, effective_limit, prepare
@@ -109,6 +115,7 @@ def build(ctx: StageContext, tokenized: DatasetRef, base_model: DatasetRef) -> S
     params, store = ctx.params, ctx.store
     check_request(params)
     device = pick_device(params.method, params.precision)
+    threads = use_available_cores()
     data = Tokenized.read(store, tokenized.key)
     base_dir = store.local_path(base_model.key, "files", "model")
     config = AutoConfig.from_pretrained(base_dir)
@@ -124,7 +131,7 @@ def build(ctx: StageContext, tokenized: DatasetRef, base_model: DatasetRef) -> S
                        vocab_size=config.vocab_size, limit=limit, truncate=params.max_length is not None,
                        eval_share=params.eval_share, eval_max_rows=params.eval_max_rows, seed=params.seed)
     ctx.log.info("train: %d training rows, %d held out, %s on %s (%s)", len(prepared.train), len(prepared.eval),
-                 params.method, device.kind, device.precision)
+                 params.method, device.device, device.name)
 
     torch.manual_seed(params.seed)
     model = wrap(load_base(base_dir, params.method, device, params.gradient_checkpointing), params)
@@ -142,7 +149,7 @@ def build(ctx: StageContext, tokenized: DatasetRef, base_model: DatasetRef) -> S
 
     before = after = []
     if params.sample_prompts:
-        kwargs = {"max_new_tokens": params.sample_max_new_tokens, "system": data.system}
+        kwargs = {"max_new_tokens": params.sample_max_new_tokens, "system": data.system, "precision": device}
         with model.disable_adapter():
             before = answer(model, tokenizer, params.sample_prompts, **kwargs)
         after = answer(model, tokenizer, params.sample_prompts, **kwargs)
@@ -150,7 +157,9 @@ def build(ctx: StageContext, tokenized: DatasetRef, base_model: DatasetRef) -> S
     history = ([{"step": 0, "eval_loss": result.eval_loss_before}] if result.eval_loss_before is not None else []) \
         + result.log_history
     losses = [e["loss"] for e in history if "loss" in e]
-    stats = {**prepared.stats, "method": params.method, "device": device.kind, "precision": device.precision,
+    stats = {**prepared.stats, "method": params.method, "device": device.device, "precision": device.name,
+             "precision_reason": device.reason, "cpu_bf16_flags": list(cpu_bf16_flags()), "threads": threads,
+             "padded_tokens": result.padded_tokens, "padding_share": padding_share(result.tokens, result.padded_tokens),
              "steps": result.steps, "resumed_from_step": result.resumed_from_step,
              "trainable_parameters": trainable, "total_parameters": total,
              "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
@@ -170,6 +179,14 @@ def build(ctx: StageContext, tokenized: DatasetRef, base_model: DatasetRef) -> S
     return StageOutput(files=files, stats=stats, companions={"quarantine": prepared.quarantine}, report=report)
 
 
+def precision_key(params: TrainConfig) -> dict[str, str]:
+    """Stage-key material: what `auto` resolves to here (bf16 and fp32 training give different adapters)."""
+    from tasks.device import precision_fingerprint
+
+    return precision_fingerprint(params.precision, "auto", field="train.precision")
+
+
 STAGE = Stage("train", "1", build, params=TrainConfig, section="train", output="adapter", tags=("gpu", "model"),
+              fingerprint=precision_key,
               requires=(Requirement("peft", "pip install peft"),),
               description="a peft adapter (LoRA, QLoRA, prefix, p-tuning v2) on the tokenized selection")

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.device import Precision
 from tasks.train.data import Prepared, TokenDataset
-from tasks.train.model import DEFAULT_LEARNING_RATE, PROMPT_LEARNING, Device
+from tasks.train.model import DEFAULT_LEARNING_RATE, PROMPT_LEARNING
 
 log = logging.getLogger("sftflow")
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -26,19 +27,22 @@ class FitResult:
     steps: int
     seconds: float
     tokens: int  # non-padding tokens seen by this process (not those before a resume)
+    padded_tokens: int  # positions computed for them (rows x the batch's width)
     eval_loss_before: float | None
     eval_loss_after: float | None
 
 
 class CountingCollator:
-    """Wraps the collator and counts the real (unpadded) tokens it hands to the model."""
+    """Wraps the collator and counts the real (unpadded) tokens it hands to the model, and the positions."""
 
     def __init__(self, collator: Callable[[list[dict]], dict]):
-        self.collator, self.tokens = collator, 0
+        self.collator, self.tokens, self.padded_tokens = collator, 0, 0
 
     def __call__(self, features: list[dict]) -> dict:
-        self.tokens += sum(len(f["input_ids"]) for f in features)  # rows are truncated before; packs pad none
-        return self.collator(features)
+        self.tokens += sum(len(f["input_ids"]) for f in features)  # rows are truncated before
+        batch = self.collator(features)
+        self.padded_tokens += batch["input_ids"].numel()
+        return batch
 
 
 def _checkpoints(folder: Path) -> list[tuple[int, Path, bool]]:
@@ -69,7 +73,7 @@ def planned_steps(params: Any, train_rows: int) -> int:
     return max(1, math.ceil(per_epoch * params.epochs))
 
 
-def fit(model: Any, collator: Callable, prepared: Prepared, params: Any, device: Device, checkpoints: Path,
+def fit(model: Any, collator: Callable, prepared: Prepared, params: Any, device: Precision, checkpoints: Path,
         progress: Callable[[int | None, str], Callable[[int], None]]) -> FitResult:
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
@@ -86,7 +90,7 @@ def fit(model: Any, collator: Callable, prepared: Prepared, params: Any, device:
                          {k: round(v, 4) for k, v in logs.items() if isinstance(v, float)})
 
     has_eval = len(prepared.eval) > 0
-    use_gc = device.kind == "cuda" and params.gradient_checkpointing and params.method not in PROMPT_LEARNING
+    use_gc = device.device == "cuda" and params.gradient_checkpointing and params.method not in PROMPT_LEARNING
     args = TrainingArguments(
         output_dir=str(checkpoints),
         max_steps=total,
@@ -104,12 +108,15 @@ def fit(model: Any, collator: Callable, prepared: Prepared, params: Any, device:
         save_total_limit=2,
         seed=params.seed,
         data_seed=params.seed,
-        bf16=device.precision == "bf16",
-        fp16=device.precision == "fp16",
+        bf16=device.name == "bf16",  # autocast: the weights and the optimizer state stay fp32
+        fp16=device.name == "fp16",
+        # batches of rows of similar length (LengthGroupedSampler: sorted within shuffled mega-batches of 50
+        # batches), so little of each batch is padding; packing has no padding to save
+        group_by_length=params.group_by_length and not params.pack,
         gradient_checkpointing=use_gc,
         gradient_checkpointing_kwargs={"use_reentrant": False} if use_gc else None,
         optim="paged_adamw_8bit" if params.method == "qlora" else "adamw_torch",
-        use_cpu=device.kind == "cpu",
+        use_cpu=device.device == "cpu",
         report_to=[],
         remove_unused_columns=False,
         label_names=["labels"],  # a PeftModel's forward hides `labels`; without this there is no eval loss
@@ -126,11 +133,11 @@ def fit(model: Any, collator: Callable, prepared: Prepared, params: Any, device:
     before = None
     if has_eval and resume is None:
         before = trainer.evaluate()["eval_loss"]
-    counting.tokens = 0
+    counting.tokens = counting.padded_tokens = 0
     began = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - began
-    tokens = counting.tokens
+    tokens, padded = counting.tokens, counting.padded_tokens
     after = trainer.evaluate()["eval_loss"] if has_eval else None
     return FitResult(trainer.state.log_history, int(CHECKPOINT.match(resume.name).group(1)) if resume else None,
-                     output.global_step, seconds, tokens, before, after)
+                     output.global_step, seconds, tokens, padded, before, after)

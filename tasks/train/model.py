@@ -7,10 +7,10 @@ Li & Liang's prefix tuning.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.device import Precision
 from tasks.errors import BadInputError
 
 # Attention projections per model_type; peft's own table covers many more and is the fallback.
@@ -34,32 +34,17 @@ DEFAULT_LEARNING_RATE = {"lora": 2e-4, "qlora": 2e-4, "prefix": 2e-2, "ptuning":
 PROMPT_LEARNING = ("prefix", "ptuning")
 
 
-@dataclass(frozen=True)
-class Device:
-    kind: str  # "cuda" or "cpu"
-    precision: str  # "bf16", "fp16" or "fp32"
+def pick_device(method: str, precision: str, field: str = "train.precision") -> Precision:
+    """The device and precision of a training (or loss) run, by tasks/device.py's rule."""
+    from tasks.device import pick_device as device_kind
+    from tasks.device import resolve_precision
 
-    @property
-    def torch_dtype(self) -> Any:
-        import torch
-
-        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[self.precision]
-
-
-def pick_device(method: str, precision: str) -> Device:
-    import torch
-
-    cuda = torch.cuda.is_available()
-    if method == "qlora" and not cuda:
+    kind = device_kind("auto")
+    if method == "qlora" and kind != "cuda":
         raise BadInputError("QLoRA needs a CUDA GPU (bitsandbytes 4-bit); none is visible here. Use method: lora "
                             "on CPU, or run on a GPU machine with the gpu extra (pip install '.[gpu]')",
                             field="train.method")
-    if precision in ("bf16", "fp16") and not cuda:
-        raise BadInputError(f"precision {precision} needs a CUDA GPU; use auto or fp32 on CPU",
-                            field="train.precision")
-    if precision == "auto":
-        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
-    return Device("cuda" if cuda else "cpu", precision)
+    return resolve_precision(precision, kind, field=field)
 
 
 def linear_module_names(model: Any) -> set[str]:
@@ -92,13 +77,13 @@ def target_modules(model: Any, method: str, override: list[str] | None) -> list[
     return found or sorted(available)
 
 
-def load_base(folder: Path, method: str, device: Device, gradient_checkpointing: bool) -> Any:
+def load_base(folder: Path, method: str, device: Precision, gradient_checkpointing: bool) -> Any:
     """The frozen base model on its device, 4-bit for QLoRA."""
     from transformers import AutoModelForCausalLM
 
     if method != "qlora":
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=device.torch_dtype)
-        return model.to(device.kind)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=device.load_dtype)
+        return model.to(device.device)
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as exc:
@@ -107,8 +92,8 @@ def load_base(folder: Path, method: str, device: Device, gradient_checkpointing:
     from transformers import BitsAndBytesConfig
 
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=device.torch_dtype)
-    model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=quant, dtype=device.torch_dtype,
+                               bnb_4bit_compute_dtype=device.load_dtype)
+    model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=quant, dtype=device.load_dtype,
                                                  device_map={"": 0})
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
                                            gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -1,0 +1,155 @@
+"""Where and how a model stage computes: its device, its precision (one rule for every stage) and its threads.
+
+The rule (`precision: auto`): bfloat16 autocast on a CUDA GPU that supports bf16 and on a CPU with bfloat16
+matrix units (AMX-BF16 or AVX512-BF16: Intel Sapphire Rapids and later, AMD Zen 4 and later), fp32 elsewhere,
+unless the stage's measured quality gate failed (then its `auto` stays fp32; `auto_bf16=False`). `fp32` is
+always one setting away and exact. Autocast keeps weights and optimizer state in fp32: only the matrix
+products run in bf16. `auto` is resolved where the plan is made, before the stage key is computed, so an fp32
+machine and a bf16 machine never share a cached output by accident (`precision_fingerprint`).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import BadInputError
+
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names of the bf16 matrix/vector units
+# a precision setting's mark: the key holds what it resolves to (the stage's fingerprint), not the setting, so
+# `auto` resolved to bf16 and an explicit `bf16` are one dataset
+RESOLVED_IN_KEY: dict = {"cache_key": False}
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags Linux reports (empty where /proc/cpuinfo does not exist)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_bf16_flags() -> tuple[str, ...]:
+    """The bf16 units this CPU has, by their cpuinfo names; torch's own checks where cpuinfo says nothing."""
+    found = tuple(flag for flag in CPU_BF16_FLAGS if flag in cpu_flags())
+    if found or cpu_flags():
+        return found
+    import torch
+
+    checks = (("amx_bf16", "_is_amx_tile_supported"), ("avx512_bf16", "_is_avx512_bf16_supported"))
+    return tuple(flag for flag, name in checks if getattr(torch.cpu, name, lambda: False)())
+
+
+def pick_device(setting: str = "auto", field: str = "device") -> str:
+    """`auto`: cuda when torch sees a GPU, else cpu; `cuda` without a GPU is bad input."""
+    import torch
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise BadInputError("cuda was asked for, but torch sees no CUDA device", field=field)
+    return setting
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A resolved precision: what a stage computes in, on which device, and why."""
+
+    name: str  # fp32, bf16, fp16 or int8
+    device: str  # cpu or cuda
+    reason: str
+
+    @property
+    def load_dtype(self) -> Any:
+        """The dtype a frozen model is loaded in: half precision on a GPU (memory), fp32 on the CPU, where
+        autocast casts for the matrix products and the norms and embeddings stay exact."""
+        import torch
+
+        if self.device == "cpu":
+            return torch.float32
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name, torch.float32)
+
+    @property
+    def autocast_dtype(self) -> Any:
+        import torch
+
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
+
+    def autocast(self) -> Any:
+        """The autocast context of this precision (nothing for fp32 and int8)."""
+        import torch
+
+        dtype = self.autocast_dtype
+        return torch.autocast(self.device, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+    def stats(self) -> dict[str, Any]:
+        """For a stage's manifest: what was used and why (the CPU flags seen included)."""
+        return {"precision": self.name, "device": self.device, "precision_reason": self.reason,
+                "cpu_bf16_flags": list(cpu_bf16_flags())}
+
+
+def resolve_precision(setting: str, device: str, *, field: str, auto_bf16: bool = True,
+                      gate_note: str = "") -> Precision:
+    """The precision a stage runs in. `auto_bf16=False`: the stage's bf16 missed its quality gate, so `auto`
+    stays fp32 there (`gate_note` says which); an explicit `bf16` still runs where the hardware has it."""
+    import torch
+
+    if setting == "auto":
+        if device == "cuda":
+            if not torch.cuda.is_bf16_supported():
+                return Precision("fp32", device, "auto: this GPU has no bf16")
+            if not auto_bf16:
+                return Precision("fp32", device, f"auto: bf16 missed this stage's quality gate{gate_note}")
+            return Precision("bf16", device, "auto: CUDA GPU with bf16")
+        flags = cpu_bf16_flags()
+        if not flags:
+            return Precision("fp32", device, f"auto: the CPU has none of {', '.join(CPU_BF16_FLAGS)}")
+        if not auto_bf16:
+            return Precision("fp32", device, f"auto: bf16 missed this stage's quality gate{gate_note}")
+        return Precision("bf16", device, f"auto: the CPU has {', '.join(flags)}")
+    if setting == "bf16":
+        if device == "cpu" and not cpu_bf16_flags():
+            raise BadInputError(f"bf16 on this CPU needs AMX-BF16 or AVX512-BF16 ({' or '.join(CPU_BF16_FLAGS)} in "
+                                "/proc/cpuinfo), and it has neither: use auto or fp32", field=field)
+        if device == "cuda" and not torch.cuda.is_bf16_supported():
+            raise BadInputError("bf16 needs a GPU that supports it (Ampere or later): use auto, fp16 or fp32",
+                                field=field)
+    if setting == "fp16" and device != "cuda":
+        raise BadInputError("fp16 needs a CUDA GPU; use auto, bf16 or fp32 on the CPU", field=field)
+    if setting == "int8" and device != "cpu":
+        raise BadInputError("int8 (dynamic quantization) runs on the CPU only; use auto or bf16 on a GPU",
+                            field=field)
+    return Precision(setting, device, "asked for")
+
+
+def precision_fingerprint(setting: str, device: str, *, field: str, auto_bf16: bool = True) -> dict[str, str]:
+    """Stage-key material: the resolved precision, so `auto` never hides what ran (the device kind is not in
+    it: fp32 on a GPU and on a CPU agree to rounding)."""
+    return {"precision": resolve_precision(setting, pick_device(device, field), field=field, auto_bf16=auto_bf16).name}
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask: a container's or taskset's limit), not the host's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def use_available_cores() -> int:
+    """Set torch's intra-op threads to the cores this process may use (torch counts the host's physical cores,
+    which in a container or under taskset over-subscribes); returns the count."""
+    import torch
+
+    cores = available_cores()
+    if torch.get_num_threads() != cores:
+        torch.set_num_threads(cores)
+    return cores

@@ -135,6 +135,9 @@ class Stage:
     # it); `gather(ctx, **part)` merges the parts into the stage's output (default: their rows in order).
     shard_input: str | None = None
     gather: Callable[..., StageOutput] | None = None
+    # A stage whose work also lands outside the store (export's files): `(store, key, params) -> bool`, whether
+    # that work is still there; a stored output is reused only when it is (see `reusable`).
+    present_outside: Callable[[Store, str, Any], bool] | None = None
 
     @property
     def dataset(self) -> str:
@@ -203,6 +206,12 @@ class StageResult:
     figures: dict[str, bytes] = field(default_factory=dict)  # the PNG files of a run, for the report
 
 
+def reusable(stage: Stage, params: Any, store: Store, key: str) -> bool:
+    """A complete copy of the output in the store and, for a stage that also writes outside it, that work still
+    where it wrote it: a cache hit is never trusted blindly."""
+    return store.verify(key) and (stage.present_outside is None or stage.present_outside(store, key, params))
+
+
 def companion_key(key: str, name: str) -> str:
     return f"{key}-{name}"
 
@@ -261,10 +270,12 @@ def run_stage(
     started = time.perf_counter()
     key = key or stage.key(params, input_keys(inputs), shard)
     rows_in = sum(ref.rows for ref in inputs.values() if ref is not None) if inputs else None
-    if not force and store.verify(key):
+    if not force and reusable(stage, params, store, key):
         log.info("%s: %s already in the store", stage.name, key)
         return StageResult(store.ref(key), "cached", time.perf_counter() - started, rows_in,
                            store.manifest(key).get("stats", {}))
+    # what the key holds beyond the parameters (a source's checksum), recorded as the build reads it
+    fingerprint = dict(stage.fingerprint(params)) if stage.fingerprint is not None else None
     ctx = StageContext(store=store, key=key, params=params, progress=progress, shard=shard)
     for hook in BUILD_HOOKS:
         hook(stage, ctx)
@@ -272,7 +283,8 @@ def run_stage(
     figures = {name: data for name, data in output.files.items() if name.endswith(".png") and isinstance(data, bytes)}
     manifest_fields = {"stage_version": stage.version, "params": stage.dump_params(params),
                        "inputs": {n: k for n, k in input_keys(inputs).items() if k is not None},
-                       **({"shard": list(shard)} if shard else {})}
+                       **({"shard": list(shard)} if shard else {}),
+                       **({"fingerprint": fingerprint} if fingerprint is not None else {})}
     with store.writer(key, stage.name, replace=force, **manifest_fields) as writer:
         if output.table is not None:
             for part in [output.table] if isinstance(output.table, pa.Table) else output.table:

@@ -115,13 +115,14 @@ def artifact_key(stage: Stage) -> str:
 
 @functools.cache
 def stage_task(stage: Stage) -> Any:
-    """The Prefect task `fn(params, store, inputs, key, force=False, shard=None) -> StageResult` of one stage."""
+    """The Prefect task `fn(params, store, inputs, key, force=False, shard=None, fingerprint=None) -> StageResult`
+    of one stage (`fingerprint`: what the key was computed from, recorded in the manifest)."""
 
-    def run(params: Any, store: str, inputs: Mapping[str, DatasetRef | None], key: str,
-            force: bool = False, shard: tuple[int, int] | None = None) -> StageResult:
+    def run(params: Any, store: str, inputs: Mapping[str, DatasetRef | None], key: str, force: bool = False,
+            shard: tuple[int, int] | None = None, fingerprint: dict[str, Any] | None = None) -> StageResult:
         with one_at_a_time(stage), secrets_in_env(params):  # e.g. the judge scorer's API key
             result = run_stage(stage, params, inputs, Store(store), key=key, force=force, progress=prefect_progress,
-                               shard=shard)
+                               shard=shard, fingerprint=fingerprint)
         if result.report:
             figures = figures_markdown(result.figures, inline=True)  # data URIs: the UI renders them
             create_markdown_artifact(result.report + (f"\n\n{figures}" if figures else ""), key=artifact_key(stage),

@@ -186,10 +186,16 @@ class Stage:
     def dump_params(self, params: Any) -> dict[str, Any]:
         return self._adapter.dump_python(params, mode="json") if params is not None else {}
 
-    def key(self, params: Any, input_keys: Mapping[str, str | None], shard: tuple[int, int] | None = None) -> str:
+    def fingerprint_of(self, params: Any) -> dict[str, Any] | None:
+        """What the key holds beyond the parameters (a source's checksum), read now; None without a fingerprint."""
+        return dict(self.fingerprint(params)) if self.fingerprint is not None else None
+
+    def key(self, params: Any, input_keys: Mapping[str, str | None], shard: tuple[int, int] | None = None,
+            fingerprint: Mapping[str, Any] | None = None) -> str:
+        """The store key; `fingerprint`: the one read already (fingerprint_of), else it is read here."""
         plain: Any = key_params(params, self.name)
         if self.fingerprint is not None:
-            plain = {"params": plain, "fingerprint": dict(self.fingerprint(params))}
+            plain = {"params": plain, "fingerprint": dict(fingerprint or self.fingerprint_of(params))}
         if shard is not None:
             plain = {"params": plain, "shard": list(shard)}
         return stage_key(self.name, self.version, plain, {n: k for n, k in input_keys.items() if k is not None})
@@ -264,18 +270,21 @@ def run_stage(
     force: bool = False,
     progress: Progress = terminal_progress,
     shard: tuple[int, int] | None = None,
+    fingerprint: Mapping[str, Any] | None = None,
 ) -> StageResult:
     """Run `stage` once (or its part `shard` of a row range): its dataset from the store if a complete copy is
-    there (unless `force`), else built and published. `key` is the one the caller already computed."""
+    there (unless `force`), else built and published. `key` is the one the caller already computed, from
+    `fingerprint` (recorded in the manifest; read here when not given)."""
     started = time.perf_counter()
-    key = key or stage.key(params, input_keys(inputs), shard)
+    if key is None:
+        fingerprint = fingerprint or stage.fingerprint_of(params)
+        key = stage.key(params, input_keys(inputs), shard, fingerprint)
     rows_in = sum(ref.rows for ref in inputs.values() if ref is not None) if inputs else None
     if not force and reusable(stage, params, store, key):
         log.info("%s: %s already in the store", stage.name, key)
         return StageResult(store.ref(key), "cached", time.perf_counter() - started, rows_in,
                            store.manifest(key).get("stats", {}))
-    # what the key holds beyond the parameters (a source's checksum), recorded as the build reads it
-    fingerprint = dict(stage.fingerprint(params)) if stage.fingerprint is not None else None
+    fingerprint = fingerprint or stage.fingerprint_of(params)
     ctx = StageContext(store=store, key=key, params=params, progress=progress, shard=shard)
     for hook in BUILD_HOOKS:
         hook(stage, ctx)

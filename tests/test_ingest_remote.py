@@ -16,30 +16,10 @@ from tasks.stages.ingest_source import STAGE as SOURCE_STAGE
 from tasks.stages.ingest_source import SourceConfig
 
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")  # the `s3` fixture (conftest.py): a local S3 API
 
 ALPACA = [{"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
           {"instruction": "Name a color.", "input": "", "output": "Blue."}]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3(s3_endpoint, monkeypatch):
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                        ("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ENDPOINT_URL", s3_endpoint)):
-        monkeypatch.setenv(name, value)
-    fs = fsspec.filesystem("s3", skip_instance_cache=True)
-    fs.mkdir("sftflow-test")
-    yield fs
-    fs.rm("sftflow-test", recursive=True)
 
 
 def counting_hashes(monkeypatch) -> list[str]:

@@ -76,8 +76,9 @@ def chromium() -> str:
     return require_chromium()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def s3_endpoint():
+    """One server for the session: s3fs caches its filesystems, with the endpoint they were made with."""
     moto_server = pytest.importorskip("moto.server")
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

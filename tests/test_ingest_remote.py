@@ -99,7 +99,7 @@ def test_every_file_kind_reads_from_s3_as_from_disk(s3, tmp_path):
     from tests.ingest_helpers import ingest, write_json, write_jsonl
 
     local = [write_json(tmp_path / "a.json", ALPACA), tmp_path / "a.jsonl.gz", tmp_path / "a.csv",
-             tmp_path / "a.parquet", tmp_path / "a.xlsx"]
+             tmp_path / "a.parquet", tmp_path / "a.xlsx", tmp_path / "a.jsonl"]
     local[1].write_bytes(gzip.compress(write_jsonl(tmp_path / "a.jsonl", ALPACA).read_bytes()))
     local[2].write_text("instruction,input,output\n" + "".join(
         f'"{r["instruction"]}","{r["input"]}","{r["output"]}"\n' for r in ALPACA), encoding="utf-8")

@@ -294,14 +294,16 @@ def run_stage(
                        "inputs": {n: k for n, k in input_keys(inputs).items() if k is not None},
                        **({"shard": list(shard)} if shard else {}),
                        **({"fingerprint": fingerprint} if fingerprint is not None else {})}
-    with store.writer(key, stage.name, replace=force, **manifest_fields) as writer:
+    # a stage that also writes outside the store replaces its record: it must describe the files just written
+    overwrite = force or stage.present_outside is not None
+    with store.writer(key, stage.name, replace=overwrite, **manifest_fields) as writer:
         if output.table is not None:
             for part in [output.table] if isinstance(output.table, pa.Table) else output.table:
                 writer.write(part)
         # companions after the table: a streamed table may fill them (e.g. the quarantine) while it is written
         for name, table in output.companions.items():
             ckey = companion_key(key, name)
-            store.publish_table(ckey, f"{stage.name}.{name}", table, replace=force, of=key, **manifest_fields)
+            store.publish_table(ckey, f"{stage.name}.{name}", table, replace=overwrite, of=key, **manifest_fields)
         for name, data in output.files.items():
             writer.add_file(name, data)
         if output.report:

@@ -61,9 +61,9 @@ def check_conversations(store: Store, key: str) -> None:
     columns = {entry.split(":", 1)[0] for entry in manifest.get("schema", [])}
     missing = [name for name in CONVERSATION_SCHEMA.names if name not in columns]
     if missing:
-        raise BadInputError(f"{key} is a {manifest['stage']} dataset without the conversation column(s) "
-                            f"{', '.join(missing)}: export reads selections, conversations and eval sets",
-                            field="KEY")
+        raise BadInputError(f"{key} ({manifest['stage']}) is not a conversation dataset, it has no "
+                            f"{', '.join(missing)} column: export reads selections, conversations (dedup's -removed "
+                            "rows too) and eval sets", field="KEY")
 
 
 def export_dataset(store: Store, key: str, targets: Sequence[Target], options: Options, staging: Path,

@@ -240,7 +240,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(store, tmp_path, demo_
     store.publish_table("embed-0123456789abcdef", "embed", pa.table({"id": ["a"], "embedding": [[0.1, 0.2]]}))
     code, result, err = sftflow("export", "embed-0123", "--to", f"openai:{out / 'e.jsonl'}", "--store",
                                 store.url)
-    assert code == 2 and "embed-0123456789abcdef is a embed dataset without the conversation column(s)" in err
+    assert code == 2 and "embed-0123456789abcdef (embed) is not a conversation dataset, it has no source" in err
     assert not (out / "e.jsonl").exists()
     code, result, err = sftflow("export", "nothing-", "--to", f"openai:{out / 'n.jsonl'}", "--store",
                                 store.url)
@@ -328,7 +328,16 @@ def test_the_pipeline_exports_as_its_last_step_and_rewrites_what_went_missing(pr
     s3.invalidate_cache()
     assert s3.cat("sftflow-test/run/selection.jsonl") == data
 
+    code, result, err = sftflow("export", "--to", f"sharegpt:{tmp_path / 'newest.json'}", "--store", store.url)
+    assert code == 0 and result["key"] == rows["select"]["key"], err  # no KEY: the newest selection
     code, report, err = sftflow("select", "--report", rows["select"]["key"], "--store", store.url)
     assert code == 0, err
     assert sorted(entry["path"] for entry in report["exports"]) == sorted(
-        ["s3://sftflow-test/run/selection.jsonl", str(tmp_path / "hf")])
+        ["s3://sftflow-test/run/selection.jsonl", str(tmp_path / "hf"), str(tmp_path / "newest.json")])
+    removed = f"{rows['dedup']['key']}-removed"  # a companion of conversations: the rows dedup removed
+    code, result, err = sftflow("export", removed, "--to", f"openai:{tmp_path / 'removed.jsonl'}", "--store",
+                                store.url)
+    assert code == 0 and result["exports"][0]["rows"] == sum(facts["counts"]["dedup_removed"].values()), err
+    quarantine = f"{rows['ingest']['key']}-quarantine"  # raw excerpts of unreadable rows, not conversations
+    code, result, err = sftflow("export", quarantine, "--to", f"openai:{tmp_path / 'q.jsonl'}", "--store", store.url)
+    assert code == 2 and "(ingest.quarantine) is not a conversation dataset" in err

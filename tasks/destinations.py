@@ -56,7 +56,8 @@ class Written:
 
 
 def check_conversations(store: Store, key: str) -> None:
-    """Bad input unless `key` holds canonical conversation records (a selection, conversations, an eval set)."""
+    """Bad input unless `key` holds canonical conversation records (a selection, conversations, an eval set), at
+    least one."""
     manifest = store.manifest(key)
     columns = {entry.split(":", 1)[0] for entry in manifest.get("schema", [])}
     missing = [name for name in CONVERSATION_SCHEMA.names if name not in columns]
@@ -64,6 +65,8 @@ def check_conversations(store: Store, key: str) -> None:
         raise BadInputError(f"{key} ({manifest['stage']}) is not a conversation dataset, it has no "
                             f"{', '.join(missing)} column: export reads selections, conversations (dedup's -removed "
                             "rows too) and eval sets", field="KEY")
+    if not manifest["rows"]:  # (an empty `hf` folder would not even load: datasets needs one shard)
+        raise BadInputError(f"{key} ({manifest['stage']}) has no rows to export", field="KEY")
 
 
 def export_dataset(store: Store, key: str, targets: Sequence[Target], options: Options, staging: Path,
@@ -76,7 +79,8 @@ def export_dataset(store: Store, key: str, targets: Sequence[Target], options: O
         for target in targets:
             for path in (target.path, sidecar(target)):
                 if path and _exists(path):
-                    raise BadInputError(f"{path} exists: pass --force to replace it", field="--to")
+                    raise BadInputError(f"{path} exists: pass --force (export.replace: true) to replace it",
+                                        field="to")
     facts = provenance(store, key, licenses)
     folder = staging / f"export-{uuid.uuid4().hex[:8]}"
     try:
@@ -154,7 +158,7 @@ def _publish(staged: Sequence[_Staged], replace: bool) -> list[Written]:
                 fs.put(str(local), move.temporary, recursive=move.folder)
     except OSError as exc:
         _remove(moves)
-        raise BadInputError(f"cannot write {item.target.path}: {exc.strerror or exc}", field="--to") from None
+        raise BadInputError(f"cannot write {item.target.path}: {exc.strerror or exc}", field="to") from None
     for move in moves:
         move.fs.invalidate_cache(move.path)
         if replace and move.fs.exists(move.path):

@@ -245,6 +245,9 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(store, tmp_path, demo_
     code, result, err = sftflow("export", "nothing-", "--to", f"openai:{out / 'n.jsonl'}", "--store",
                                 store.url)
     assert code == 2 and "no such key" in err
+    store.publish_table("select-0123456789abcdef", "select", records_to_table([]))
+    code, result, err = sftflow("export", "select-0123", "--to", f"hf:{out / 'empty'}", "--store", store.url)
+    assert code == 2 and "has no rows to export" in err and not (out / "empty").exists()
 
 
 def test_exports_to_s3_and_reads_them_back(s3, store, demo_key):
@@ -297,6 +300,9 @@ def test_the_pipeline_exports_as_its_last_step_and_rewrites_what_went_missing(pr
     from tests.pipeline_runs import pipeline_config, run_flow
 
     sources = [str(DEMO / name) for name in ("medicationqa_demo.xlsx", "guanaco_demo.jsonl", "alpaca_demo.json")]
+    near = json.loads((DEMO / "alpaca_demo.json").read_text())[0]  # a near-duplicate, for dedup to remove
+    sources.append(str(tmp_path / "near.json"))
+    Path(sources[-1]).write_text(json.dumps([{**near, "instruction": near["instruction"] + " Please."}]))
     config = pipeline_config(store.url, sources, tiny_lm, select={"n1": 10, "n2": 1},
                              export=["openai:s3://sftflow-test/run/selection.jsonl", f"hf:{tmp_path / 'hf'}"])
     config.ingest.sources[2].license = "cc-by-4.0"
@@ -306,14 +312,17 @@ def test_the_pipeline_exports_as_its_last_step_and_rewrites_what_went_missing(pr
 
     facts = json.loads(s3.cat("sftflow-test/run/selection.jsonl.sftflow.json"))
     assert facts["dataset"] == {**facts["dataset"], "key": rows["select"]["key"], "stage": "select"}
-    assert facts["counts"] == {"read": 79, "quarantined": 3, "duplicates": 1, "ingested": 75,
-                               "dedup_removed": facts["counts"]["dedup_removed"],
-                               "deduplicated": rows["dedup"]["rows_out"], "selected": rows["select"]["rows_out"],
-                               "dataset": rows["select"]["rows_out"]}
+    removed = sum(facts["counts"]["dedup_removed"].values())
+    assert removed >= 1 and facts["counts"] == {
+        "read": 80, "quarantined": 3, "duplicates": 1, "ingested": 76,
+        "dedup_removed": facts["counts"]["dedup_removed"], "deduplicated": 76 - removed,
+        "selected": rows["select"]["rows_out"], "dataset": rows["select"]["rows_out"]}
+    assert rows["dedup"]["rows_out"] == 76 - removed
     assert facts["selection"]["params"] == {"n1": 10, "n2": 1, "budget": None} and facts["scoring"] is None
     keys = {row["key"] for row in first["stages"] if row["stage"] != "export"}
     assert {s["key"] for s in facts["stages"]} == keys  # every stage upstream, by its store key
-    assert [s["license"] for s in facts["sources"]] == [None, None, "cc-by-4.0"] and facts["license"] == "cc-by-4.0"
+    assert [s["license"] for s in facts["sources"]] == [None, None, "cc-by-4.0", None]
+    assert facts["license"] == "cc-by-4.0"
     assert [s["checksum"] for s in facts["sources"]] == [hashlib.sha256(Path(p).read_bytes()).hexdigest()
                                                          for p in sources]
     assert "license: cc-by-4.0" in (tmp_path / "hf" / "README.md").read_text()
@@ -334,10 +343,10 @@ def test_the_pipeline_exports_as_its_last_step_and_rewrites_what_went_missing(pr
     assert code == 0, err
     assert sorted(entry["path"] for entry in report["exports"]) == sorted(
         ["s3://sftflow-test/run/selection.jsonl", str(tmp_path / "hf"), str(tmp_path / "newest.json")])
-    removed = f"{rows['dedup']['key']}-removed"  # a companion of conversations: the rows dedup removed
-    code, result, err = sftflow("export", removed, "--to", f"openai:{tmp_path / 'removed.jsonl'}", "--store",
+    companion = f"{rows['dedup']['key']}-removed"  # a companion of conversations: the rows dedup removed
+    code, result, err = sftflow("export", companion, "--to", f"openai:{tmp_path / 'removed.jsonl'}", "--store",
                                 store.url)
-    assert code == 0 and result["exports"][0]["rows"] == sum(facts["counts"]["dedup_removed"].values()), err
+    assert code == 0 and result["exports"][0]["rows"] == removed, err
     quarantine = f"{rows['ingest']['key']}-quarantine"  # raw excerpts of unreadable rows, not conversations
     code, result, err = sftflow("export", quarantine, "--to", f"openai:{tmp_path / 'q.jsonl'}", "--store", store.url)
     assert code == 2 and "(ingest.quarantine) is not a conversation dataset" in err

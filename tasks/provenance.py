@@ -129,7 +129,8 @@ def card(facts: dict[str, Any], title: str, use: str) -> str:
     if facts["scoring"]:
         s = facts["scoring"]
         lines += ["", "## Scoring", "", f"Scorer `{s['scorer']}`, model `{s['model']}`"
-                  + (f" (store key `{s['model_key']}`)" if s["model_key"] else "") + f"; scores `{s['key']}`."]
+                  + (f" (store key `{s['model_key']}`)" if s["model_key"] not in (None, s["model"]) else "")
+                  + f"; scores `{s['key']}`."]
     if facts["selection"]:
         s = facts["selection"]
         lines += ["", "## Selection", "", f"{s['rule']}; parameters `{json.dumps(s['params'])}` "
@@ -150,7 +151,8 @@ def count_rows(counted: dict[str, Any]) -> list[tuple[str, int]]:
     for name, label in COUNT_LABELS:
         value = counted.get(name)
         if isinstance(value, dict):  # removed by dedup, per reason
-            label, value = f"{label} ({', '.join(f'{r} {n}' for r, n in value.items())})", sum(value.values())
+            reasons = ", ".join(f"{reason} {n}" for reason, n in value.items() if n)
+            label, value = f"{label} ({reasons})" if reasons else label, sum(value.values())
         if value is not None:
             rows.append((label, value))
     return rows

@@ -304,6 +304,7 @@ def test_the_pipeline_exports_as_its_last_step_and_rewrites_what_went_missing(pr
     sources.append(str(tmp_path / "near.json"))
     Path(sources[-1]).write_text(json.dumps([{**near, "instruction": near["instruction"] + " Please."}]))
     config = pipeline_config(store.url, sources, tiny_lm, select={"n1": 10, "n2": 1},
+                             iqs={"scorer": "probe", "revisions": [str(ROOT / "demo" / "revisions_demo.jsonl")]},
                              export=["openai:s3://sftflow-test/run/selection.jsonl", f"hf:{tmp_path / 'hf'}"])
     config.ingest.sources[2].license = "cc-by-4.0"
     _, first = run_flow(config, until_stage="export")
@@ -318,14 +319,18 @@ def test_the_pipeline_exports_as_its_last_step_and_rewrites_what_went_missing(pr
         "dedup_removed": facts["counts"]["dedup_removed"], "deduplicated": 76 - removed,
         "selected": rows["select"]["rows_out"], "dataset": rows["select"]["rows_out"]}
     assert rows["dedup"]["rows_out"] == 76 - removed
-    assert facts["selection"]["params"] == {"n1": 10, "n2": 1, "budget": None} and facts["scoring"] is None
+    assert facts["selection"]["params"] == {"n1": 10, "n2": 1, "budget": None}
+    assert facts["scoring"] == {"scorer": "probe", "model": facts["scoring"]["model"],
+                                "model_key": rows["iqs.train"]["key"], "key": rows["iqs"]["key"]}
     keys = {row["key"] for row in first["stages"] if row["stage"] != "export"}
     assert {s["key"] for s in facts["stages"]} == keys  # every stage upstream, by its store key
     assert [s["license"] for s in facts["sources"]] == [None, None, "cc-by-4.0", None]
     assert facts["license"] == "cc-by-4.0"
     assert [s["checksum"] for s in facts["sources"]] == [hashlib.sha256(Path(p).read_bytes()).hexdigest()
                                                          for p in sources]
-    assert "license: cc-by-4.0" in (tmp_path / "hf" / "README.md").read_text()
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "license: cc-by-4.0" in card and "Scorer `probe`" in card and "| removed by dedup (" in card
+    assert f"| select | `{rows['select']['key']}` | {rows['select']['rows_out']} |" in card
     data = s3.cat("sftflow-test/run/selection.jsonl")
     assert len(data.splitlines()) == rows["select"]["rows_out"]
 

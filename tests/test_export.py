@@ -245,6 +245,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(store, tmp_path, demo_
     code, result, err = sftflow("export", "nothing-", "--to", f"openai:{out / 'n.jsonl'}", "--store",
                                 store.url)
     assert code == 2 and "no such key" in err
+    code, result, err = sftflow("export", "ingest-", "--to", f"openai:{out / 'n.jsonl'}", "--store", store.url)
+    assert code == 2 and "'ingest-' does not name one dataset" in err and f"{demo_key}-quarantine" in err
     store.publish_table("select-0123456789abcdef", "select", records_to_table([]))
     code, result, err = sftflow("export", "select-0123", "--to", f"hf:{out / 'empty'}", "--store", store.url)
     assert code == 2 and "has no rows to export" in err and not (out / "empty").exists()

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                         "fsspec URL (s3://, gs://, ...); hf and llamafactory write a folder.")
     parser.add_argument("key", nargs="?", metavar="KEY",
                         help="store key or unique prefix of a conversation dataset (selection, conversations, "
-                             "quarantine or removed companions, eval set); default: the newest selection")
+                             "dedup's -removed rows, eval set); default: the newest selection")
     parser.add_argument("--to", dest="to", action="append", default=[], metavar="FORMAT:PATH", required=True,
                         help="a destination, e.g. --to openai:selection.jsonl --to hf:selection_hf (repeatable)")
     parser.add_argument("--system", help="system prompt for every record (replaces the records' own; '' for none)")
@@ -42,7 +42,8 @@ def resolve(store, reference: str | None) -> str:
         return latest_selection(store)
     matches = store.resolve(reference)
     if len(matches) != 1:
-        hint = f"it matches {len(matches)} keys" if matches else "no such key; see `sftflow store ls`"
+        hint = (f"it matches {len(matches)} keys ({', '.join(matches[:4])}{', …' if len(matches) > 4 else ''})"
+                if matches else "no such key; see `sftflow store ls`")
         raise BadInputError(f"{reference!r} does not name one dataset in the store {store.url}: {hint}", field="KEY")
     return matches[0]
 

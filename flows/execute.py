@@ -92,7 +92,8 @@ def _submit(step: Step, results: dict[Step, StageResult], store: str, force: boo
     task = stage_task(step.stage)
     if force:
         task = task.with_options(refresh_cache=True)
-    return task.submit(params=step.params, store=store, inputs=inputs, key=step.key, force=force, shard=step.shard)
+    return task.submit(params=step.params, store=store, inputs=inputs, key=step.key, force=force, shard=step.shard,
+                       fingerprint=step.fingerprint)
 
 
 def _stored(store: str, key: str) -> DatasetRef:

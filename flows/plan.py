@@ -28,6 +28,7 @@ class Step:
     inputs: dict[str, Step | str]  # input name -> the step that makes it, or a store key the config gives
     shard: tuple[int, int] | None = None  # a part (i, n) of a sharded stage
     key: str = ""
+    fingerprint: dict[str, Any] | None = None  # what the key holds beyond the parameters (a source's checksum)
 
     @property
     def upstream(self) -> list[Step]:
@@ -76,7 +77,8 @@ class Plan:
                 if isinstance(value, str) and not self.store.verify(value):
                     raise BadInputError(f"input {name!r} of {step.label} is {value!r}, which is not a complete "
                                         f"dataset in the store {self.store.url}", field=f"{step.label}.{name}")
-            step.key = step.stage.key(step.params, step.input_keys(), step.shard)
+            step.fingerprint = step.stage.fingerprint_of(step.params)
+            step.key = step.stage.key(step.params, step.input_keys(), step.shard, step.fingerprint)
         return self
 
     def names(self) -> list[str]:
@@ -225,4 +227,4 @@ def run_alone(stage: Stage, params: Any, inputs: Mapping[str, str], store: Store
     plan.compute_keys()
     with secrets_in_env(params):
         return run_stage(stage, params, {name: store.ref(key) for name, key in inputs.items()}, store, key=step.key,
-                         force=force)
+                         force=force, fingerprint=step.fingerprint)

@@ -3,8 +3,8 @@
 Written once; stage modules know nothing of Prefect (see storage/stage.py). The task gets the step's store key,
 computed when the plan was built (flows/plan.py), and the cache policy uses it as Prefect's cache key. Prefect
 alone would return a persisted result for a dataset that has since been deleted or damaged: when the store does
-not hold a complete dataset under the key, the stale Prefect record is dropped first, so the task runs and
-rebuilds it.
+not hold a complete dataset under the key (or the files an export stage wrote are gone: storage.stage.reusable),
+the stale Prefect record is dropped first, so the task runs and rebuilds it.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from prefect.context import TaskRunContext
 
 from flows.secrets import secrets_in_env
 from flows.settings import STAGE_LOGGER
-from storage.stage import Stage, StageResult, figures_markdown, run_stage, terminal_progress
+from storage.stage import Stage, StageResult, figures_markdown, reusable, run_stage, terminal_progress
 from storage.store import DatasetRef, Store
 from tasks.errors import BadInputError
 
@@ -41,10 +41,12 @@ log = logging.getLogger("sftflow")
 
 @dataclass
 class StoreCachePolicy(CachePolicy):
+    stage: Stage | None = None
+
     def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
                     ) -> str | None:
         key = inputs["key"]
-        if not Store(inputs["store"]).verify(key):
+        if not reusable(self.stage, inputs["params"], Store(inputs["store"]), key):
             _forget_record(getattr(task_ctx, "result_store", None), key)
         return key
 
@@ -113,13 +115,14 @@ def artifact_key(stage: Stage) -> str:
 
 @functools.cache
 def stage_task(stage: Stage) -> Any:
-    """The Prefect task `fn(params, store, inputs, key, force=False, shard=None) -> StageResult` of one stage."""
+    """The Prefect task `fn(params, store, inputs, key, force=False, shard=None, fingerprint=None) -> StageResult`
+    of one stage (`fingerprint`: what the key was computed from, recorded in the manifest)."""
 
-    def run(params: Any, store: str, inputs: Mapping[str, DatasetRef | None], key: str,
-            force: bool = False, shard: tuple[int, int] | None = None) -> StageResult:
+    def run(params: Any, store: str, inputs: Mapping[str, DatasetRef | None], key: str, force: bool = False,
+            shard: tuple[int, int] | None = None, fingerprint: dict[str, Any] | None = None) -> StageResult:
         with one_at_a_time(stage), secrets_in_env(params):  # e.g. the judge scorer's API key
             result = run_stage(stage, params, inputs, Store(store), key=key, force=force, progress=prefect_progress,
-                               shard=shard)
+                               shard=shard, fingerprint=fingerprint)
         if result.report:
             figures = figures_markdown(result.figures, inline=True)  # data URIs: the UI renders them
             create_markdown_artifact(result.report + (f"\n\n{figures}" if figures else ""), key=artifact_key(stage),
@@ -131,7 +134,7 @@ def stage_task(stage: Stage) -> Any:
     return task(
         run,
         name=stage.name,
-        cache_policy=StoreCachePolicy(),
+        cache_policy=StoreCachePolicy(stage=stage),
         persist_result=True,
         retries=stage.retries,
         retry_delay_seconds=RETRY_DELAYS_S[:stage.retries] or 0,

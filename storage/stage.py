@@ -142,6 +142,9 @@ class Stage:
     # Rows of `shard_input` per part when the stage runs in one process (a function of the parameters where the
     # pace depends on them, e.g. the scorer); None: one piece. Sized so that a part is about a minute of work.
     part_rows: int | Callable[[Any], int | None] | None = None
+    # A stage whose work also lands outside the store (export's files): `(store, key, params) -> bool`, whether
+    # that work is still there; a stored output is reused only when it is (see `reusable`).
+    present_outside: Callable[[Store, str, Any], bool] | None = None
 
     @property
     def dataset(self) -> str:
@@ -193,10 +196,16 @@ class Stage:
     def dump_params(self, params: Any) -> dict[str, Any]:
         return self._adapter.dump_python(params, mode="json") if params is not None else {}
 
-    def key(self, params: Any, input_keys: Mapping[str, str | None], shard: tuple[int, int] | None = None) -> str:
+    def fingerprint_of(self, params: Any) -> dict[str, Any] | None:
+        """What the key holds beyond the parameters (a source's checksum), read now; None without a fingerprint."""
+        return dict(self.fingerprint(params)) if self.fingerprint is not None else None
+
+    def key(self, params: Any, input_keys: Mapping[str, str | None], shard: tuple[int, int] | None = None,
+            fingerprint: Mapping[str, Any] | None = None) -> str:
+        """The store key; `fingerprint`: the one read already (fingerprint_of), else it is read here."""
         plain: Any = key_params(params, self.name)
         if self.fingerprint is not None:
-            plain = {"params": plain, "fingerprint": dict(self.fingerprint(params))}
+            plain = {"params": plain, "fingerprint": dict(fingerprint or self.fingerprint_of(params))}
         if shard is not None:
             plain = {"params": plain, "shard": list(shard)}
         return stage_key(self.name, self.version, plain, {n: k for n, k in input_keys.items() if k is not None})
@@ -211,6 +220,12 @@ class StageResult:
     stats: dict[str, Any] = field(default_factory=dict)
     report: str | None = None
     figures: dict[str, bytes] = field(default_factory=dict)  # the PNG files of a run, for the report
+
+
+def reusable(stage: Stage, params: Any, store: Store, key: str) -> bool:
+    """A complete copy of the output in the store and, for a stage that also writes outside it, that work still
+    where it wrote it: a cache hit is never trusted blindly."""
+    return store.verify(key) and (stage.present_outside is None or stage.present_outside(store, key, params))
 
 
 def companion_key(key: str, name: str) -> str:
@@ -287,20 +302,26 @@ def run_stage(
     force: bool = False,
     progress: Progress = terminal_progress,
     shard: tuple[int, int] | None = None,
+    fingerprint: Mapping[str, Any] | None = None,
 ) -> StageResult:
     """Run `stage` once (or its part `shard` of a row range): its dataset from the store if a complete copy is
-    there (unless `force`), else built and published. `key` is the one the caller already computed."""
+    there (unless `force`), else built and published. `key` is the one the caller already computed, from
+    `fingerprint` (recorded in the manifest; read here when not given)."""
     started = time.perf_counter()
-    key = key or stage.key(params, input_keys(inputs), shard)
+    if key is None:
+        fingerprint = fingerprint or stage.fingerprint_of(params)
+        key = stage.key(params, input_keys(inputs), shard, fingerprint)
     rows_in = sum(ref.rows for ref in inputs.values() if ref is not None) if inputs else None
-    if not force and store.verify(key):
+    if not force and reusable(stage, params, store, key):
         log.info("%s: %s already in the store", stage.name, key)
         return StageResult(store.ref(key), "cached", time.perf_counter() - started, rows_in,
                            store.manifest(key).get("stats", {}))
+    fingerprint = fingerprint or stage.fingerprint_of(params)
     ctx = StageContext(store=store, key=key, params=params, progress=progress, shard=shard)
     parts = _parts(stage, params, inputs, shard)
     if parts > 1:
-        output = (stage.gather or concat_parts)(ctx, **_run_parts(stage, params, inputs, store, parts, force, progress))
+        made = _run_parts(stage, params, inputs, store, parts, force, progress, fingerprint)
+        output = (stage.gather or concat_parts)(ctx, **made)
     else:
         for hook in BUILD_HOOKS:
             hook(stage, ctx)
@@ -308,15 +329,18 @@ def run_stage(
     figures = {name: data for name, data in output.files.items() if name.endswith(".png") and isinstance(data, bytes)}
     manifest_fields = {"stage_version": stage.version, "params": stage.dump_params(params),
                        "inputs": {n: k for n, k in input_keys(inputs).items() if k is not None},
-                       **({"shard": list(shard)} if shard else {})}
-    with store.writer(key, stage.name, replace=force, **manifest_fields) as writer:
+                       **({"shard": list(shard)} if shard else {}),
+                       **({"fingerprint": fingerprint} if fingerprint is not None else {})}
+    # a stage that also writes outside the store replaces its record: it must describe the files just written
+    overwrite = force or stage.present_outside is not None
+    with store.writer(key, stage.name, replace=overwrite, **manifest_fields) as writer:
         if output.table is not None:
             for part in [output.table] if isinstance(output.table, pa.Table) else output.table:
                 writer.write(part)
         # companions after the table: a streamed table may fill them (e.g. the quarantine) while it is written
         for name, table in output.companions.items():
             ckey = companion_key(key, name)
-            store.publish_table(ckey, f"{stage.name}.{name}", table, replace=force, of=key, **manifest_fields)
+            store.publish_table(ckey, f"{stage.name}.{name}", table, replace=overwrite, of=key, **manifest_fields)
         for name, data in output.files.items():
             writer.add_file(name, data)
         if output.report:
@@ -328,8 +352,8 @@ def run_stage(
     if "scratch" in ctx.__dict__:  # published: the scratch folder has served its purpose
         shutil.rmtree(ctx.scratch, ignore_errors=True)
     if parts > 1:  # gathered into the output: the parts have served theirs
-        for i in range(parts):
-            store.delete(stage.key(params, input_keys(inputs), (i, parts)))
+        for ref in made.values():
+            store.delete(ref.key)
     seconds = time.perf_counter() - started
     log.info("%s: published %s (%d rows) in %.1fs", stage.name, key, writer.rows, seconds)
     return StageResult(writer.ref, "ran", seconds, rows_in, output.stats, output.report, figures)
@@ -343,7 +367,7 @@ def _parts(stage: Stage, params: Any, inputs: Mapping[str, DatasetRef | None], s
 
 
 def _run_parts(stage: Stage, params: Any, inputs: Mapping[str, DatasetRef | None], store: Store, parts: int,
-               force: bool, progress: Progress) -> dict[str, DatasetRef]:
+               force: bool, progress: Progress, fingerprint: Mapping[str, Any] | None) -> dict[str, DatasetRef]:
     """Every part, each published under its own key as it finishes (or found in the store from an earlier run
     that was cut short), one progress bar over all of them."""
     total = inputs[stage.shard_input].rows
@@ -356,7 +380,8 @@ def _run_parts(stage: Stage, params: Any, inputs: Mapping[str, DatasetRef | None
 
     refs: dict[str, DatasetRef] = {}
     for i in range(parts):
-        result = run_stage(stage, params, inputs, store, force=force, progress=shared, shard=(i, parts))
+        result = run_stage(stage, params, inputs, store, force=force, progress=shared, shard=(i, parts),
+                           fingerprint=fingerprint)
         if result.status == "cached":
             shared(total, stage.name)(result.ref.rows)
             log.info("%s: part %d/%d found in the store (%s)", stage.name, i + 1, parts, result.ref.key)

@@ -180,6 +180,14 @@ class Store:
         names = sorted(Path(e).name for e in entries)
         return [n for n in names if not n.startswith(".") and self.fs.exists(self.path(n, MANIFEST))]
 
+    def resolve(self, reference: str, stages: tuple[str, ...] | None = None) -> list[str]:
+        """The keys `reference` names: itself when it is a complete dataset, else every key it is a prefix of
+        (of one of `stages` when given)."""
+        if self.verify(reference):
+            return [reference]
+        return [k for k in self.keys() if k.startswith(reference)
+                and (stages is None or self.manifest(k)["stage"] in stages)]
+
     def ls(self) -> list[dict[str, Any]]:
         rows = []
         for key in self.keys():

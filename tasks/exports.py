@@ -1,25 +1,30 @@
 """Canonical conversation records in other trainers' formats: one converter per format, one writer for all.
 
-Callers: the format stage (`text`, `xtuner`, `llamafactory` files next to the tokenized table), `sftflow ingest
---export FORMAT:PATH` (`xtuner`, `alpaca`, `sharegpt`, `openai`, `canonical`) and the self-instruct generator's
-`--output` (alpaca JSONL, canonical parquet). Files are written streaming, one batch at a time (`.gz`
-compresses); JSON layouts are one array, JSONL one object per line.
+Callers: `sftflow export` and the pipeline's export stage (every format of EXPORT_FORMATS, through
+tasks/destinations.py), the format stage (`text`, `xtuner`, `llamafactory` files next to the tokenized table),
+`sftflow ingest --export FORMAT:PATH` (`xtuner`, `alpaca`, `sharegpt`, `openai`, `canonical`) and the
+self-instruct generator's `--output` (alpaca JSONL, canonical parquet). Files are written streaming, one batch
+at a time (`.gz` compresses); JSON layouts are one array, JSONL one object per line; `parquet` is one file,
+`hf` and `llamafactory` are folders.
 
 What each format holds of the tool and loss-weight fields: `openai` everything (tools, tool_calls, tool
-results, OpenAI's per-message `weight`); `sharegpt` and `llamafactory` tools, calls (`function_call` turns) and
-results (`observation` / `tool` turns), but neither a turn that has both text and calls nor a loss weight;
-`xtuner` loss weights (`output_with_loss`) but no tools; `alpaca` neither. A record a format cannot hold is
-left out and counted by reason (`Exported.skipped`), never written half. A trailing user turn without an answer
-is left out of the conversation formats (it carries no loss). Alpaca splits the user turn back into instruction
-and input when meta holds the pair it was built from, so ingest → export → ingest gives the same ids.
+results, OpenAI's per-message `weight`), and so do `parquet` and `hf`, which hold `openai`'s records as a table
+(TRL's conversational `messages` column; `tools` as JSON text, since a column has one type and every tool's
+parameters another shape); `sharegpt` and `llamafactory` tools, calls (`function_call` turns) and results
+(`observation` / `tool` turns), but neither a turn that has both text and calls nor a loss weight; `xtuner`
+loss weights (`output_with_loss`) but no tools; `alpaca` neither, and one exchange per record unless earlier
+ones go to LLaMA-Factory's `history` (`Options.history`). A record a format cannot hold is left out and
+counted by reason with its first ids (`Exported`), never written half. A trailing user turn without an answer
+is left out of the conversation formats (it carries no loss). Alpaca splits the user turn back into
+instruction and input when meta holds the pair it was built from, so ingest → export → ingest gives the same
+ids.
 """
 from __future__ import annotations
 
 import io
 import json
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
 import fsspec
@@ -33,6 +38,9 @@ from tasks.text import alpaca_user_content
 Row = Mapping[str, Any]
 INGEST_EXPORTS = ("xtuner", "alpaca", "sharegpt", "openai", "canonical")  # `sftflow ingest --export`
 STAGE_EXPORTS = ("text", "xtuner", "llamafactory")  # the format stage's `exports:`
+EXPORT_FORMATS = ("openai", "sharegpt", "alpaca", "xtuner", "llamafactory", "parquet", "hf")  # `sftflow export`
+FOLDER_FORMATS = ("llamafactory", "hf")  # written as a folder at PATH
+FIRST_IDS = 5  # ids kept per reason a record was left out
 
 
 class Unrepresentable(Exception):
@@ -43,13 +51,38 @@ class Unrepresentable(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class Options:
+    """How records are written. `system` replaces every record's system prompt ("" for none); `history`: alpaca
+    puts earlier exchanges in LLaMA-Factory's `history` (False: a multi-turn record cannot be held); `ids`: each
+    record's id as its first field; `lineage`: the id plus where the row came from and why it was selected."""
+
+    system: str | None = None
+    history: bool = True
+    ids: bool = False
+    lineage: bool = False
+
+
 @dataclass
 class Exported:
     written: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> records left out
+    first_ids: dict[str, list[str]] = field(default_factory=dict)  # reason -> the first FIRST_IDS of them
+
+    def leave_out(self, reason: str, record_id: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        ids = self.first_ids.setdefault(reason, [])
+        if len(ids) < FIRST_IDS:
+            ids.append(record_id)
+
+    def left_out(self) -> str:
+        """'1 (loss_weight: 3f2a…), 2 (tools: 9c1d…, 07be…)'; '' when nothing was left out."""
+        return ", ".join(f"{n} ({reason}: {', '.join(self.first_ids.get(reason, []))}"
+                         f"{', …' if n > len(self.first_ids.get(reason, [])) else ''})"
+                         for reason, n in sorted(self.skipped.items()))
 
     def summary(self, fmt: str) -> str:
-        left_out = ", ".join(f"{n} ({reason})" for reason, n in self.skipped.items())
+        left_out = self.left_out()
         return f"{self.written} records as {fmt}" + (f"; left out {left_out}" if left_out else "")
 
 
@@ -64,8 +97,8 @@ def answered(messages: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return list(messages[:end + 1])
 
 
-def _system(row: Row, override: str | None) -> str | None:
-    system = override if override is not None else row.get("system")
+def _system(row: Row, options: Options) -> str | None:
+    system = options.system if options.system is not None else row.get("system")
     return system or None
 
 
@@ -125,22 +158,32 @@ def _tagged_turns(row: Row, names: Mapping[str, str], key: str, value: str) -> l
     return turns
 
 
+def lineage_fields(row: Row) -> dict[str, Any]:
+    """Where a row came from and why it was chosen (null where the dataset has no such column)."""
+    source = row.get("source") or {}
+    return {"id": row["id"], "source_uri": source.get("uri"), "source_split": source.get("split"),
+            "source_row": source.get("row"), "score": row.get("iqs_score"), "cluster": row.get("cluster"),
+            "reason": row.get("selection_reason")}
+
+
 # -- the converters ------------------------------------------------------------------------------------------
-def to_alpaca(row: Row, system: str | None = None) -> dict[str, Any]:
+def to_alpaca(row: Row, options: Options) -> dict[str, Any]:
     pairs = exchanges(row)
     if any(_no_loss(answer) for _, answer in pairs):
         raise Unrepresentable("loss_weight")
     (user, answer), earlier = pairs[-1], pairs[:-1]
+    if earlier and not options.history:
+        raise Unrepresentable("multi_turn")
     instruction, input_text = split_user(user, _meta(row))
     record: dict[str, Any] = {"instruction": instruction, "input": input_text, "output": answer["content"]}
-    if _system(row, system):
-        record["system"] = _system(row, system)
+    if _system(row, options):
+        record["system"] = _system(row, options)
     if earlier:  # LLaMA-Factory's history: earlier [user, assistant] pairs
         record["history"] = [[prompt, reply["content"]] for prompt, reply in earlier]
     return record
 
 
-def to_xtuner(row: Row, system: str | None = None) -> dict[str, Any]:
+def to_xtuner(row: Row, options: Options) -> dict[str, Any]:
     """xtuner's single/multi-turn format: {"conversation": [{"system", "input", "output"}, {"input", "output"}]};
     `output_with_loss: false` where the answer carries no loss."""
     turns = []
@@ -149,7 +192,7 @@ def to_xtuner(row: Row, system: str | None = None) -> dict[str, Any]:
         if _no_loss(answer):
             turn["output_with_loss"] = False
         turns.append(turn)
-    sys_text = _system(row, system)
+    sys_text = _system(row, options)
     if sys_text and turns:
         turns[0] = {"system": sys_text, **turns[0]}
     return {"conversation": turns}
@@ -158,9 +201,9 @@ def to_xtuner(row: Row, system: str | None = None) -> dict[str, Any]:
 SHAREGPT_NAMES = {"user": "human", "assistant": "gpt", "tool": "observation", "function_call": "function_call"}
 
 
-def to_sharegpt(row: Row, system: str | None = None) -> dict[str, Any]:
+def to_sharegpt(row: Row, options: Options) -> dict[str, Any]:
     turns = _tagged_turns(row, SHAREGPT_NAMES, "from", "value")
-    sys_text = _system(row, system)
+    sys_text = _system(row, options)
     if sys_text:
         turns.insert(0, {"from": "system", "value": sys_text})
     record: dict[str, Any] = {"conversations": turns}
@@ -169,9 +212,9 @@ def to_sharegpt(row: Row, system: str | None = None) -> dict[str, Any]:
     return record
 
 
-def to_openai(row: Row, system: str | None = None) -> dict[str, Any]:
+def to_openai(row: Row, options: Options) -> dict[str, Any]:
     messages: list[dict[str, Any]] = []
-    sys_text = _system(row, system)
+    sys_text = _system(row, options)
     if sys_text:
         messages.append({"role": "system", "content": sys_text})
     for message in answered(row["messages"]):
@@ -197,10 +240,10 @@ LLAMAFACTORY_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "
 LLAMAFACTORY_NAMES = {"user": "user", "assistant": "assistant", "tool": "tool", "function_call": "function_call"}
 
 
-def to_llamafactory(row: Row, system: str | None = None) -> dict[str, Any]:
+def to_llamafactory(row: Row, options: Options) -> dict[str, Any]:
     """LLaMA-Factory's sharegpt formatting with OpenAI-style role/content tags (dataset_info.json says which)."""
     record: dict[str, Any] = {"messages": _tagged_turns(row, LLAMAFACTORY_NAMES, "role", "content")}
-    sys_text = _system(row, system)
+    sys_text = _system(row, options)
     if sys_text:
         record["system"] = sys_text
     if row.get("tools"):
@@ -208,11 +251,11 @@ def to_llamafactory(row: Row, system: str | None = None) -> dict[str, Any]:
     return record
 
 
-def to_text(row: Row, system: str | None = None) -> dict[str, Any]:
+def to_text(row: Row, options: Options) -> dict[str, Any]:
     return {"text": row["text"]}
 
 
-Converter = Callable[[Row, str | None], dict[str, Any]]
+Converter = Callable[[Row, Options], dict[str, Any]]
 CONVERTERS: dict[str, tuple[Converter, str]] = {  # name → (converter, default layout)
     "xtuner": (to_xtuner, "jsonl"),
     "alpaca": (to_alpaca, "json"),
@@ -220,16 +263,18 @@ CONVERTERS: dict[str, tuple[Converter, str]] = {  # name → (converter, default
     "openai": (to_openai, "jsonl"),
     "llamafactory": (to_llamafactory, "json"),
     "text": (to_text, "jsonl"),
+    "parquet": (to_openai, "parquet"),
+    "hf": (to_openai, "hf"),
 }
 
 
 # -- writing -------------------------------------------------------------------------------------------------
-def parse_spec(spec: str) -> tuple[str, str]:
+def parse_spec(spec: str, formats: Sequence[str] = INGEST_EXPORTS, option: str = "--export") -> tuple[str, str]:
     """FORMAT:PATH → (format, path)."""
     fmt, sep, path = spec.partition(":")
-    if not sep or not path or fmt not in INGEST_EXPORTS:
-        raise BadInputError(f"--export expects FORMAT:PATH with FORMAT one of {', '.join(INGEST_EXPORTS)}, "
-                            f"got {spec!r}", field="export")
+    if not sep or not path or fmt not in formats:
+        raise BadInputError(f"{option} expects FORMAT:PATH with FORMAT one of {', '.join(formats)}, got {spec!r}",
+                            field=option.lstrip("-"))
     return fmt, path
 
 
@@ -238,54 +283,120 @@ def _rows(batches: Iterable[pa.Table | pa.RecordBatch | Sequence[Row]]) -> Itera
         yield from batch.to_pylist() if isinstance(batch, (pa.Table, pa.RecordBatch)) else batch
 
 
-def write_rows(out: BinaryIO, records: Iterable[Row], fmt: str, *, layout: str | None = None,
-               system: str | None = None, with_ids: bool = False) -> Exported:
-    """Convert and write `records` to the open binary file `out`; records the format cannot hold are counted."""
-    convert, default_layout = CONVERTERS[fmt]
-    layout = layout or default_layout
-    done, skipped = Exported(), Counter()
-    if layout == "json":
-        out.write(b"[")
+def converted(records: Iterable[Row], fmt: str, options: Options, done: Exported) -> Iterator[dict[str, Any]]:
+    """The records in format `fmt` (with their id or lineage fields first, as asked); what the format cannot
+    hold is counted in `done`."""
+    convert = CONVERTERS[fmt][0]
     for record in records:
         try:
-            converted = convert(record, system)
+            out = convert(record, options)
         except Unrepresentable as exc:
-            skipped[exc.reason] += 1
+            done.leave_out(exc.reason, record["id"])
             continue
-        line = orjson.dumps({"id": record["id"], **converted} if with_ids else converted)
+        if options.lineage:
+            out = {**lineage_fields(record), **out}
+        elif options.ids:
+            out = {"id": record["id"], **out}
+        done.written += 1
+        yield out
+
+
+def write_rows(out: BinaryIO, records: Iterable[Row], fmt: str, options: Options = Options(), *,
+               layout: str | None = None) -> Exported:
+    """Convert and write `records` to the open binary file `out`; records the format cannot hold are counted."""
+    layout = layout or CONVERTERS[fmt][1]
+    done = Exported()
+    if layout == "json":
+        out.write(b"[")
+    for record in converted(records, fmt, options, done):
+        line = orjson.dumps(record)
         if layout == "json":
-            out.write(b"\n" + line if done.written == 0 else b",\n" + line)
+            out.write(b"\n" + line if done.written == 1 else b",\n" + line)
         else:
             out.write(line + b"\n")
-        done.written += 1
     if layout == "json":
         out.write(b"\n]\n")
-    done.skipped = dict(sorted(skipped.items()))
     return done
 
 
-def write_export(batches: Iterable[pa.Table | pa.RecordBatch | Sequence[Row]], fmt: str, path: str, *,
-                 layout: str | None = None, system: str | None = None, with_ids: bool = False) -> Exported:
-    """Write the conversation batches to `path` (any fsspec URL) in export format `fmt`."""
+TOOL_CALL_TYPE = pa.struct([("id", pa.string()), ("type", pa.string()),
+                            ("function", pa.struct([("name", pa.string()), ("arguments", pa.string())]))])
+MESSAGE_EXTRA_TYPES = {"tool_calls": pa.list_(TOOL_CALL_TYPE), "tool_call_id": pa.string(), "weight": pa.int64()}
+LINEAGE_TYPES = {"id": pa.string(), "source_uri": pa.string(), "source_split": pa.string(), "source_row": pa.int64(),
+                 "score": pa.float64(), "cluster": pa.int64(), "reason": pa.string()}
+
+
+def messages_table(records: Iterable[Row], options: Options = Options()) -> tuple[pa.Table, Exported]:
+    """`openai`'s records as a table (the `parquet` and `hf` formats): a `messages` column of role/content structs
+    (TRL's conversational format), with the tool and weight fields only when a record has them, and `tools`
+    (OpenAI's list, as JSON text) only when a record has tool definitions."""
+    done = Exported()
+    rows = list(converted(records, "openai", options, done))
+    extras = {name for row in rows for message in row["messages"] for name in message} - {"role", "content"}
+    message = pa.struct([("role", pa.string()), ("content", pa.string()),
+                         *((name, kind) for name, kind in MESSAGE_EXTRA_TYPES.items() if name in extras)])
+    columns = list(LINEAGE_TYPES) if options.lineage else ["id"] if options.ids else []
+    fields = [pa.field(name, LINEAGE_TYPES[name]) for name in columns] + [pa.field("messages", pa.list_(message))]
+    if any("tools" in row for row in rows):
+        fields.append(pa.field("tools", pa.string()))
+        for row in rows:
+            row["tools"] = json.dumps(row["tools"], ensure_ascii=False) if "tools" in row else None
+    return pa.Table.from_pylist(rows, schema=pa.schema(fields)), done
+
+
+def write_export(batches: Iterable[pa.Table | pa.RecordBatch | Sequence[Row]], fmt: str, path: str,
+                 options: Options = Options(), *, layout: str | None = None) -> Exported:
+    """Write the conversation batches to `path` (any fsspec URL) in export format `fmt`: a file, or a folder for
+    `hf` and `llamafactory`."""
     if fmt == "canonical":
         return Exported(_write_canonical(batches, path))
+    if fmt == "llamafactory":
+        fs, folder = fsspec.core.url_to_fs(path)
+        files, done = llamafactory_files(list(_rows(batches)), folder.rstrip("/").rsplit("/", 1)[-1], options)
+        fs.makedirs(folder, exist_ok=True)
+        for name, data in files.items():
+            fs.pipe_file(f"{folder.rstrip('/')}/{name}", data)
+        return done
+    if fmt in ("parquet", "hf"):
+        table, done = messages_table(_rows(batches), options)
+        _write_table(table, fmt, path)
+        return done
     with fsspec.open(path, "wb", compression="infer") as out:
-        return write_rows(out, _rows(batches), fmt, layout=layout, system=system, with_ids=with_ids)
+        return write_rows(out, _rows(batches), fmt, options, layout=layout)
 
 
-def export_bytes(records: Iterable[Row], fmt: str, *, system: str | None = None, with_ids: bool = False
-                 ) -> tuple[bytes, Exported]:
+def _write_table(table: pa.Table, fmt: str, path: str) -> None:
+    if fmt == "hf":  # a folder `datasets.load_from_disk` opens
+        import datasets
+        from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+        shown = not are_progress_bars_disabled()
+        disable_progress_bars()  # a bar for one small file, on every export
+        try:
+            datasets.Dataset(table).save_to_disk(path)
+        finally:
+            if shown:
+                enable_progress_bars()
+        return
+    import pyarrow.parquet as pq
+
+    with fsspec.open(path, "wb") as out:
+        pq.write_table(table, out, compression="zstd")
+
+
+def export_bytes(records: Iterable[Row], fmt: str, options: Options = Options()) -> tuple[bytes, Exported]:
     """The export as bytes (the format stage stores its exports as files of its output)."""
     buffer = io.BytesIO()
-    done = write_rows(buffer, records, fmt, system=system, with_ids=with_ids)
+    done = write_rows(buffer, records, fmt, options)
     return buffer.getvalue(), done
 
 
-def llamafactory_files(records: Sequence[Row], name: str, system: str | None = None
+def llamafactory_files(records: Sequence[Row], name: str, options: Options = Options()
                        ) -> tuple[dict[str, bytes], Exported]:
     """A LLaMA-Factory dataset folder: `data.json` and its `dataset_info.json` entry (the `tools` column only when
     a record has tool definitions: LLaMA-Factory expects every named column to exist)."""
-    data, done = export_bytes(records, "llamafactory", system=system, with_ids=True)
+    options = options if options.lineage else replace(options, ids=True)
+    data, done = export_bytes(records, "llamafactory", options)
     columns = {"messages": "messages", "system": "system"}
     if any(r.get("tools") for r in records):
         columns["tools"] = "tools"

@@ -60,17 +60,17 @@ def export_files(params: Any, table: pa.Table, records: list[dict[str, Any]],
     done: dict[str, exports.Exported] = {}
     if "text" in params.exports:
         rows = ({"id": i, "text": t} for i, t in zip(table.column("id").to_pylist(), table.column("text").to_pylist()))
-        files["exports/text.jsonl"], done["text.jsonl"] = exports.export_bytes(rows, "text", with_ids=True)
+        files["exports/text.jsonl"], done["text.jsonl"] = exports.export_bytes(rows, "text", exports.Options(ids=True))
     if "xtuner" in params.exports:
         files["exports/xtuner.jsonl"], done["xtuner.jsonl"] = exports.export_bytes(
-            records, "xtuner", system=params.system, with_ids=True)
+            records, "xtuner", exports.Options(system=params.system, ids=True))
     if "llamafactory" in params.exports:
         folder, done["llamafactory/data.json"] = exports.llamafactory_files(records, params.dataset_name,
-                                                                            params.system)
+                                                                            exports.Options(system=params.system))
         files.update((f"exports/llamafactory/{name}", data) for name, data in folder.items())
     for name, result in done.items():
         if result.skipped and warnings is not None:
-            warnings.append(f"exports/{name} leaves out {', '.join(f'{n} ({r})' for r, n in result.skipped.items())}: "
+            warnings.append(f"exports/{name} leaves out {result.left_out()}: "
                             "the format cannot hold them (tasks/exports.py)")
     return files
 

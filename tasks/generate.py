@@ -27,10 +27,7 @@ class Loaded:
 
 def resolve_key(store: Store, reference: str) -> str:
     """A full store key, or a prefix of exactly one model key."""
-    if store.verify(reference):
-        return reference
-    matches = [k for k in store.keys() if k.startswith(reference)
-               and store.manifest(k)["stage"] in ("train", "base_model")]
+    matches = store.resolve(reference, ("train", "base_model"))
     if len(matches) == 1:
         return matches[0]
     hint = f"it matches {len(matches)} keys" if matches else "no such key; see `sftflow store ls`"

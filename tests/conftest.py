@@ -1,4 +1,5 @@
-"""Test settings: an isolated SFTFLOW_HOME per session, a real Prefect API when a test asks for one."""
+"""Test settings: an isolated SFTFLOW_HOME per session, a real Prefect API when a test asks for one, a local S3 API
+(moto's server) with the bucket `sftflow-test`."""
 from __future__ import annotations
 
 import os
@@ -73,3 +74,29 @@ def chromium() -> str:
     from tests.browser import require_chromium
 
     return require_chromium()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """One server for the session: s3fs caches its filesystems, with the endpoint they were made with."""
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint, monkeypatch):
+    """An s3fs filesystem on the local S3 API, its credentials in the environment, and the bucket sftflow-test."""
+    import fsspec
+
+    pytest.importorskip("s3fs")
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ENDPOINT_URL", s3_endpoint)):
+        monkeypatch.setenv(name, value)
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.mkdir("sftflow-test")
+    yield fs
+    fs.rm("sftflow-test", recursive=True)

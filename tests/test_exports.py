@@ -1,5 +1,6 @@
 """tasks/exports.py, the one export module: every format's output for plain, tool-calling and loss-weighted
-records, what each leaves out, the layouts, and the three callers (format stage, ingest --export, self-instruct)."""
+records, what each leaves out (with the first ids), the layouts and table formats, and the callers (format stage,
+ingest --export, self-instruct; `sftflow export` in test_export.py)."""
 from __future__ import annotations
 
 import gzip
@@ -38,7 +39,7 @@ RECORDS = [ALPACA, MULTI, CALLING, TALKING_CALL, SILENT]
 
 
 def converted(fmt: str, **options) -> tuple[list[dict], exports.Exported]:
-    data, done = exports.export_bytes(RECORDS, fmt, **options)
+    data, done = exports.export_bytes(RECORDS, fmt, exports.Options(**options))
     layout = exports.CONVERTERS[fmt][1]
     rows = json.loads(data) if layout == "json" else [json.loads(line) for line in data.decode().splitlines()]
     return rows, done
@@ -60,7 +61,7 @@ def test_xtuner_holds_loss_weights_not_tools():
                                         {"input": "Bye", "output": "Bye!"}]}
     assert rows[2] == {"conversation": [{"input": "2+2?", "output": "5", "output_with_loss": False},
                                         {"input": "Again?", "output": "4"}]}
-    rows, _ = converted("xtuner", system="Override.", with_ids=True)
+    rows, _ = converted("xtuner", system="Override.", ids=True)
     assert rows[0]["id"] == ALPACA["id"] and rows[0]["conversation"][0]["system"] == "Override."
 
 
@@ -105,12 +106,13 @@ def test_llamafactory_folder_names_the_tool_tags_and_the_tools_column():
 
 
 def test_text_layouts_and_files(tmp_path):
-    data, done = exports.export_bytes([{"id": "a", "text": "T"}], "text", with_ids=True)
+    data, done = exports.export_bytes([{"id": "a", "text": "T"}], "text", exports.Options(ids=True))
     assert data == b'{"id":"a","text":"T"}\n' and done.written == 1
     table = records_to_table(RECORDS)
     done = exports.write_export(table.to_batches(max_chunksize=2), "alpaca", str(tmp_path / "a.json.gz"))
     assert json.loads(gzip.decompress((tmp_path / "a.json.gz").read_bytes()))[0]["instruction"] == "Add."
-    assert done.summary("alpaca") == "2 records as alpaca; left out 1 (loss_weight), 2 (tools)"
+    assert done.summary("alpaca") == (f"2 records as alpaca; left out 1 (loss_weight: {SILENT['id']}), "
+                                      f"2 (tools: {CALLING['id']}, {TALKING_CALL['id']})")
     exports.write_export([table], "alpaca", str(tmp_path / "a.jsonl"), layout="jsonl")
     assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 2
     assert exports.write_export([table], "canonical", str(tmp_path / "c.parquet")).written == 5
@@ -118,6 +120,37 @@ def test_text_layouts_and_files(tmp_path):
     with pytest.raises(BadInputError, match="FORMAT:PATH"):
         exports.parse_spec("yaml:/tmp/x")
     assert exports.parse_spec("openai:s3://b/x.jsonl") == ("openai", "s3://b/x.jsonl")
+
+
+def test_alpaca_refuses_multi_turn_records_unless_history_is_asked_for():
+    rows, done = converted("alpaca", history=False)
+    assert done.written == 1 and rows == [{"instruction": "Add.", "input": "2 and 3", "output": "5"}]
+    assert done.skipped == {"multi_turn": 1, "loss_weight": 1, "tools": 2}
+    assert done.first_ids["multi_turn"] == [MULTI["id"]]
+
+
+def test_first_ids_are_kept_per_reason_up_to_a_limit():
+    many = [record([{"role": "user", "content": f"Q{i}"}, {"role": "assistant", "content": "A"}], tools=TOOLS)
+            for i in range(exports.FIRST_IDS + 2)]
+    _, done = exports.export_bytes(many, "xtuner")
+    assert done.skipped == {"tools": len(many)} and done.first_ids == {"tools": [r["id"] for r in many[:5]]}
+    assert done.left_out().endswith(", …)")
+
+
+def test_the_table_formats_hold_the_openai_records_with_only_the_fields_they_use():
+    table, done = exports.messages_table([ALPACA, MULTI])
+    message = table.schema.field("messages").type.value_type
+    assert table.column_names == ["messages"] and [f.name for f in message] == ["role", "content"]
+    assert table.to_pylist()[1]["messages"][0] == {"role": "system", "content": "Be kind."}
+    table, done = exports.messages_table(RECORDS, exports.Options(lineage=True))
+    assert done.written == 5 and table.column_names == [*exports.LINEAGE_TYPES, "messages", "tools"]
+    message = table.schema.field("messages").type.value_type
+    assert [f.name for f in message] == ["role", "content", "tool_calls", "tool_call_id", "weight"]
+    rows = table.to_pylist()
+    assert rows[2]["source_uri"] == "u" and rows[2]["source_row"] == 0 and rows[2]["reason"] is None
+    assert json.loads(rows[2]["tools"]) == [{"type": "function", "function": TOOLS[0]}] and rows[0]["tools"] is None
+    assert rows[2]["messages"][1]["tool_calls"][0]["function"] == {"name": "lookup", "arguments": '{"q":"owl"}'}
+    assert rows[4]["messages"][1]["weight"] == 0
 
 
 def test_self_instruct_output_goes_through_the_same_writer(tmp_path):

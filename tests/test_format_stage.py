@@ -140,8 +140,8 @@ def test_format_stage_with_tool_calls_and_loss_weights(store, tiny_lm):
     table = store.read_table(result.ref.key).to_pylist()
     assert "<tool_call>\n{\"name\": \"lookup\"" in table[0]["text"] and "# Tools" in table[0]["text"]
     # xtuner holds the loss weight but not the tools; LLaMA-Factory the tools but not the loss weight
-    assert any("exports/xtuner.jsonl leaves out 1 (tools)" in w for w in stats["warnings"])
-    assert any("exports/llamafactory/data.json leaves out 1 (loss_weight)" in w for w in stats["warnings"])
+    assert any("exports/xtuner.jsonl leaves out 1 (tools: " in w for w in stats["warnings"])
+    assert any("exports/llamafactory/data.json leaves out 1 (loss_weight: " in w for w in stats["warnings"])
     xtuner = [json.loads(x) for x in store.read_file(result.ref.key, "exports/xtuner.jsonl").decode().splitlines()]
     assert xtuner == [{"id": rows[1]["id"], "conversation": [
         {"input": "2+2?", "output": "5", "output_with_loss": False}, {"input": "Again?", "output": "4"}]}]

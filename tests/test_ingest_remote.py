@@ -16,30 +16,10 @@ from tasks.stages.ingest_source import STAGE as SOURCE_STAGE
 from tasks.stages.ingest_source import SourceConfig
 
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")  # the `s3` fixture (conftest.py): a local S3 API
 
 ALPACA = [{"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
           {"instruction": "Name a color.", "input": "", "output": "Blue."}]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3(s3_endpoint, monkeypatch):
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                        ("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ENDPOINT_URL", s3_endpoint)):
-        monkeypatch.setenv(name, value)
-    fs = fsspec.filesystem("s3", skip_instance_cache=True)
-    fs.mkdir("sftflow-test")
-    yield fs
-    fs.rm("sftflow-test", recursive=True)
 
 
 def counting_hashes(monkeypatch) -> list[str]:
@@ -119,7 +99,7 @@ def test_every_file_kind_reads_from_s3_as_from_disk(s3, tmp_path):
     from tests.ingest_helpers import ingest, write_json, write_jsonl
 
     local = [write_json(tmp_path / "a.json", ALPACA), tmp_path / "a.jsonl.gz", tmp_path / "a.csv",
-             tmp_path / "a.parquet", tmp_path / "a.xlsx"]
+             tmp_path / "a.parquet", tmp_path / "a.xlsx", tmp_path / "a.jsonl"]
     local[1].write_bytes(gzip.compress(write_jsonl(tmp_path / "a.jsonl", ALPACA).read_bytes()))
     local[2].write_text("instruction,input,output\n" + "".join(
         f'"{r["instruction"]}","{r["input"]}","{r["output"]}"\n' for r in ALPACA), encoding="utf-8")

@@ -71,7 +71,8 @@ def test_cli_json_counts_exports_and_errors(tmp_path, shared_data):
     result = json.loads(done.stdout)
     assert set(result) == {"read", "kept", "quarantined", "duplicates", "repairs", "warnings", "key",
                            "quarantine_key", "exports"}
-    assert result["exports"] == [{"format": "openai", "path": str(export), "written": result["kept"], "skipped": {}}]
+    assert result["exports"] == [{"format": "openai", "path": str(export), "written": result["kept"], "skipped": {},
+                                  "first_ids": {}}]
     assert result["read"] == 999 + 3 and result["quarantined"] == {"no_assistant_turn": 1}
     # the warning threshold is per source: 1 of guanaco's 3 conversations, not 1 of all 1,002
     assert result["repairs"] == {} and len(result["warnings"]) == 1

@@ -66,6 +66,25 @@ def test_run_stage_without_prefect(store):
     assert store.read_table(manifest["companions"]["odd"]).column("x").to_pylist() == [1, 3]
 
 
+def test_work_outside_the_store_is_checked_before_a_cache_hit(store, tmp_path):
+    """A stage that writes a file outside the store (as export does) is rebuilt once the file is gone, and its
+    record then describes the new build; its fingerprint is recorded in the manifest."""
+    outside = tmp_path / "outside.txt"
+
+    def build(ctx):
+        outside.write_text(ctx.params["text"])
+        return StageOutput(stats={"written": ctx.params["text"]}, files={"note.txt": "written outside"})
+
+    writer = Stage("writer", "1", build, params=dict, present_outside=lambda store, key, params: outside.exists(),
+                   fingerprint=lambda params: {"content": "abc"})
+    first = run_stage(writer, {"text": "hi"}, {}, store)
+    assert run_stage(writer, {"text": "hi"}, {}, store).status == "cached"
+    outside.unlink()
+    again = run_stage(writer, {"text": "hi"}, {}, store)
+    assert again.status == "ran" and again.ref.key == first.ref.key and outside.read_text() == "hi"
+    assert store.manifest(first.ref.key)["fingerprint"] == {"content": "abc"}
+
+
 def test_cached_rebuilt_and_injected_failure(prefect_api, store):
     report = run_toy(store, 4)
     assert statuses(report) == {"numbers": "ran", "squares": "ran"}

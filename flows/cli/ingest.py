@@ -92,7 +92,8 @@ def handle(args: argparse.Namespace) -> int:
     for fmt, path in exports:
         done = write_export(store.iter_batches(merged.ref.key), fmt, path)
         print(f"exported to {path}: {done.summary(fmt)}", file=sys.stderr)
-        exported.append({"format": fmt, "path": path, "written": done.written, "skipped": done.skipped})
+        exported.append({"format": fmt, "path": path, "written": done.written, "skipped": done.skipped,
+                         "first_ids": done.first_ids})
     result = {"read": stats["read"], "kept": stats["kept"], "quarantined": stats["quarantined"],
               "duplicates": stats["duplicates"], "repairs": stats["repairs"], "warnings": stats["warnings"],
               "key": merged.ref.key, "quarantine_key": companion_key(merged.ref.key, "quarantine")}

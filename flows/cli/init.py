@@ -101,6 +101,7 @@ def yaml_text(name: str, sources: list[dict[str, Any]], written_paths: list[str]
             others = [s for s in source["sheets"] if s != source["sheet"]]
             lines.append(f"      sheet: {_q(source['sheet'])}  # header in Excel row {source['header_row'] + 1}"
                          + (f"; other sheets: {', '.join(others)}" if others else ""))
+        lines.append("      # license: cc-by-4.0  # the source's licence, named in every export's provenance")
     rows = sizes["rows"]
     lines.append("iqs:")
     if revisions:
@@ -124,7 +125,10 @@ def yaml_text(name: str, sources: list[dict[str, Any]], written_paths: list[str]
               f"  # one epoch over the at most {sizes['budget']:,} selected rows at batch_size 4; LoRA on the bundled "
               "SmolLM2-135M",
               f"  max_steps: {sizes['max_steps']}",
-              "  batch_size: 4"]
+              "  batch_size: 4",
+              "# export:  # the selection for other trainers after every run, with its provenance (docs/export.md)",
+              "#   - openai:selection.jsonl  # OpenAI messages JSONL (TRL, axolotl, OpenAI fine-tuning)",
+              "#   - hf:selection_hf  # a folder datasets.load_from_disk opens, with a dataset card"]
     return "\n".join(lines) + "\n"
 
 

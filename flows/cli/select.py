@@ -1,4 +1,5 @@
-"""`sftflow select --report [KEY]`: the selection report (the newest selection when no KEY).
+"""`sftflow select --report [KEY]`: the selection report (the newest selection when no KEY), with links to its
+exports (`sftflow export`, the pipeline's export stage).
 `sftflow select --explore [KEY] [--no-browser]`: the selection explorer page, opened in a browser.
 `sftflow select --conversations KEY --clusters KEY [--scored KEY] [--set n1=500]`: run the select stage alone."""
 from __future__ import annotations
@@ -102,12 +103,15 @@ def explore(store, key: str, args: argparse.Namespace) -> None:
 
 def show_report(store, key: str, args: argparse.Namespace) -> None:
     from tasks.select import SUMMARY_FILE, SUMMARY_ROWS
+    from tasks.stages.export import exports_of, link
 
     manifest = selection_manifest(store, key)
     summary = json.loads(store.read_file(key, SUMMARY_FILE))
     files = {f["name"].removeprefix("files/"): str(store.local_path(key, *f["name"].split("/")))
              for f in manifest.get("files", [])}
-    result = {"key": key, **summary, "files": files}
+    exported = [{name: entry[name] for name in ("format", "path", "rows", "created")}
+                for entry in exports_of(store, key)]
+    result = {"key": key, **summary, "files": files, "exports": exported}
     rows = [{"": label, "value": summary.get(name)} for name, label in SUMMARY_ROWS]
     clusters = sorted(summary["cluster_table"], key=lambda r: (-r["size"], r["cluster"]))
     shown = clusters[:args.clusters_shown]
@@ -115,5 +119,6 @@ def show_report(store, key: str, args: argparse.Namespace) -> None:
             format_table(rows, ["", "value"]), "",
             f"largest {len(shown)} of {len(clusters)} clusters:",
             format_table(shown, [c for c in CLUSTER_COLUMNS if c in clusters[0]]), "",
-            *[f"{name}: {path}" for name, path in files.items() if name.endswith((".png", ".html"))]]
+            *[f"{name}: {path}" for name, path in files.items() if name.endswith((".png", ".html"))],
+            *[f"exported as {e['format']}: {link(e['path'])} ({e['rows']:,} rows, {e['created']})" for e in exported]]
     emit(result, args.json, "\n".join(text))

@@ -14,6 +14,7 @@ from typing import Any
 
 import fsspec
 import orjson
+from fsspec.spec import AbstractBufferedFile
 
 from tasks.errors import BadInputError
 from tasks.ingest.formats import detect_format
@@ -44,7 +45,9 @@ def file_kind(uri: str) -> str:
 
 
 def open_binary(uri: str) -> Any:
-    return fsspec.open(uri, "rb", compression="infer").open()
+    fh = fsspec.open(uri, "rb", compression="infer").open()
+    # an object store's file (s3fs, gcsfs) takes no size hint in readlines(), which JSONL blocks are read with
+    return io.BufferedReader(fh) if isinstance(fh, AbstractBufferedFile) else fh
 
 
 def _json_item(row: int, line: bytes) -> Item:

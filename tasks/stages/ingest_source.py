@@ -12,7 +12,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field, field_validator
 
-from storage.params import PATH, Section
+from storage.params import NOT_IN_KEY, PATH, Section
 from storage.stage import Call, Stage, StageContext, StageOutput
 from tasks.errors import BadInputError
 from tasks.ingest.report import source_report, summary
@@ -38,6 +38,9 @@ class SourceConfig(Section):
                                                      "column) is one of these; those without a lang are kept")
     preference: Literal["chosen"] | None = Field(None, description="preference records (chosen/rejected): chosen "
                                                                    "takes the chosen answer; empty: quarantine them")
+    license: str | None = Field(None, json_schema_extra=NOT_IN_KEY,
+                                description="the source's licence (e.g. cc-by-4.0), named in the provenance of every "
+                                            "export of data read from it; not part of any key")
 
     @field_validator("lang", mode="before")
     @classmethod

@@ -106,11 +106,12 @@ def build(ctx: StageContext, tokenized: DatasetRef, base_model: DatasetRef) -> S
     from tasks.collate import SFTCollator
     from tasks.device import cpu_bf16_flags, use_available_cores
     from tasks.generate import answer, compare_markdown
+    from tasks.provenance import lineage
     from tasks.templates import for_tokenizer, get_template
     from tasks.train.data import check_template, effective_limit, prepare
     from tasks.train.loop import fit
     from tasks.train.model import load_base, pick_device, position_limit, trainable_parameters, wrap
-    from tasks.train.outputs import lineage, loss_curve_png, merge_adapter, model_card, report_markdown
+    from tasks.train.outputs import loss_curve_png, merge_adapter, model_card, report_markdown
 
     params, store = ctx.params, ctx.store
     check_request(params)

@@ -1,12 +1,11 @@
-"""What a training run leaves behind besides the adapter: loss curve, model card, merged model, lineage."""
+"""What a training run leaves behind besides the adapter: loss curve, model card (with the lineage of
+tasks/provenance.py), merged model."""
 from __future__ import annotations
 
 import io
 import json
 from pathlib import Path
 from typing import Any
-
-from storage.store import DatasetMissing, Store
 
 
 def loss_curve_png(log_history: list[dict[str, Any]], title: str) -> bytes:
@@ -32,26 +31,6 @@ def loss_curve_png(log_history: list[dict[str, Any]], title: str) -> bytes:
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
-
-
-def lineage(store: Store, key: str, depth: int = 12) -> list[dict[str, Any]]:
-    """Every upstream stage of `key` (nearest first) with its parameters, read from the manifests."""
-    seen, out, frontier = set(), [], [key]
-    while frontier and depth > 0:
-        depth -= 1
-        nxt = []
-        for k in frontier:
-            if k in seen:
-                continue
-            seen.add(k)
-            try:
-                m = store.manifest(k)
-            except DatasetMissing:
-                continue
-            out.append({"key": k, "stage": m["stage"], "rows": m.get("rows"), "params": m.get("params", {})})
-            nxt.extend(m.get("inputs", {}).values())
-        frontier = nxt
-    return out
 
 
 def model_card(*, base: dict[str, Any], data_key: str, template: str, params: dict[str, Any],

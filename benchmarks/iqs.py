@@ -119,10 +119,10 @@ def run(args: argparse.Namespace) -> dict:
 def _measure(folder, texts: list[str], precision, batch_size: int) -> dict:
     """Scores of the timed rows (the better of two passes) and of the validation pairs at one precision."""
     from tasks.iqs.revisions import read_pairs_csv
-    from tasks.iqs.score import quantize_for_precision, score_texts
+    from tasks.iqs.score import ready_for, score_texts
     from tasks.iqs.train import load_model
 
-    model = quantize_for_precision(load_model(folder), precision)
+    model = ready_for(load_model(folder), precision)
     score_texts(model, texts[:64], batch_size=batch_size, precision=precision)  # warm-up
     seconds = float("inf")
     for _ in range(2):

@@ -23,12 +23,16 @@ from benchmarks.common import isolated, smollm2_folder
 CAR_SELECTION = Path(__file__).resolve().parents[2] / "shared" / "data" / "car" / "CaR_selected_result.json"
 FALLBACK = [("Give three tips for staying healthy.", "Eat a balanced diet, exercise regularly and sleep enough.")]
 TRAIN_ROWS, HELD_OUT = 800, 100  # CaR rows to train on, and the rows after them, scored after training
-# (name, precision, length-grouped batches, method): the default path, the path before it, each change alone
-DEFAULT = ("bf16 autocast, length-grouped batches (default)", "auto", True, "lora")
-BEFORE = ("fp32, random batches (before)", "fp32", False, "lora")
-OPTIONS = (("fp32, length-grouped batches", "fp32", True, "lora"),
-           ("bf16 autocast, random batches", "auto", False, "lora"))
-FULL = ("full fine-tuning, fp32, random batches", "fp32", False, "full")
+# (name, precision, length-grouped batches, logits only where scored, method): the default path, the path
+# before it, each change alone; "lora-nodrop": the default path without LoRA's dropout (train.lora_dropout 0,
+# another recipe, not a default: drawing the dropout masks is a fifth of a bf16 step on this CPU)
+DEFAULT = ("bf16 autocast, length-grouped batches, scored-position logits (default)", "auto", True, True, "lora")
+BEFORE = ("fp32, random batches, every position's logits (before)", "fp32", False, False, "lora")
+OPTIONS = (("fp32, length-grouped batches, scored-position logits", "fp32", True, True, "lora"),
+           ("bf16 autocast, length-grouped batches, every position's logits", "auto", True, False, "lora"),
+           ("bf16 autocast, random batches, scored-position logits", "auto", False, True, "lora"),
+           ("the default path with train.lora_dropout 0 (another recipe)", "auto", True, True, "lora-nodrop"))
+FULL = ("full fine-tuning, fp32, random batches", "fp32", False, False, "full")
 QUALITY_GATE_NATS = 0.01
 
 
@@ -49,8 +53,8 @@ def training_pairs(n: int) -> list[tuple[str, str]]:
     return [(alpaca_user_content(r["instruction"], r.get("input", "")), r["output"]) for r in rows]
 
 
-def measure(model_dir: str, precision: str, grouped: bool, method: str, steps: int, batch_size: int,
-            max_length: int) -> dict[str, Any]:
+def measure(model_dir: str, precision: str, grouped: bool, scored_loss: bool, method: str, steps: int,
+            batch_size: int, max_length: int) -> dict[str, Any]:
     """One run in this (fresh) process: load, 1 warm-up step, `steps` timed optimizer steps, held-out loss."""
     import tempfile
 
@@ -66,7 +70,7 @@ def measure(model_dir: str, precision: str, grouped: bool, method: str, steps: i
     from tasks.tokenize import ConversationEncoder
     from tasks.train.data import prepare
     from tasks.train.loop import fit
-    from tasks.train.model import pick_device, trainable_parameters, wrap
+    from tasks.train.model import load_base, pick_device, trainable_parameters, wrap
 
     use_available_cores()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -79,13 +83,16 @@ def measure(model_dir: str, precision: str, grouped: bool, method: str, steps: i
     held_out = encoder.encode(records[n_train:]).table
     params = TrainConfig(method="lora", max_steps=steps + 1, batch_size=batch_size, max_length=max_length,
                          eval_share=0.0, save_steps=10_000, sample_prompts=[], learning_rate=2e-4,
-                         precision=precision, group_by_length=grouped, warmup_ratio=0.0)
+                         precision=precision, group_by_length=grouped, warmup_ratio=0.0,
+                         lora_dropout=0.0 if method == "lora-nodrop" else TrainConfig().lora_dropout)
     device = pick_device("lora", precision)
     prepared = prepare(table, source="car", vocab_size=len(tokenizer), limit=max_length, truncate=True,
                        eval_share=0.0, eval_max_rows=1, seed=0)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=device.load_dtype).to(device.device)
-    if method == "lora":
+    lora = method.startswith("lora")
+    model = load_base(Path(model_dir), "lora", device, False) if lora else \
+        AutoModelForCausalLM.from_pretrained(model_dir, dtype=device.load_dtype).to(device.device)
+    if lora:
         model = wrap(model, params)
     trainable, _ = trainable_parameters(model)
     step_times: list[float] = []
@@ -100,7 +107,8 @@ def measure(model_dir: str, precision: str, grouped: bool, method: str, steps: i
         return advance
 
     with tempfile.TemporaryDirectory() as work:
-        result = fit(model, SFTCollator(tokenizer.pad_token_id), prepared, params, device, Path(work), progress)
+        result = fit(model, SFTCollator(tokenizer.pad_token_id), prepared, params, device, Path(work), progress,
+                     scored_loss=scored_loss)
     timed = step_times[1:]  # the first step includes allocator and autograd warm-up
     seconds = sum(timed)
     tokens_per_step = result.tokens / max(1, result.steps)
@@ -142,8 +150,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     folder, convert_s, status = smollm2_folder(args.store)
     shape = (args.steps, args.batch_size, args.max_length)
     measured = {}
-    for name, precision, grouped, method in (DEFAULT, BEFORE, *OPTIONS, *((FULL,) if args.full else ())):
-        wall, peak, result = isolated(measure, folder, precision, grouped, method, *shape)
+    for name, precision, grouped, scored, method in (DEFAULT, BEFORE, *OPTIONS, *((FULL,) if args.full else ())):
+        wall, peak, result = isolated(measure, folder, precision, grouped, scored, method, *shape)
         measured[name] = row(name, wall, peak, result)
     ours, before = measured[DEFAULT[0]], measured[BEFORE[0]]
     same_batches_fp32 = measured[OPTIONS[0][0]]

@@ -349,6 +349,7 @@ def run_stage(
         # stats last: a streamed table fills them while it is written
         writer.fields["stats"] = output.stats
         writer.fields["companions"] = {name: companion_key(key, name) for name in output.companions}
+        writer.fields["build_seconds"] = round(time.perf_counter() - started, 2)  # what the output cost to make
     if "scratch" in ctx.__dict__:  # published: the scratch folder has served its purpose
         shutil.rmtree(ctx.scratch, ignore_errors=True)
     if parts > 1:  # gathered into the output: the parts have served theirs

@@ -161,8 +161,10 @@ def test_the_deployment_form_holds_the_ablation_defaults():
     spec = next(s for s in DEPLOYMENTS if s.name == "selection-ablation")
     assert spec.available() and spec.entrypoint == "flows/ablation.py:selection_ablation"
     form = ablation_parameters(load_config(None, ["train.max_steps=5", "train.batch_size=4"]))
-    assert form["budget"] == 20 and form["selectors"] == list(DEFAULT_SELECTORS) and form["seeds"] == 3
-    assert PipelineConfig.model_validate(form["config"]).train.max_steps == 5  # what Prefect sends back
+    # a CPU-feasible version of the Alpaca run: 200 rows a selector, one epoch over each selection
+    assert form["budget"] == 200 and form["selectors"] == list(DEFAULT_SELECTORS) and form["seeds"] == 3
+    train = PipelineConfig.model_validate(form["config"]).train  # what Prefect sends back
+    assert train.max_steps is None and train.epochs == 1 and train.batch_size == 4
 
 
 def test_from_a_stage_forces_the_chains_after_it_and_not_the_base_model(ablation_config):
@@ -173,3 +175,33 @@ def test_from_a_stage_forces_the_chains_after_it_and_not_the_base_model(ablation
                         for e in ("heldout", "extra")), "ablation.report"}
     pool = {step.label for step in plan.descendants("eval.pool")}
     assert "evaluate[base model/heldout]" not in pool and {"cluster", "select[longest]", "iqs[random/1]"} <= pool
+
+
+def test_arms_name_scorers_and_learning_rates_and_bad_ones_fail_before_anything_runs(ablation_config):
+    """`car:probe` is CaR's rule on the probe scorer, trained on the pipeline's revisions and planned as the
+    pipeline plans that scorer; an arm at another learning rate shares its selection and is compared with
+    random at that rate."""
+    from flows.ablation import Arm
+    from tests.conftest import ROOT
+
+    revisions = str(ROOT / "demo" / "revisions_demo.jsonl")
+    config = ablation_config(iqs={"scorer": "comet", "revisions": [revisions], "valid_fraction": 0.25})
+    arms = [Arm("car", 2), Arm("random", 2), Arm("car:probe", 1), Arm("car", 1, 6.7e-5), Arm("random", 1, 6.7e-5)]
+    plan = ablation_plan(config, 8, arms=arms).plan
+    labels = [step.label for step in plan.steps]
+    assert {"iqs.train", "iqs", "iqs.train[probe]", "iqs[probe]", "select[car:probe]", "train[car:probe/0]",
+            "train[car@lr=6.7e-05/0]", "evaluate[random@lr=6.7e-05/0/heldout]"} <= set(labels)
+    assert labels.count("select[car]") == 1 and "format[car@lr=6.7e-05]" not in labels  # one selection, shared
+    probe_training = next(s for s in plan.steps if s.label == "iqs.train[probe]")
+    assert probe_training.params.scorer == "probe" and probe_training.params.revisions == [revisions]
+    slow = next(s for s in plan.steps if s.label == "train[car@lr=6.7e-05/0]")
+    assert slow.params.learning_rate == 6.7e-5 and slow.inputs["tokenized"].label == "format[car]"
+    with pytest.raises(BadInputError, match="no scorer 'nosuch'"):
+        ablation_plan(config, 8, ["car:nosuch", "random"], 1)
+    with pytest.raises(BadInputError, match="uses no scores"):
+        ablation_plan(config, 8, ["cluster_only:probe", "random"], 1)
+    with pytest.raises(BadInputError, match="must be positive") as info:
+        ablation_plan(config, 8, arms=[Arm("car", 1), Arm("random", 1), Arm("car", 1, -1e-4)])
+    assert info.value.field == "--learning-rates"
+    with pytest.raises(BadInputError, match="no random arm at learning rate 0.0001"):
+        ablation_plan(config, 8, arms=[Arm("car", 1), Arm("random", 1), Arm("car", 1, 1e-4)])

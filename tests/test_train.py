@@ -302,3 +302,33 @@ def test_trains_on_the_format_stage_output(store, base):
     assert tokenizer.apply_chat_template(conversation, tokenize=False) in {first["text"],
                                                                            first["text"].removeprefix("<s>")}
     assert "alpaca" in store.read_file(result.ref.key, "README.md").decode()
+
+
+def test_the_scored_positions_loss_is_the_models_own_loss(tiny_confident_lm):
+    """Training projects to the vocabulary only where a label is scored: the same loss as the model's own
+    (fp32), averaged or summed over the Trainer's token count; for bf16 the frozen base is held in bf16, the
+    adapter's weights (what trains) in fp32."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.collate import SFTCollator
+    from tasks.device import Precision
+    from tasks.train.loop import scored_positions_loss
+    from tasks.train.model import load_base, wrap
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_confident_lm)
+    table = tokenized_table(tokenizer, PAIRS)
+    batch = SFTCollator(tokenizer.pad_token_id or 0)([{"input_ids": x, "labels": y} for x, y in zip(
+        table.column("input_ids").to_pylist(), table.column("labels").to_pylist())])
+    model = wrap(AutoModelForCausalLM.from_pretrained(tiny_confident_lm), TrainConfig()).eval()
+    with torch.no_grad():
+        expected = model(**batch).loss
+        assert torch.allclose(scored_positions_loss(model, batch), expected, atol=1e-6)
+        items = batch["labels"].ne(-100).sum()  # what the Trainer counts across gradient accumulation
+        summed = model(**batch, num_items_in_batch=items).loss
+        assert torch.allclose(scored_positions_loss(model, batch, items), summed, atol=1e-6)
+    bf16 = wrap(load_base(tiny_confident_lm, "lora", Precision("bf16", "cpu", "test"), False), TrainConfig())
+    dtypes = {name: p.dtype for name, p in bf16.named_parameters()}
+    assert {d for n, d in dtypes.items() if "lora_" in n} == {torch.float32}  # the trained weights stay fp32
+    assert dtypes["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"] == torch.bfloat16
+    assert bf16.get_output_embeddings().weight.dtype == torch.bfloat16

@@ -1,5 +1,5 @@
-"""`sftflow ablate CONFIG [--budget N] [--selectors car,random,...] [--seeds S] [--set k=v]... [--from STAGE]
-[--json]`: the selection-ablation flow (flows/ablation.py)."""
+"""`sftflow ablate CONFIG [--budget N] [--selectors car,random,car:probe,...] [--seeds S] [--learning-rates R,...]
+[--set k=v]... [--from STAGE] [--json]`: the selection-ablation flow (flows/ablation.py)."""
 from __future__ import annotations
 
 import argparse
@@ -17,14 +17,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--budget", type=int, help="rows every selector selects (default: select.budget, else "
                                                    "train.max_steps x batch_size x grad_accumulation)")
     parser.add_argument("--selectors", default=",".join(DEFAULT_SELECTORS),
-                        help=f"comma-separated, must include random (default: {','.join(DEFAULT_SELECTORS)})")
+                        help=f"comma-separated, must include random (default: {','.join(DEFAULT_SELECTORS)}); "
+                             "NAME:SCORER runs a selector's rule on another scorer, e.g. car:probe")
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="training seeds (and random samples)")
+    parser.add_argument("--learning-rates", type=learning_rates, metavar="R,...",
+                        help="train every selector at each of these learning rates, each compared with random at "
+                             "the same rate (default: train.learning_rate)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set eval.holdout_rows=100 (repeatable)")
     parser.add_argument("--from", dest="from_stage", metavar="STAGE",
                         help="force this stage and every stage that reads its output to run again")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=handle)
+
+
+def learning_rates(text: str) -> list[float]:
+    try:
+        return [float(value) for value in text.split(",") if value.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated numbers, e.g. 2e-4,6.7e-5 (got {text!r})") from None
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -37,7 +48,7 @@ def handle(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     selectors = [s.strip() for s in args.selectors.split(",") if s.strip()]
     try:
-        result = run_ablation(config, args.budget, selectors, args.seeds, args.from_stage)
+        result = run_ablation(config, args.budget, selectors, args.seeds, args.from_stage, args.learning_rates)
     except PipelineFailed as exc:
         failures = "".join(f"\n{row['stage']} failed: {row['error']}" for row in exc.report["stages"] if row["error"])
         emit(exc.report, args.json, format_table(exc.report["stages"], COLUMNS) + failures)

@@ -28,6 +28,7 @@ from tasks.device import Precision
 from tasks.errors import BadInputError
 from tasks.tokenize import IGNORE_INDEX
 from tasks.train.data import require_tokenized
+from tasks.train.model import prompt_learning
 
 LOSS_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
@@ -35,7 +36,7 @@ LOSS_SCHEMA = pa.schema([
     pa.field("loss_sum", pa.float64()),  # nats over those tokens
     pa.field("loss_mean", pa.float64()),
 ])
-DEFAULT_BATCH_SIZE = 8
+DEFAULT_BATCH_SIZE = 16  # rows per forward pass: 16 measured fastest for SmolLM2-135M in bf16 on 2 CPU cores
 
 
 @dataclass(frozen=True)
@@ -145,22 +146,17 @@ def eval_precision(setting: str = "auto", field: str = "evaluate.precision") -> 
 
 def load_for_eval(base: str | Path, adapter: str | Path | None = None, precision: Precision | None = None) -> Any:
     """The base model (with the peft adapter on top when given) on the device `precision` names (by default
-    the GPU when there is one, else the CPU)."""
+    the GPU when there is one, else the CPU, exact fp32), in the precision's load dtype (nothing trains here)."""
     from transformers import AutoModelForCausalLM
 
-    precision = precision or eval_precision()
+    precision = precision or eval_precision("fp32")
     model = AutoModelForCausalLM.from_pretrained(base, dtype=precision.load_dtype).to(precision.device)
     if adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
+        model.to(precision.load_dtype)  # the adapter's weights too: nothing trains here
     return model.eval()
-
-
-def _prompt_learning(model: Any) -> bool:
-    """A peft adapter that prepends virtual tokens: only the whole model's forward adds them."""
-    config = getattr(model, "active_peft_config", None)
-    return bool(getattr(config, "is_prompt_learning", False))
 
 
 def row_losses(model: Any, rows: TokenRows, *, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -174,7 +170,7 @@ def row_losses(model: Any, rows: TokenRows, *, batch_size: int = DEFAULT_BATCH_S
         raise BadInputError(f"batch size {batch_size}: must be at least 1", field="eval.batch_size")
     device = next(model.parameters()).device
     precision = precision or Precision("fp32", device.type, "asked for")
-    scored_only = precision.name != "fp32" and not _prompt_learning(model)
+    scored_only = precision.name != "fp32" and not prompt_learning(model)
     lengths = np.fromiter((len(x) for x in rows.input_ids), np.int64, len(rows))
     order = np.argsort(-lengths, kind="stable")  # longest first: a batch too large fails at once
     loss_sum = np.zeros(len(rows), np.float64)

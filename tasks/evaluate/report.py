@@ -56,8 +56,13 @@ def summarize_runs(runs: Sequence[EvalRun], *, baseline: str = "random", resampl
         for model, model_runs in models.items():
             losses = [r.losses for r in model_runs]
             summary = summarize(losses, resamples=resamples, confidence=confidence, seed=seed)
-            difference = None if model == baseline else \
-                compare(losses, reference, resamples=resamples, confidence=confidence, seed=seed)
+            against = baseline_of(model, baseline)
+            if against not in models:
+                raise BadInputError(f"no results of {against!r} on {eval_set!r} to compare {model!r} with",
+                                    field="baseline")
+            difference = None if model == against else \
+                compare(losses, [r.losses for r in models[against]], resamples=resamples, confidence=confidence,
+                        seed=seed)
             rows.append({"model": model, "trained": any(r.seed is not None for r in model_runs),
                          "per_seed": [{"seed": r.seed, "loss": r.losses.mean_loss} for r in model_runs],
                          "summary": summary.as_dict(),
@@ -66,6 +71,13 @@ def summarize_runs(runs: Sequence[EvalRun], *, baseline: str = "random", resampl
         sets.append({"name": eval_set, "rows": len(first), "tokens": int(first.tokens.sum()), "models": rows})
     return {"baseline": baseline, "confidence": confidence, "resamples": resamples, "seed": seed,
             "eval_sets": sets}
+
+
+def baseline_of(model: str, baseline: str) -> str:
+    """The run a model is compared with: the baseline trained like it (`car@lr=6.7e-05` against
+    `random@lr=6.7e-05`), the baseline itself for a model without a variant."""
+    _, at, variant = model.partition("@")
+    return f"{baseline}@{variant}" if at else baseline
 
 
 # -- text -----------------------------------------------------------------------------------------------
@@ -116,10 +128,11 @@ def verdict_sentence(summary: dict[str, Any]) -> str:
                 verdicts.setdefault(model["model"], {}).setdefault(model["vs_baseline"]["verdict"], []).append(found)
     if not verdicts:
         return f"No selector besides {baseline} was evaluated."
-    phrases = {BETTER: f"beats {baseline} beyond noise on ", WORSE: f"is worse than {baseline} beyond noise on "}
     clauses = []
     for model, by_verdict in verdicts.items():
-        parts = [phrases.get(verdict, f"does not beat {baseline} beyond noise on ") + " and on ".join(found)
+        against = baseline_of(model, baseline)
+        phrases = {BETTER: f"beats {against} beyond noise on ", WORSE: f"is worse than {against} beyond noise on "}
+        parts = [phrases.get(verdict, f"does not beat {against} beyond noise on ") + " and on ".join(found)
                  for verdict, found in sorted(by_verdict.items(), key=lambda kv: (kv[0] != BETTER, kv[0] == WORSE))]
         clauses.append(f"{model} " + ", and ".join(parts))
     return "; ".join(clauses) + "."

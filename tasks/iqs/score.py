@@ -2,7 +2,7 @@
 
 Precision follows tasks/device.py's rule (the comet scorer resolves it): `bf16` runs the forward pass under
 bfloat16 autocast (GPUs, CPUs with AVX512-BF16 or AMX), `int8` quantizes the encoder's Linear layers
-dynamically (`quantize_for_precision`, CPU only), `fp32` is exact. bf16 and int8 move scores slightly and may
+dynamically (`ready_for`, CPU only), `fp32` is exact. bf16 and int8 move scores slightly and may
 swap close pairs (`python -m benchmarks iqs` measures both against fp32).
 
 Texts longer than the encoder's limit are truncated by the encoder's tokenizer exactly as in training
@@ -45,12 +45,15 @@ def scoring_precision(setting: str, auto_bf16: bool) -> Precision:
     return resolve_precision(setting, pick_device("auto"), field="iqs.precision", auto_bf16=auto_bf16)
 
 
-def quantize_for_precision(model, precision: Precision):
-    """The model ready for `score_texts(..., precision=precision)`: for int8, its encoder quantized in place."""
+def ready_for(model, precision: Precision):
+    """The model ready for `score_texts(..., precision=precision)`, in place: for int8 its encoder quantized, for
+    bf16 on the CPU its Linear weights cast once (autocast would cast them at every batch)."""
+    from tasks.device import cast_frozen_matmuls
     from tasks.embed import quantize_int8
 
     if precision.name == "int8":
         quantize_int8(model.encoder)
+    cast_frozen_matmuls(model, precision)
     return model
 
 

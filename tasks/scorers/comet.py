@@ -98,7 +98,7 @@ def fit(train_rows: Any, valid_rows: Any, ctx: Any) -> tuple[Any, dict[str, Any]
 
 
 def open_model(inputs: ScorerInputs) -> Scoring:
-    from tasks.iqs.score import quantize_for_precision, score_texts, scoring_precision
+    from tasks.iqs.score import ready_for, score_texts, scoring_precision
     from tasks.iqs.train import load_model
 
     store, key = inputs.store, inputs.iqs_model.key
@@ -107,7 +107,7 @@ def open_model(inputs: ScorerInputs) -> Scoring:
         raise BadInputError(f"model {key} was trained with scorer {info['scorer']!r}: it has no COMET "
                             "checkpoint; set iqs.scorer=probe or train a comet model", field="iqs.scorer")
     precision = scoring_precision(inputs.params.precision, AUTO_BF16)
-    model = quantize_for_precision(load_model(store.local_path(key, "files", "model")), precision)
+    model = ready_for(load_model(store.local_path(key, "files", "model")), precision)
 
     def score(rows: Any) -> Scores:
         result = score_texts(model, table_texts(rows), normalize=info["normalize_whitespace"],

@@ -36,14 +36,46 @@ class AblationReportParams(Section):
     confidence: float = Field(CONFIDENCE, gt=0, lt=1)
 
 
+SCORING_STAGES = ("iqs.train", "iqs")  # a selector's scoring cost: its scorer's training and scoring
+
+
 def training_facts(ctx: StageContext, evaluation: DatasetRef) -> dict[str, Any]:
-    """What the evaluated adapter was trained on: the rows, steps and tokens it saw (none for the base model)."""
+    """What the evaluated adapter was trained on (rows, steps, tokens, learning rate) and what its chain cost:
+    minutes of training, and of scoring (its scorer's training and scoring, from the manifests up the lineage;
+    what every selector shares, the embeddings and the pool, is not counted). None for the base model."""
     adapter = ctx.store.manifest(evaluation.key).get("stats", {}).get("adapter")
     if adapter is None:
-        return {"adapter": None, "train_rows": None, "train_steps": None, "train_tokens": None}
-    stats = ctx.store.manifest(adapter).get("stats", {})
+        return dict.fromkeys(("adapter", "train_rows", "train_steps", "train_tokens", "learning_rate",
+                              "train_minutes", "scoring_minutes"))
+    manifest = ctx.store.manifest(adapter)
+    stats = manifest.get("stats", {})
     return {"adapter": adapter, "train_rows": stats.get("train_rows"), "train_steps": stats.get("steps"),
-            "train_tokens": stats.get("tokens_seen")}
+            "train_tokens": stats.get("tokens_seen"), "learning_rate": manifest.get("params", {}).get("learning_rate"),
+            "train_minutes": minutes(manifest.get("build_seconds")),
+            "scoring_minutes": minutes(scoring_seconds(ctx, manifest))}
+
+
+def scoring_seconds(ctx: StageContext, manifest: dict[str, Any]) -> float | None:
+    """The build seconds of the scoring steps up an adapter's lineage (train → format → select → iqs →
+    iqs.train); 0 for a selector that reads no scores, None where a manifest predates the record."""
+    total, frontier, seen = 0.0, list(manifest.get("inputs", {}).values()), set()
+    while frontier:
+        key = frontier.pop()
+        if key in seen or not ctx.store.verify(key):
+            continue
+        seen.add(key)
+        upstream = ctx.store.manifest(key)
+        if upstream["stage"] in SCORING_STAGES:
+            if upstream.get("build_seconds") is None:
+                return None
+            total += upstream["build_seconds"]
+        if upstream["stage"] in ("format", "select", *SCORING_STAGES):
+            frontier += list(upstream.get("inputs", {}).values())
+    return total
+
+
+def minutes(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds / 60, 2)
 
 
 def build(ctx: StageContext, **evaluation: DatasetRef) -> StageOutput:
@@ -65,9 +97,14 @@ def build(ctx: StageContext, **evaluation: DatasetRef) -> StageOutput:
     trained = [r for r in rows if r["adapter"]]
     report = "\n".join(["# Selection ablation: did the selection help?", "", f"**{sentence}**", "",
                         markdown_table(summary), "", "## Training runs", "",
-                        "| model | seed | rows | steps | tokens seen | adapter |", "|---|---:|---:|---:|---:|---|",
+                        "| model | seed | rows | steps | tokens seen | learning rate | training min | scoring min "
+                        "| adapter |", "|---|---:|---:|---:|---:|---:|---:|---:|---|",
                         *dict.fromkeys(f"| {r['model']} | {r['seed']} | {r['train_rows']} | {r['train_steps']} | "
-                                       f"{r['train_tokens']} | `{r['adapter']}` |" for r in trained)])
+                                       f"{r['train_tokens']} | {r['learning_rate']} | {r['train_minutes']} | "
+                                       f"{r['scoring_minutes']} | `{r['adapter']}` |" for r in trained),
+                        "", "Scoring minutes: the selector's scorer, trained and run once, shared by its seeds "
+                        "(and by selectors on the same scorer); the embeddings and the pool every selector shares "
+                        "are not counted."])
     files = {REPORT_JSON: json.dumps({"sentence": sentence, "summary": summary, "runs": rows}, indent=1),
              CHART: bar_chart_png(summary)}
     return StageOutput(table=pa.Table.from_pylist(rows), files=files, report=report,

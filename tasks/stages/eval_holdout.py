@@ -29,7 +29,7 @@ class EvalConfig(Section):
     resamples: int = Field(RESAMPLES, ge=100, json_schema_extra=NOT_IN_KEY, description="bootstrap resamples")
     confidence: float = Field(CONFIDENCE, gt=0, lt=1, json_schema_extra=NOT_IN_KEY,
                               description="interval coverage")
-    batch_size: int = Field(8, ge=1, json_schema_extra=NOT_IN_KEY, description="rows per forward pass")
+    batch_size: int = Field(16, ge=1, json_schema_extra=NOT_IN_KEY, description="rows per forward pass")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", json_schema_extra=NOT_IN_KEY, description="the evaluate stage's precision (auto: bf16 where the "
                                                           "hardware has it, else fp32)")

@@ -38,7 +38,7 @@ class EvaluateParams(Section):
         "auto", json_schema_extra=RESOLVED_IN_KEY,
         description="auto: bf16 autocast where the GPU or the CPU has bf16 units, else fp32; the loss is "
                     "taken in fp32 from upcast logits either way (bf16 moves a set's mean loss by < 0.005)")
-    batch_size: int = Field(8, ge=1, json_schema_extra=NOT_IN_KEY, description="rows per forward pass")
+    batch_size: int = Field(16, ge=1, json_schema_extra=NOT_IN_KEY, description="rows per forward pass")
     part_rows: int = Field(PART_ROWS, ge=0, json_schema_extra=NOT_IN_KEY,
                            description="rows per part: each part is stored as it finishes, so a crash loses at most "
                                        "one (0: one piece)")

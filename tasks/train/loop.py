@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks.device import Precision
-from tasks.train.data import Prepared, TokenDataset
-from tasks.train.model import DEFAULT_LEARNING_RATE, PROMPT_LEARNING
+from tasks.train.data import IGNORE_INDEX, Prepared, TokenDataset
+from tasks.train.model import DEFAULT_LEARNING_RATE, PROMPT_LEARNING, prompt_learning
 
 log = logging.getLogger("sftflow")
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -45,6 +45,22 @@ class CountingCollator:
         return batch
 
 
+def scored_positions_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+    """The causal-LM loss of transformers' models (each label predicted from the position before it; summed
+    over `num_items_in_batch`, the Trainer's count across gradient accumulation, else averaged), with vocabulary
+    logits computed only at the positions whose label is scored: the prompt's and the padding's need none, and
+    the projection to 49k tokens and its fp32 softmax are most of a small model's step."""
+    import torch.nn.functional as F
+
+    labels = inputs["labels"]
+    hidden = model.get_decoder()(**{k: v for k, v in inputs.items() if k != "labels"}).last_hidden_state
+    targets = labels[:, 1:]
+    scored = targets != IGNORE_INDEX
+    logits = model.get_output_embeddings()(hidden[:, :-1][scored])
+    summed = F.cross_entropy(logits.float(), targets[scored], reduction="sum")
+    return summed / (num_items_in_batch if num_items_in_batch is not None else scored.sum().clamp(min=1))
+
+
 def _checkpoints(folder: Path) -> list[tuple[int, Path, bool]]:
     """(step, path, complete) of every checkpoint folder; complete = its trainer state was written."""
     if not folder.is_dir():
@@ -74,7 +90,9 @@ def planned_steps(params: Any, train_rows: int) -> int:
 
 
 def fit(model: Any, collator: Callable, prepared: Prepared, params: Any, device: Precision, checkpoints: Path,
-        progress: Callable[[int | None, str], Callable[[int], None]]) -> FitResult:
+        progress: Callable[[int | None, str], Callable[[int], None]], scored_loss: bool = True) -> FitResult:
+    """Train; `scored_loss=False` takes the model's own loss over every position's logits (the path before
+    `scored_positions_loss`, kept for the benchmark's baseline)."""
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     total = planned_steps(params, len(prepared.train))
@@ -124,7 +142,15 @@ def fit(model: Any, collator: Callable, prepared: Prepared, params: Any, device:
         disable_tqdm=True,
     )
     counting = CountingCollator(collator)
-    trainer = Trainer(model=model, args=args, train_dataset=TokenDataset(prepared.train),
+
+    class ScoredPositionsTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+            # evaluation wants the outputs; virtual tokens need the whole model's forward
+            if return_outputs or prompt_learning(model) or not scored_loss:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return scored_positions_loss(model, inputs, num_items_in_batch)
+
+    trainer = ScoredPositionsTrainer(model=model, args=args, train_dataset=TokenDataset(prepared.train),
                       eval_dataset=TokenDataset(prepared.eval) if has_eval else None, data_collator=counting,
                       callbacks=[StepProgress()])
     trainer.remove_callback(PrinterCallback)  # it prints logs on stdout, where `--json` output goes

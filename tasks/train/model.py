@@ -78,12 +78,12 @@ def target_modules(model: Any, method: str, override: list[str] | None) -> list[
 
 
 def load_base(folder: Path, method: str, device: Precision, gradient_checkpointing: bool) -> Any:
-    """The frozen base model on its device, 4-bit for QLoRA."""
+    """The frozen base model on its device, in the precision's load dtype (tasks/device.py), 4-bit for QLoRA;
+    the adapter's own weights, added after, stay fp32."""
     from transformers import AutoModelForCausalLM
 
     if method != "qlora":
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=device.load_dtype)
-        return model.to(device.device)
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=device.load_dtype).to(device.device)
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as exc:
@@ -115,6 +115,12 @@ def wrap(model: Any, params: Any) -> Any:
     from peft import get_peft_model
 
     return get_peft_model(model, peft_config(model, params))
+
+
+def prompt_learning(model: Any) -> bool:
+    """A peft adapter that prepends virtual tokens: only the whole model's forward adds them."""
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
 
 
 def trainable_parameters(model: Any) -> tuple[int, int]:

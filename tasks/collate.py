@@ -25,6 +25,25 @@ from typing import Any
 IGNORE_INDEX = -100
 
 
+def length_batches(lengths: Sequence[int], batch_size: int, token_budget: int | None = None) -> list[list[int]]:
+    """Row indices in batches of similar length, longest first: at most `batch_size` rows, and at most
+    `token_budget` positions (rows x the batch's longest) so that long rows come in smaller batches. Longest
+    first, a batch too large for memory fails at once, and every later (smaller) tensor fits where a freed one
+    was: shortest first, the allocator's heap grew with every wider batch (3.5 GB of RSS after 16k comet-scored
+    rows, against 1.4 GB)."""
+    import numpy as np
+
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    batches: list[list[int]] = []
+    for i in order.tolist():
+        if batches and len(batches[-1]) < batch_size and (
+                token_budget is None or max(lengths[batches[-1][0]], 1) * (len(batches[-1]) + 1) <= token_budget):
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 class SFTCollator:
     def __init__(self, pad_token_id: int, pack: bool = False, max_length: int | None = None,
                  pad_to_multiple_of: int | None = None):

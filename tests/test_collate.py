@@ -64,3 +64,15 @@ def test_packed_logits_equal_separate_logits(tiny_lm, attn):
         loss_packed = model(**packed).loss
         loss_padded = model(**padded).loss
     torch.testing.assert_close(loss_packed, loss_padded, atol=1e-4, rtol=1e-4)
+
+
+def test_length_batches_group_similar_lengths_longest_first_within_a_token_budget():
+    from tasks.collate import length_batches
+
+    lengths = [5, 300, 7, 290, 6, 8, 512, 9]
+    batches = length_batches(lengths, batch_size=3, token_budget=600)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # every row once
+    assert batches[0] == [6]  # the longest first, alone: 512 x 2 would pass the budget
+    assert [lengths[b[0]] for b in batches] == sorted((lengths[b[0]] for b in batches), reverse=True)
+    assert all(len(b) <= 3 and max(lengths[i] for i in b) * len(b) <= 600 for b in batches)
+    assert length_batches(lengths, batch_size=3) == [[6, 1, 3], [7, 5, 2], [4, 0]]  # no budget: rows only

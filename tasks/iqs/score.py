@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tasks.collate import length_batches
 from tasks.device import Precision
 from tasks.iqs.revisions import normalize_whitespace
 
@@ -36,6 +37,7 @@ def max_tokens(model) -> int:
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
+TOKENS_PER_ROW = 256  # a batch holds at most batch_size x this many positions: long texts come fewer at a time
 
 
 def scoring_precision(setting: str, auto_bf16: bool) -> Precision:
@@ -66,15 +68,15 @@ def score_texts(model, texts: Sequence[str], *, normalize: bool = True, batch_si
     if not texts:
         return Scores(np.zeros(0, np.float32), 0)
     lengths = token_lengths(model, texts)
-    order = np.argsort(lengths, kind="stable")
+    batches = length_batches(np.minimum(lengths, max_tokens(model) + 2).tolist(), batch_size,
+                             batch_size * TOKENS_PER_ROW)
     gpu = torch.cuda.is_available()
     precision = precision or Precision("fp32", "cuda" if gpu else "cpu", "exact")
     device = torch.device(precision.device)
     model.to(device).eval()
     out = np.empty(len(texts), np.float32)
     with torch.inference_mode(), precision.autocast():
-        for start in range(0, len(texts), batch_size):
-            idx = order[start:start + batch_size]
+        for idx in batches:
             inputs = model.prepare_sample([{"src": texts[i]} for i in idx], stage="predict")
             inputs = {k: v.to(device) for k, v in inputs.items()}
             out[idx] = model(**inputs).score.float().cpu().numpy()

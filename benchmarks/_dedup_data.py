@@ -16,7 +16,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 def alpaca_table() -> pa.Table:
     """Alpaca-52k read by the ingest code (exact duplicates already dropped, as the pipeline does)."""
     from tasks.ingest import read_source
-    from tasks.stages.ingest_source import SourceConfig
+    from tasks.ingest.config import SourceConfig
 
     if not ALPACA.exists():
         raise SystemExit(f"the dedup benchmark reads Alpaca-52k from {ALPACA} (../shared/data)")

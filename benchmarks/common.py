@@ -46,11 +46,11 @@ def timed_cpu(fn: Callable[..., Any], *args: Any) -> tuple[float, float, Any]:
 def smollm2_folder(store_url: str | None) -> tuple[str, float, str]:
     """The bundled SmolLM2-135M-Instruct as a plain model folder in a store (converted once, ~25 s):
     (folder, seconds, the stage's status)."""
-    from storage.stage import run_stage
+    from flows.plan import run_alone
     from storage.store import Store
     from tasks.stages.base_model import STAGE, BaseModelParams
 
     store = Store(store_url)
     began = time.perf_counter()
-    ref = run_stage(STAGE, BaseModelParams(), {}, store)
+    ref = run_alone(STAGE, BaseModelParams(), {}, store)
     return str(store.local_path(ref.ref.key, "files", "model")), time.perf_counter() - began, ref.status

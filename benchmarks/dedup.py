@@ -323,7 +323,7 @@ def compare_contamination(table: pa.Table) -> tuple[list[dict], list[dict]]:
     from tasks.dedup.config import ContaminationConfig
     from tasks.dedup.contamination import read_eval_sources
     from tasks.dedup.text import prompts_and_answers
-    from tasks.stages.ingest_source import SourceConfig
+    from tasks.ingest.config import SourceConfig
 
     evals, _ = read_eval_sources([SourceConfig(path=str(SEEDS))])
     config = ContaminationConfig()

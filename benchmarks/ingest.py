@@ -60,12 +60,12 @@ def ours(path: str, store_dir: str) -> int:
     """The ingest.source stage end to end: fingerprint, read, parse, dedupe, publish parquet to the store. A fresh
     SFTFLOW_HOME each run, so the file's digest is computed as for a file never seen (tasks/digest.py)."""
     os.environ["SFTFLOW_HOME"] = tempfile.mkdtemp(prefix="home-", dir=Path(store_dir).parent)
-    from storage.stage import run_stage
+    from flows.plan import run_alone
     from storage.store import Store
-    from tasks.stages.ingest_source import STAGE as SOURCE_STAGE
-    from tasks.stages.ingest_source import SourceConfig
+    from tasks.ingest.config import STAGE as SOURCE_STAGE
+    from tasks.ingest.config import SourceConfig
 
-    return run_stage(SOURCE_STAGE, SourceConfig(path=path), {}, Store(store_dir), force=True).stats["read"]
+    return run_alone(SOURCE_STAGE, SourceConfig(path=path), {}, Store(store_dir), force=True).stats["read"]
 
 
 def pandas_json(path: str, lines: bool = False) -> int:

@@ -45,7 +45,7 @@ def _texts(n: int) -> list[str]:
 
 def _train(store, overrides: list[str], tiny: bool):
     from flows.config import load_config
-    from storage.stage import run_stage
+    from flows.plan import run_alone
     from tasks.stages.iqs_train import STAGE as TRAIN_STAGE
 
     settings = [f"iqs.revisions=[{CAR / 'APE_score_train.csv'}]",
@@ -54,7 +54,7 @@ def _train(store, overrides: list[str], tiny: bool):
         settings += ["iqs.limit_train_batches=8", "iqs.epochs=1", "iqs.hidden_sizes=[64]"]
     config = load_config(None, settings + [o if o.startswith("iqs.") else f"iqs.{o}" for o in overrides])
     began = time.perf_counter()
-    result = run_stage(TRAIN_STAGE, config.iqs, {}, store)
+    result = run_alone(TRAIN_STAGE, config.iqs, {}, store)
     return result, time.perf_counter() - began
 
 
@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from storage.store import Store
+    from tasks.iqs.comet_model import load_model
     from tasks.iqs.score import scoring_precision
-    from tasks.iqs.train import load_model
     from tasks.scorers.comet import AUTO_BF16
 
     store = Store(args.store)
@@ -118,9 +118,9 @@ def run(args: argparse.Namespace) -> dict:
 
 def _measure(folder, texts: list[str], precision, batch_size: int) -> dict:
     """Scores of the timed rows (the better of two passes) and of the validation pairs at one precision."""
+    from tasks.iqs.comet_model import load_model
     from tasks.iqs.revisions import read_pairs_csv
     from tasks.iqs.score import ready_for, score_texts
-    from tasks.iqs.train import load_model
 
     model = ready_for(load_model(folder), precision)
     score_texts(model, texts[:64], batch_size=batch_size, precision=precision)  # warm-up

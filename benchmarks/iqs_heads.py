@@ -30,7 +30,7 @@ def pooled_features(texts: list[str], batch_size: int, max_length: int) -> dict[
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from tasks.iqs.train import bundled_minilm
+    from tasks.iqs.comet_model import bundled_minilm
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_minilm())
     model = AutoModel.from_pretrained(bundled_minilm()).eval()

@@ -32,12 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _trained(store, scorer: str, settings: list[str]) -> str:
     from flows.config import load_config
-    from storage.stage import run_stage
+    from flows.plan import run_alone
     from tasks.stages.iqs_train import STAGE
 
     config = load_config(None, [f"iqs.scorer={scorer}", f"iqs.revisions=[{CAR / 'APE_score_train.csv'}]",
                                 f"iqs.validation_revisions=[{CAR / 'APE_score_valid.csv'}]", *settings])
-    return run_stage(STAGE, config.iqs, {}, store).ref.key
+    return run_alone(STAGE, config.iqs, {}, store).ref.key
 
 
 def _configs(args: argparse.Namespace, store) -> dict[str, tuple[dict, str | None]]:

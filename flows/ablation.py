@@ -1,7 +1,7 @@
 """The `selection-ablation` flow: is a model tuned on my selection better than one tuned on a random sample?
 
-One plan of stage steps (flows/plan.py): the pipeline's own steps up to the embeddings, the IQS scores and
-the base model; the held-out split and the evaluation sets; the pool without them (eval.pool) and its clusters;
+One plan of stage steps (flows/plan.py): its recipe (flows/recipes.py: the pipeline's own stages up to the IQS
+scores and the base model; the held-out split and the evaluation sets; the pool without them and its clusters),
 then per arm (a selector at a learning rate) and seed a select → format → train chain, each adapter (and the
 base model once) evaluated on every set, and one report. A selector (tasks/selectors/) is a scorer and a rule
 whose select parameters make exactly `budget` rows; `car:probe` runs CaR's rule on the probe scorer, planned
@@ -23,7 +23,9 @@ from prefect.runtime import flow_run
 
 from flows.config import PipelineConfig
 from flows.execute import Run, publish_table, run_plan
-from flows.plan import Plan, Step, pipeline_plan
+from flows.plan import Plan, Step, plan_recipe
+from flows.recipes import ABLATION, SFT
+from flows.runner import normalized, planned, run_flow
 from storage.store import Store
 from tasks import scorers, selectors
 from tasks.errors import BadInputError
@@ -31,8 +33,8 @@ from tasks.selectors import BASELINE, PIPELINE_SCORER, Selector
 from tasks.stages import get
 from tasks.stages.ablation_report import CHART, REPORT_JSON, AblationReportParams, RunLabel
 from tasks.stages.eval_holdout import HELDOUT
-from tasks.stages.eval_pool import PoolParams
 from tasks.stages.evaluate import EvaluateParams
+from tasks.stages.select import SelectConfig
 
 BASE_MODEL = "base model"
 DEFAULT_SEEDS = 3
@@ -135,21 +137,12 @@ def ablation_plan(config: Any, budget: int | None = None, selector_names: Sequen
     arms = list(arms) if arms is not None else grid(selector_names, seeds)
     chosen = check_request(config, arms, budget)
     store = Store(config.store)
-    pipeline = pipeline_plan(config, store)
-    select_step = pipeline.named("select", "select")[0]
-    base_model = pipeline.named("train", "train")[0].inputs["base_model"]
-    conversations, iqs_scores = select_step.inputs["conversations"], select_step.inputs.get("scored")
-    clustering = select_step.inputs["clusters"]  # re-run on the pool: the selection's map holds no held-out row
-    embeddings = clustering.inputs["embeddings"]
-    plan = pipeline.needed_by([s for s in (conversations, embeddings, iqs_scores, base_model) if isinstance(s, Step)])
-
-    sets: dict[str, Step] = {HELDOUT: plan.add(get("eval.holdout"), config.eval, {"conversations": conversations})}
-    for entry in config.eval.sets:
-        sets[entry.label] = plan.add(get("eval.set"), entry, label=f"eval.set[{entry.label}]")
-    pool = plan.add(get("eval.pool"), PoolParams(),
-                    {"conversations": conversations, **{f"eval_set_{i:03d}": s for i, s in enumerate(sets.values())}})
-
-    clusters = plan.add(clustering.stage, clustering.params, {"embeddings": embeddings, "conversations": pool})
+    plan = plan_recipe(ABLATION, config, store)
+    step = {s.label: s for s in plan.steps}
+    pool, clusters, base_model = step["eval.pool"], step["cluster"], step["base_model"]
+    iqs_scores = step.get("iqs")
+    sets: dict[str, Step] = {HELDOUT: step["eval.holdout"],
+                             **{entry.label: step[f"eval.set[{entry.label}]"] for entry in config.eval.sets}}
     evaluate, params = get("evaluate"), evaluate_params(config)
     runs: list[RunLabel] = []
     evaluations: dict[str, Step] = {}
@@ -179,7 +172,7 @@ def ablation_plan(config: Any, budget: int | None = None, selector_names: Sequen
         sample = f"{selector.name}/{seed}" if selector.per_seed else selector.name
         if sample not in chains:
             scored = scores(selector, sample, seed)
-            selected = plan.add(get("select"), selector.select_params(config, budget),
+            selected = plan.add(get("select"), SelectConfig.exactly(budget, selector.rule, config.select.n2),
                                 {"conversations": pool, "clusters": clusters,
                                  **({"scored": scored} if scored is not None else {})}, label=f"select[{sample}]")
             chains[sample] = plan.add(get("format"), config.format, {"selection": selected,
@@ -208,7 +201,7 @@ def merged_scores(plan: Plan, config: Any, store: Store, scorer: str) -> Step:
     """The iqs step of `config`'s own pipeline plan, added to `plan` with what it needs: steps `plan` already
     has (the same key: ingest, embed, dedup) are shared, the others (the scorer's training) added, labelled by
     the scorer."""
-    own = pipeline_plan(config, store)
+    own = plan_recipe(SFT.until("iqs"), config, store)
     target = own.named("iqs", "iqs")[0]
     known = {step.key: step for step in plan.steps if step.key}
     mapped: dict[Step, Step] = {}
@@ -263,9 +256,10 @@ def selection_ablation(config: PipelineConfig, budget: int | None = None,
     scorer). `learning_rates`: every selector at each (random included); `arms`: explicit {selector, seeds,
     learning_rate} entries instead. `from_stage` forces a stage and everything that reads its output."""
     chosen = arms_of(selectors, seeds, learning_rates, arms)
+    config = normalized(config)
     store = Store(config.store)
-    config = config.model_copy(update={"store": store.url})
-    ablation = ablation_plan(config, budget, arms=chosen)
+    ablation = planned(selection_ablation.name, lambda: ablation_plan(config, budget, arms=chosen), config,
+                       budget=budget, arms=[arm.__dict__ for arm in chosen], seeds=seeds, from_stage=from_stage)
     first = run_plan(ablation.plan.needed_by([ablation.pool]))
     if first.ok:
         check_budget(first, ablation.budget)
@@ -287,16 +281,14 @@ def run_ablation(config: Any, budget: int | None = None, selector_names: Sequenc
     """Run the flow and return its table and report; raises PipelineFailed (with the table) when a step failed."""
     from flows.pipeline import task_runner
 
-    store_url = Store(config.store).url
-    config = config.model_copy(update={"store": store_url})
+    config = normalized(config)
     chosen = list(arms) if arms is not None else grid(selector_names, seeds, learning_rates)
-    ablation = ablation_plan(config, budget, arms=chosen)  # before a flow run (and Prefect's server) starts
-    if from_stage:
-        ablation.plan.descendants(from_stage)  # names a stage of the plan, or fails
-    flow_fn = selection_ablation.with_options(task_runner=task_runner(config.runner, store_url))
-    state = flow_fn(config=config, budget=budget, arms=[arm.__dict__ for arm in chosen], seeds=seeds,
-                    from_stage=from_stage, return_state=True)
-    result = state.result(raise_on_failure=False)
-    if isinstance(result, BaseException):
-        raise result
-    return result
+
+    def checked() -> AblationPlan:
+        ablation = ablation_plan(config, budget, arms=chosen)
+        if from_stage:
+            ablation.plan.descendants(from_stage)  # names a stage of the plan, or fails
+        return ablation
+
+    return run_flow(selection_ablation, checked, config, task_runner(config.runner, config.store), budget=budget,
+                    arms=[arm.__dict__ for arm in chosen], seeds=seeds, from_stage=from_stage)

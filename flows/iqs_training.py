@@ -11,10 +11,10 @@ from typing import Any
 from prefect import flow
 
 from flows.execute import publish_table, run_plan
-from flows.plan import Plan
+from flows.plan import plan_recipe
+from flows.recipes import IQS_TRAINING
 from storage.store import Store
 from tasks import scorers
-from tasks.stages import get
 
 IQSSection = scorers.section_type()
 
@@ -22,9 +22,8 @@ IQSSection = scorers.section_type()
 @flow(name="iqs-training", persist_result=True)
 def iqs_training(iqs: IQSSection, store: str | None = None, force: bool = False) -> dict[str, Any]:
     """Train (or find in the store) the IQS model for `iqs`; returns the stage table, `model` and its metrics."""
-    plan = Plan(Store(store))
-    plan.add(get("iqs.train"), iqs)
-    run = run_plan(plan.compute_keys(), "iqs.train" if force else None)
+    plan = plan_recipe(IQS_TRAINING, None, Store(store), params={"iqs.train": iqs})
+    run = run_plan(plan, "iqs.train" if force else None)
     report = publish_table(run, "iqs-training", "iqs-training-run")
     report["model"] = run.ref("iqs.train").key
     report["metrics"] = json.loads(plan.store.read_file(report["model"], "metrics.json"))["validation"]

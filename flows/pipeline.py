@@ -1,7 +1,7 @@
-"""The `sft-pipeline` flow: every registered stage the config asks for, wired by the datasets they read.
+"""The `sft-pipeline` flow: its recipe (flows/recipes.py) planned for a config and run.
 
-Thin on purpose: the wiring comes from the stage declarations (flows/plan.py), the running from flows/execute.py;
-every stage is cached by its store key.
+Thin on purpose: the order is the recipe's, the wiring one rule (flows/plan.py), the running flows/execute.py and
+flows/runner.py; every stage is cached by its store key.
 """
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from prefect.runtime import flow_run
 
 from flows.config import PipelineConfig, RunnerConfig
 from flows.execute import publish_table, run_plan
-from flows.plan import Plan, pipeline_plan
+from flows.plan import Plan, plan_recipe
+from flows.recipes import SFT
+from flows.runner import normalized, planned, run_flow
 from storage.store import Store
 from tasks.errors import BadInputError
 
@@ -29,7 +31,7 @@ def _run_name() -> str:
 
 def plan_for(config: Any, from_stage: str | None = None, until_stage: str | None = None) -> Plan:
     """The checked plan of a run: bad wiring, missing packages or files and unknown stage names fail here."""
-    plan = pipeline_plan(config, Store(config.store))
+    plan = plan_recipe(SFT, config, Store(config.store))
     if until_stage:
         plan = plan.until(until_stage)
     if from_stage:
@@ -42,14 +44,15 @@ def sft_pipeline(config: PipelineConfig, from_stage: str | None = None,
                  until_stage: str | None = None) -> dict[str, Any]:
     """The whole pipeline; `from_stage` forces a stage and every stage that reads its output, `until_stage` stops
     after a stage (running only what it needs)."""
-    store = Store(config.store).url
-    config = config.model_copy(update={"store": store})
+    config = normalized(config)
     if type(FlowRunContext.get().task_runner).__name__ != RUNNER_CLASSES[config.runner.task_runner]:
         # started by a deployment or the UI, on the default runner: run the stages as a subflow on the one asked for
-        runner = task_runner(config.runner, store)
+        runner = task_runner(config.runner, config.store)
         return sft_pipeline.with_options(task_runner=runner)(config=config, from_stage=from_stage,
                                                              until_stage=until_stage)
-    run = run_plan(plan_for(config, from_stage, until_stage), from_stage)
+    plan = planned(sft_pipeline.name, lambda: plan_for(config, from_stage, until_stage), config,
+                   from_stage=from_stage, until_stage=until_stage)
+    run = run_plan(plan, from_stage)
     return publish_table(run, f"sft-pipeline: {config.name}", "sft-pipeline-run")
 
 
@@ -81,13 +84,6 @@ def task_runner(runner: RunnerConfig, store_url: str) -> Any:
 
 def run_pipeline(config: Any, from_stage: str | None = None, until_stage: str | None = None) -> dict[str, Any]:
     """Run the flow and return its stage table; raises PipelineFailed (with the table) when a stage failed."""
-    store_url = Store(config.store).url
-    config = config.model_copy(update={"store": store_url})
-    runner = task_runner(config.runner, store_url)
-    plan_for(config, from_stage, until_stage)  # before a flow run (and Prefect's server) starts
-    flow_fn = sft_pipeline.with_options(task_runner=runner)
-    state = flow_fn(config=config, from_stage=from_stage, until_stage=until_stage, return_state=True)
-    result = state.result(raise_on_failure=False)
-    if isinstance(result, BaseException):
-        raise result
-    return result
+    config = normalized(config)
+    return run_flow(sft_pipeline, lambda: plan_for(config, from_stage, until_stage), config,
+                    task_runner(config.runner, config.store), from_stage=from_stage, until_stage=until_stage)

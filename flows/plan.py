@@ -2,22 +2,22 @@
 
 `Plan.add` takes a stage, its parameters and its inputs (earlier steps, or store keys); a wiring mistake (an
 input `build` does not take, a required input missing, a missing package) is bad input at once, never a
-TypeError retried on a worker. `pipeline_plan` wires the registered stages of a pipeline config by dataset name:
-an input named `clusters` reads the dataset of the stage whose `output` is `clusters`. A stage that reads and
-writes the same dataset (dedup: conversations → conversations) refines it: every reader of that dataset that
-the refiner does not itself depend on reads the refined one.
+TypeError retried on a worker. `plan_recipe` turns a recipe (flows/recipes.py) and a config into a plan by one
+rule: an input reads the nearest earlier producer of its dataset in the recipe (`**name` inputs every earlier
+producer; an entry may point an input at another dataset). The steps come out in dependency order, each after
+what it reads, in the order of `build`'s inputs.
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flows.recipes import SFT, Recipe
 from storage.stage import Call, Stage
 from storage.store import Store
 from tasks.errors import BadInputError
-from tasks.stages import registered
+from tasks.stages import get
 
 
 @dataclass(eq=False)
@@ -112,7 +112,7 @@ class Plan:
         return Plan(self.store, [s for s in self.steps if s in needed])
 
 
-# -- the pipeline's wiring -----------------------------------------------------------------------------------
+# -- a recipe's wiring -----------------------------------------------------------------------------------------
 @dataclass(eq=False)
 class _Node:
     stage: Stage
@@ -123,9 +123,8 @@ class _Node:
     gathers: bool = False  # the gather step of a sharded stage (its parts are wired already)
 
 
-def _nodes(stage: Stage, call: Call) -> list[_Node]:
+def _nodes(stage: Stage, call: Call, label: str) -> list[_Node]:
     """One node per call; a call of `shards` > 1 becomes its parts plus the gather step that makes the output."""
-    label = call.label or stage.name
     if call.shards <= 1:
         return [_Node(stage, call, label)]
     if stage.shard_input is None:
@@ -136,26 +135,24 @@ def _nodes(stage: Stage, call: Call) -> list[_Node]:
     return [*parts, gather]
 
 
-def pipeline_plan(config: Any, store: Store, stages: Iterable[Stage] | None = None) -> Plan:
-    """The plan of a pipeline config: every stage whose `calls(config)` asks for it, wired by dataset name."""
-    nodes = [node for stage in (stages if stages is not None else registered().values())
-             for call in stage.calls(config) for node in _nodes(stage, call)]
-    producers: dict[str, list[_Node]] = defaultdict(list)
-    for node in nodes:
-        if node.shard is None:  # a part's output is read by its gather step alone
-            producers[node.stage.dataset].append(node)
-    refiners = {node.stage.dataset: node for node in nodes if node.stage.input(node.stage.dataset)}
-    for node in nodes:
-        if not node.gathers:
-            _wire(node, producers, refiners)
-    for dataset, refiner in refiners.items():  # readers the refiner does not depend on read its output
-        if len(producers[dataset]) > 2:
-            raise BadInputError(f"{len(producers[dataset])} stages make {dataset!r}: "
-                                f"{', '.join(n.label for n in producers[dataset])}", field=dataset)
-        before = _ancestors(refiner)
-        for node in nodes:
-            if node is not refiner and node not in before and isinstance(node.wired.get(dataset), _Node):
-                node.wired[dataset] = refiner
+def plan_recipe(recipe: Recipe, config: Any, store: Store, params: Mapping[str, Any] | None = None) -> Plan:
+    """The checked plan of `recipe` for `config`: every entry's calls, each input wired to the nearest earlier
+    producer of its dataset. `params`: a stage's parameters given directly (a flow whose whole config is one
+    stage's parameters: iqs-training, self-instruct)."""
+    made: list[tuple[str, _Node]] = []  # (dataset, the node that makes it), in recipe order
+    nodes: list[_Node] = []
+    for entry in recipe.with_plugins().entries:
+        stage = get(entry.stage)
+        heads = []
+        given = (params or {}).get(stage.name)
+        for call in [Call(given)] if given is not None else stage.calls(config):
+            group = _nodes(stage, call, call.label or entry.label or stage.name)
+            for node in group:
+                if not node.gathers:
+                    _wire(node, made, entry.reads)
+            nodes += group
+            heads.append(group[-1])
+        made += [(stage.dataset, head) for head in heads]  # the calls of one entry never read each other
     plan = Plan(store)
     added: dict[_Node, Step] = {}
     readers = {id(up) for node in nodes for up in node.wired.values() if isinstance(up, _Node)}
@@ -164,38 +161,28 @@ def pipeline_plan(config: Any, store: Store, stages: Iterable[Stage] | None = No
     return plan.compute_keys()
 
 
-def _wire(node: _Node, producers: Mapping[str, list[_Node]], refiners: Mapping[str, _Node]) -> None:
-    """Each input of `node` to its producer (the original one where a refiner exists: see pipeline_plan)."""
+def pipeline_plan(config: Any, store: Store) -> Plan:
+    """The sft-pipeline flow's plan (its recipe, flows/recipes.py, with the plugin stages)."""
+    return plan_recipe(SFT, config, store)
+
+
+def _wire(node: _Node, made: list[tuple[str, _Node]], reads: Mapping[str, str]) -> None:
+    """Each input of `node`: given by the config, else the nearest earlier producer of its dataset."""
     for item in node.stage.inputs:
         if item.name in node.call.inputs:
-            given = node.call.inputs[item.name]
-            if given is not None:
-                node.wired[item.name] = given
-            elif not item.optional:
-                raise BadInputError(f"stage {node.stage.name} needs its input {item.name!r}", field=node.label)
+            node.wired[item.name] = node.call.inputs[item.name]
             continue
-        found = [p for p in producers.get(item.name, []) if p is not node and p is not refiners.get(item.name)]
+        if not node.stage.wants(item.name, node.call.params):
+            continue
+        dataset = reads.get(item.name, item.name)
+        producers = [producer for name, producer in made if name == dataset]
         if item.many:
-            node.wired.update({f"{item.name}_{i:03d}": p for i, p in enumerate(found)})
-        elif len(found) > 1:
-            raise BadInputError(f"{len(found)} stages make {item.name!r} for {node.label}: "
-                                f"{', '.join(p.label for p in found)}", field=f"{node.label}.{item.name}")
-        elif found:
-            node.wired[item.name] = found[0]
+            node.wired.update({f"{item.name}_{i:03d}": p for i, p in enumerate(producers)})
+        elif producers:
+            node.wired[item.name] = producers[-1]
         elif not item.optional:
-            raise BadInputError(f"stage {node.stage.name} needs {item.name!r}, and no stage of this pipeline makes "
-                                "it", field=f"{node.label}.{item.name}")
-
-
-def _ancestors(node: _Node) -> set[_Node]:
-    seen: set[_Node] = set()
-    frontier = [node]
-    while frontier:
-        for up in frontier.pop().wired.values():
-            if isinstance(up, _Node) and up not in seen:
-                seen.add(up)
-                frontier.append(up)
-    return seen
+            raise BadInputError(f"stage {node.stage.name} needs {dataset!r}, and no stage before it in this flow "
+                                "makes it", field=f"{node.label}.{item.name}")
 
 
 def _add(node: _Node, plan: Plan, added: dict[_Node, Step], visiting: set[_Node]) -> Step:

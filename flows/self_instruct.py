@@ -9,7 +9,9 @@ from typing import Any
 
 from prefect import flow
 
-from flows.stage import stage_task
+from flows.execute import publish_table, run_plan
+from flows.plan import plan_recipe
+from flows.recipes import SELF_INSTRUCT
 from storage.store import Store
 from tasks.stages.self_instruct import STAGE, SelfInstructConfig, summary
 
@@ -19,7 +21,8 @@ def self_instruct(config: SelfInstructConfig, store: str | None = None, output: 
                   force: bool = False) -> dict[str, Any]:
     """Generate `config.num_instructions` new instructions; the API key comes from `config.api_key_env`
     or the Prefect Secret block `config.api_key_secret`."""
-    store_url = Store(store).url
-    key = STAGE.key(config, {})
-    result = stage_task(STAGE)(config, store_url, {}, key, force=force)  # the task puts the Secret in the env
-    return summary(Store(store_url), result.ref.key, result.status, output)
+    plan = plan_recipe(SELF_INSTRUCT, None, Store(store), params={STAGE.name: config})
+    run = run_plan(plan, STAGE.name if force else None)  # its task puts the Secret block in the environment
+    publish_table(run, "self-instruct", "self-instruct-run")
+    row = run.rows[-1]
+    return summary(plan.store, row.key, row.status, output)

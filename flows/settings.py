@@ -25,6 +25,7 @@ def configure_environment() -> None:
         # stage logs outside a flow run (the CLI without Prefect) are not for the API: no warning per line
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        "HF_HOME": str(home / "huggingface"),  # the hub cache in sftflow's home (HF_HOME set: shared)
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",

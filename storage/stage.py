@@ -4,9 +4,10 @@ A stage module (tasks/stages/<name>.py) declares `STAGE = Stage(...)`: its name,
 tags, optional requirements and a plain `build(ctx, **inputs) -> StageOutput` over datasets of the store.
 Its inputs are `build`'s parameters after `ctx`: each names the dataset it reads (another stage's `output`);
 one with a default of None is optional; a `**name` parameter takes every dataset of a fan-out stage whose
-output is `name` (e.g. the ingest merge takes every `source`). Everything else is derived from the declaration:
-the Prefect task (flows/stage.py), the pipeline's wiring and `--from` order (flows/plan.py), the config schema
-(flows/config.py) and `sftflow stage NAME` (flows/cli/stage.py).
+output is `name` (e.g. the ingest merge takes every `source`). Which stages a flow runs, in which order, is
+its recipe (flows/recipes.py): an input reads the nearest earlier producer of its dataset. Everything else is
+derived from the declaration: the Prefect task (flows/stage.py), the wiring and `--from` order (flows/plan.py),
+the config schema (flows/config.py) and `sftflow stage NAME` (flows/cli/stage.py).
 
 `run_stage` owns one run of a stage: key → store check → build in a scratch folder → atomic publish →
 scratch removed; it returns whether the stage ran or came from the store. A long stage (one that declares
@@ -113,8 +114,7 @@ class Call:
 
     params: Any
     label: str | None = None  # the run table's name for it; the stage name when None
-    # an input given by the configuration instead of by its producer: a store key, or None (not read)
-    inputs: Mapping[str, str | None] = field(default_factory=dict)
+    inputs: Mapping[str, str] = field(default_factory=dict)  # inputs the configuration gives: store keys
     shards: int = 1  # > 1: the stage runs as this many row-range parts side by side, then one gather step
 
 
@@ -132,9 +132,14 @@ class Stage:
     description: str = ""
     # Extra key material derived from the parameters, e.g. a checksum of the source files an ingest reads.
     fingerprint: Callable[[Any], Mapping[str, Any]] | None = None
-    # How a pipeline config runs this stage: a list of calls (empty: not in this pipeline). Default: one call
-    # with the config's `section`, when the stage has one (its `shards` field, if any, splits it).
+    # How a config runs this stage where a recipe lists it: its calls, for a fan-out (one per source) or none
+    # (nothing to do with this config: no scorer, no destination). Default: one call with the config's
+    # `section`, or the parameter model's defaults without one (its `shards` field, if any, splits it).
     plan: Callable[[Any], list[Call]] | None = None
+    # The optional inputs a configuration reads (None: every one a recipe offers), e.g. the scorer's needs.
+    reads: Callable[[Any], Iterable[str]] | None = None
+    # A plugin stage's place in the recipes: after this stage (the end of the sft recipe when None).
+    after: str | None = None
     # A stage that can run in row-range parts names the input it splits (it reads only `ctx.shard`'s rows of
     # it); `gather(ctx, **part)` merges the parts into the stage's output (default: their rows in order).
     shard_input: str | None = None
@@ -172,10 +177,13 @@ class Stage:
     def calls(self, config: Any) -> list[Call]:
         if self.plan is not None:
             return self.plan(config)
-        if self.section is None or not hasattr(config, self.section):
-            return []
-        params = getattr(config, self.section)
+        params = getattr(config, self.section) if self.section is not None else self.parse_params({})
         return [Call(params, shards=getattr(params, "shards", 1) if self.shard_input else 1)]
+
+    def wants(self, name: str, params: Any) -> bool:
+        """Whether this configuration reads the input `name` (a required input always)."""
+        item = self.input(name)
+        return item is not None and (not item.optional or self.reads is None or item.name in set(self.reads(params)))
 
     def rows_per_part(self, params: Any) -> int | None:
         return self.part_rows(params) if callable(self.part_rows) else self.part_rows
@@ -183,7 +191,7 @@ class Stage:
     def gathered(self) -> Stage:
         """The step that merges this stage's parts: the same name, version and output, reading every part."""
         return replace(self, build=self.gather or concat_parts, plan=None, shard_input=None, gather=None,
-                       fingerprint=None, requires=(), part_rows=None)
+                       fingerprint=None, requires=(), part_rows=None, reads=None)
 
     @cached_property
     def _adapter(self) -> TypeAdapter:
@@ -216,7 +224,7 @@ class StageResult:
     ref: DatasetRef
     status: str  # "ran" or "cached"
     seconds: float
-    rows_in: int | None = None
+    rows_in: int | None = None  # the rows of its main input (`main_input`), not a sum over unrelated inputs
     stats: dict[str, Any] = field(default_factory=dict)
     report: str | None = None
     figures: dict[str, bytes] = field(default_factory=dict)  # the PNG files of a run, for the report
@@ -226,6 +234,16 @@ def reusable(stage: Stage, params: Any, store: Store, key: str) -> bool:
     """A complete copy of the output in the store and, for a stage that also writes outside it, that work still
     where it wrote it: a cache hit is never trusted blindly."""
     return store.verify(key) and (stage.present_outside is None or stage.present_outside(store, key, params))
+
+
+def main_input_rows(stage: Stage, inputs: Mapping[str, DatasetRef | None]) -> int | None:
+    """The rows of a stage's main input, its first declared one that is given (every dataset of a `**name`
+    input summed: the sources of ingest, the parts of a gather); None for a stage without inputs."""
+    for item in stage.inputs:
+        given = [ref for name, ref in inputs.items() if ref is not None and stage.input(name) is item]
+        if given:
+            return sum(ref.rows for ref in given)
+    return None
 
 
 def companion_key(key: str, name: str) -> str:
@@ -311,7 +329,7 @@ def run_stage(
     if key is None:
         fingerprint = fingerprint or stage.fingerprint_of(params)
         key = stage.key(params, input_keys(inputs), shard, fingerprint)
-    rows_in = sum(ref.rows for ref in inputs.values() if ref is not None) if inputs else None
+    rows_in = main_input_rows(stage, inputs)
     if not force and reusable(stage, params, store, key):
         log.info("%s: %s already in the store", stage.name, key)
         return StageResult(store.ref(key), "cached", time.perf_counter() - started, rows_in,

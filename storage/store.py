@@ -27,16 +27,12 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage.home import default_store_url, sftflow_home
+
 MANIFEST = "_manifest.json"
 TMP_DIR = ".tmp"
 TRASH_DIR = ".trash"
-DEFAULT_HOME = "./.sftflow"
 SHARD_ROWS = 100_000
-
-
-def default_store_url() -> str:
-    home = os.environ.get("SFTFLOW_HOME", DEFAULT_HOME)
-    return os.environ.get("SFTFLOW_STORE", f"{home.rstrip('/')}/store")
 
 
 def code_version() -> str:
@@ -90,7 +86,7 @@ class Store:
         if self.is_local:
             return Path(self.path(key, *parts))
         manifest = self.manifest(key)
-        cache = Path(os.environ.get("SFTFLOW_CACHE", Path.home() / ".cache" / "sftflow")) / key
+        cache = Path(os.environ.get("SFTFLOW_CACHE") or sftflow_home() / "cache" / "store") / key
         stamp = cache / MANIFEST
         if not stamp.exists() or json.loads(stamp.read_text()) != manifest:
             if cache.exists():

@@ -7,7 +7,6 @@ exports asked for under `exports/`, a histogram PNG and a markdown report.
 """
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ import pyarrow as pa
 from storage.store import DatasetRef, Store
 from tasks import exports
 from tasks.errors import BadInputError
+from tasks.figures import png, subplots
 from tasks.tokenize import QUARANTINE_SCHEMA, TOKENIZED_SCHEMA, ConversationEncoder
 
 COLUMNS = ["id", "system", "messages", "meta", "tools"]
@@ -76,14 +76,10 @@ def export_files(params: Any, table: pa.Table, records: list[dict[str, Any]],
 
 
 def histogram_png(table: pa.Table, max_length: int) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     lengths = table.column("length").to_numpy()
     share = table.column("num_supervised").to_numpy() / np.maximum(lengths, 1)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (left, right) = subplots(1, 2, figsize=(10, 3.6))
     left.hist(lengths, bins=50, color="#4472c4")
     left.axvline(max_length, color="#c00000", linestyle="--", label=f"max_length={max_length}")
     left.set(title="tokens per sample", xlabel="tokens", ylabel="samples")
@@ -91,10 +87,7 @@ def histogram_png(table: pa.Table, max_length: int) -> bytes:
     right.hist(share, bins=50, range=(0, 1), color="#70ad47")
     right.set(title="supervised share per sample", xlabel="supervised tokens / tokens", ylabel="samples")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig)
 
 
 def report(stats: dict[str, Any], example: str | None) -> str:

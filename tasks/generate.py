@@ -51,7 +51,7 @@ def load_model(store: Store, reference: str, adapter: bool = True) -> Loaded:
         return Loaded(AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder), False, key)
     if manifest["stage"] != "train":
         raise BadInputError(f"{key} is a {manifest['stage']} output, not a model", field="--model")
-    from tasks.stages.train import Adapter
+    from tasks.artifacts import Adapter
 
     trained = Adapter.read(store, key)
     tokenizer = AutoTokenizer.from_pretrained(store.local_path(key, "files", "tokenizer"))

@@ -98,10 +98,8 @@ def scoring(iqs: dict[str, Any] | None) -> dict[str, Any] | None:
 def selection(select: dict[str, Any] | None) -> dict[str, Any] | None:
     if select is None:
         return None
-    from tasks.stages.select import STAGE
-
     stats = select.get("stats", {})
-    return {"rule": STAGE.description, "params": select.get("params", {}),
+    return {"rule": stats.get("rule"), "params": select.get("params", {}),
             "summary": {name: stats.get(name) for name in SELECT_STATS}, "key": select["key"]}
 
 

@@ -8,7 +8,7 @@ rows are taken round-robin across clusters, nearest to the centroid first.
 """
 from __future__ import annotations
 
-import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.schema import CONVERSATION_SCHEMA
-from tasks.dedup.groups import first_of_each_group
 from tasks.errors import BadInputError
 from tasks.explorer import EXPLORER_FILE
+from tasks.figures import colormap, png, subplots
 
 TOP_SCORE, CLUSTER_TOP = "top_score", "cluster_top"
 ANSWER_GROUP = "answer_group"  # dedup's column: rows whose answers are near-identical share a group
@@ -39,6 +39,19 @@ class Selection:
     rows: np.ndarray  # row indices, in selection order (best first)
     reasons: list[str]
     n1: int  # the n1 actually used (differs from the configured one under a budget)
+
+
+def first_of_each_group(order: np.ndarray, groups: Sequence[str | None]) -> np.ndarray:
+    """The priority order `order` (row indices, best first) without the rows that come after another row of
+    their group; rows without a group (None) are all kept. This is how `select` takes at most one row of an
+    answer group: the best of the group by its own priority."""
+    order = np.asarray(order, dtype=np.int64)
+    labels = np.asarray([g if g is not None else "" for g in groups], dtype=object)[order]
+    grouped = labels != ""
+    _, first = np.unique(labels[grouped], return_index=True)
+    keep = ~grouped
+    keep[np.flatnonzero(grouped)[first]] = True
+    return order[keep]
 
 
 def priority(ids: np.ndarray, clusters: np.ndarray, scores: np.ndarray | None,
@@ -225,19 +238,9 @@ def report_markdown(summary: dict[str, Any], key: str | None = None, explorer: s
     return "\n".join(lines) + "\n"
 
 
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
-
-
 def plots(clusters: pa.Table, scored: pa.Table | None, selection: pa.Table) -> dict[str, bytes]:
     """The score histogram (distance to centroid without scores) with the selected rows marked, and the 2-D
     cluster map with the selected rows highlighted. One point per row of `clusters`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     ids = clusters.column("id")
     in_selection = pc.index_in(ids, value_set=selection.column("id"))
@@ -250,7 +253,7 @@ def plots(clusters: pa.Table, scored: pa.Table | None, selection: pa.Table) -> d
     else:
         values, value_name = clusters.column("distance").to_numpy().astype(np.float64), "distance to centroid"
     values = values[np.isfinite(values)] if len(values) else values
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = subplots(figsize=(8, 4.5))
     bins = np.histogram_bin_edges(values, bins=60)
     ax.hist(values, bins=bins, color="#c8c8c8", label=f"all rows ({len(values):,})")
     parts = [(values[chosen[reasons == r]], r) for r in (TOP_SCORE, CLUSTER_TOP) if (reasons == r).any()]
@@ -260,13 +263,12 @@ def plots(clusters: pa.Table, scored: pa.Table | None, selection: pa.Table) -> d
     ax.set_yscale("log")
     ax.set(xlabel=value_name, ylabel="rows (log)", title=f"{value_name}: all rows and the selection")
     ax.legend()
-    histogram = _png(fig)
-    plt.close(fig)
+    histogram = png(fig, dpi=110)
 
     pc1, pc2 = clusters.column("pc1").to_numpy(), clusters.column("pc2").to_numpy()
     cluster = clusters.column("cluster").to_numpy()
-    colors = plt.get_cmap("tab20")(cluster % 20)
-    fig, ax = plt.subplots(figsize=(8, 7))
+    colors = colormap("tab20")(cluster % 20)
+    fig, ax = subplots(figsize=(8, 7))
     dot = float(np.clip(8000 / max(len(pc1), 1), 2, 16))  # visible on small sets, not a blot on large ones
     ax.scatter(pc1, pc2, c=colors, s=dot, alpha=0.5, linewidths=0, rasterized=True)
     for reason, marker, size in ((TOP_SCORE, "o", 14), (CLUSTER_TOP, "*", 60)):
@@ -277,6 +279,5 @@ def plots(clusters: pa.Table, scored: pa.Table | None, selection: pa.Table) -> d
     ax.set(xlabel="PC1", ylabel="PC2", title=f"{len(np.unique(cluster))} clusters on the first two principal "
                                               "components (colours repeat every 20 clusters)")
     ax.legend(loc="best")
-    cluster_map = _png(fig)
-    plt.close(fig)
+    cluster_map = png(fig, dpi=110)
     return {"score_histogram.png": histogram, "cluster_map.png": cluster_map}

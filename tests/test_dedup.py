@@ -14,7 +14,6 @@ from tasks.dedup import (
     DedupConfig,
     deduplicate,
     eval_fingerprint,
-    first_of_each_group,
     read_eval_sources,
     report_markdown,
     run_dedup,
@@ -26,6 +25,7 @@ from tasks.dedup.minhash import band_rows, candidate_probability, lsh_pairs, sig
 from tasks.dedup.semantic import semantic_pairs
 from tasks.dedup.text import Ragged, normalized_text, pair_jaccard, windows, words
 from tasks.errors import BadInputError
+from tasks.select import first_of_each_group
 
 SKY = ("The sky looks blue because molecules in the air scatter short blue wavelengths of sunlight much more than "
        "long red ones. This effect is called Rayleigh scattering. At sunrise and sunset the light travels through "

@@ -53,7 +53,9 @@ def test_members_needs_are_united_and_trained_models_enter_the_key(tiny_lm):
     members = [{"scorer": "probe", "model": "iqs-train-aaa"}, {"scorer": "ifd"}]
     config = load_config(None, [f"iqs={{scorer: combine, members: {members}}}"])
     [call] = get("iqs").calls(config)
-    assert call.inputs == {"iqs_model": None}  # embeddings (probe) and base_model (ifd) come from their stages
+    # embeddings (probe) and base_model (ifd) come from their stages; the probe's model is named
+    assert [n for n in ("iqs_model", "embeddings", "base_model") if get("iqs").wants(n, call.params)] == \
+        ["embeddings", "base_model"]
     other = scorers.parse_config({"scorer": "combine", "members": [{**members[0], "model": "iqs-train-bbb"},
                                                                     members[1]]})
     inputs = {"conversations": "ingest-x", "embeddings": "embed-x", "base_model": "base_model-x"}

@@ -176,3 +176,97 @@ def test_a_sharded_stage_runs_in_parts_gathered_under_its_own_name(tmp_path):
     with pytest.raises(BadInputError, match="cannot run in parts"):
         Plan(_store(tmp_path)).add(get("select"), PipelineConfig().select, {"conversations": "c", "clusters": "k"},
                                    shard=(0, 2))
+
+
+def readme_block(after: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```\n", text.index(after)) + 4
+    return text[start:text.index("```", start)].strip()
+
+
+def test_the_readme_drawing_is_the_demo_plan(tmp_path):
+    from flows.runner import drawing
+
+    assert readme_block("a test keeps this drawing equal to the plan") == drawing(
+        pipeline_plan(demo_config(tmp_path), _store(tmp_path)))
+
+
+def test_every_recipe_plans_the_same_steps_and_keys_as_before(tmp_path):
+    """The recipes wire what the flows wired before them (flows/plan.py's refiner rule, flows/ablation.py's
+    hand-made plan; compared key by key on 2026-12-06: equal but for a config whose dedup reads no embeddings,
+    where embed now reads the ingested rows): the same steps, every step after what it reads, one key for a step
+    the two flows share."""
+    from flows.ablation import ablation_plan
+    from flows.plan import plan_recipe
+    from flows.recipes import IQS_TRAINING, RECIPES, SELF_INSTRUCT
+
+    config = demo_config(tmp_path)
+    sft = pipeline_plan(config, _store(tmp_path))
+    ablation = ablation_plan(config, 8, ["car", "random", "longest", "cluster_only"], 2).plan
+    for plan in (sft, ablation):
+        seen = set()
+        for step in plan.steps:
+            assert all(up in seen for up in step.upstream), step.label
+            seen.add(step)
+    by_label = {s.label: s for s in sft.steps}
+    assert by_label["select"].inputs["conversations"] is by_label["dedup"]  # dedup refines what select reads
+    assert by_label["embed"].inputs["conversations"] is by_label["ingest"]  # embed comes before dedup
+    shared = ["ingest[0]", "ingest[1]", "ingest[2]", "ingest", "embed", "dedup", "iqs.train", "iqs", "base_model"]
+    in_ablation = {s.label: s for s in ablation.steps}
+    assert [in_ablation[label].key for label in shared] == [by_label[label].key for label in shared]
+    assert set(in_ablation) == {*shared, "eval.holdout", "eval.pool", "cluster", "ablation.report",
+                                "evaluate[base model/heldout]", "select[car]", "format[car]", "iqs[longest]",
+                                "select[longest]", "format[longest]", "select[cluster_only]",
+                                "format[cluster_only]",
+                                *(f"{stage}[random/{seed}]" for stage in ("iqs", "select", "format")
+                                  for seed in (0, 1)),
+                                *(f"train[{m}/{seed}]" for m in ("car", "random", "longest", "cluster_only")
+                                  for seed in (0, 1)),
+                                *(f"evaluate[{m}/{seed}/heldout]" for m in ("car", "random", "longest", "cluster_only")
+                                  for seed in (0, 1))}
+    assert in_ablation["cluster"].inputs["conversations"] is in_ablation["eval.pool"]  # the pool's clusters
+    iqs = plan_recipe(IQS_TRAINING, None, _store(tmp_path), params={"iqs.train": config.iqs})
+    assert [s.key for s in iqs.steps] == [by_label["iqs.train"].key]
+    assert set(RECIPES) == {"sft-pipeline", "selection-ablation", "iqs-training", "self-instruct"}
+    assert SELF_INSTRUCT.stages() == ["self_instruct"]
+
+
+def test_the_plan_json_lists_every_step_with_its_inputs_by_key(tmp_path):
+    env = {**os.environ, "SFTFLOW_HOME": str(tmp_path / "home"), "PYTHONPATH": str(ROOT)}
+    shown = run_cli("run", str(DEMO), "--plan", env=env)
+    plan = pipeline_plan(demo_config(tmp_path, f"store={tmp_path / 'home' / 'store'}"),
+                         _store(tmp_path / "home"))
+    assert [(s["label"], s["key"], s["status"]) for s in shown["steps"]] == [(s.label, s.key, "to run")
+                                                                            for s in plan.steps]
+    select = next(s for s in shown["steps"] if s["label"] == "select")
+    assert {name: source["from"] for name, source in select["inputs"].items()} == {
+        "conversations": "dedup", "clusters": "cluster", "scored": "iqs"}
+
+
+@pytest.mark.slow
+def test_a_filter_placed_after_dedup_runs_and_changes_what_select_reads(tmp_path):
+    """A plugin stage that writes `conversations` and names its place (`after="dedup"`, tests/toy_filter.py, the
+    only file that names it) runs in the pipeline between dedup and every later reader of conversations."""
+    env = {**os.environ, "SFTFLOW_HOME": str(tmp_path / "home"), "SFTFLOW_PLUGINS": "tests.toy_filter",
+           "PYTHONPATH": str(ROOT)}
+    args = ["run", str(DEMO), "--until", "select", "--set", "iqs.scorer=none"]
+    plan = run_cli(*args, "--set", "toy_filter.min_words=12", "--plan", env=env)
+    step = {s["label"]: s for s in plan["steps"]}
+    assert step["toy_filter"]["inputs"]["conversations"]["from"] == "dedup"
+    assert step["select"]["inputs"]["conversations"]["from"] == "toy_filter"
+    assert step["cluster"]["inputs"]["conversations"]["from"] == "toy_filter"
+    assert step["embed"]["inputs"]["conversations"]["from"] == "ingest"
+    run = {r["stage"]: r for r in run_cli(*args, "--set", "toy_filter.min_words=12", env=env)["stages"]}
+    kept = run["toy_filter"]["rows_out"]
+    assert 0 < kept < run["dedup"]["rows_out"] and run["select"]["rows_in"] == kept  # select read the filtered rows
+
+
+def test_the_recipe_table_in_the_concepts_page_is_the_recipes():
+    import re
+
+    from flows.recipes import RECIPES
+
+    rows = dict(re.findall(r"^\| `([\w-]+)` \| (.+?) \|$", (ROOT / "docs" / "concepts.md").read_text(), re.M))
+    for name, recipe in RECIPES.items():
+        listed = re.sub(r"\([^)]*\)", "", rows[name].split("; then")[0]).replace(" ", "").split(",")
+        assert listed == recipe.stages(), name

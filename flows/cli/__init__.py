@@ -1,4 +1,6 @@
-"""The `sftflow` command. Each sub-command lives in its own module with a `register(subparsers)`."""
+"""The `sftflow` command. Each sub-command lives in its own module with a `register(subparsers)`: the modules of
+this package, and those an installed package names in the entry point group `sftflow.commands` (the
+deployments layer's `serve`, which sits above the flows and so cannot be imported from here)."""
 from __future__ import annotations
 
 import argparse
@@ -16,11 +18,17 @@ from flows.cli.output import emit
 from flows.quiet import silence_third_party
 from flows.settings import STAGE_LOGGER, configure_environment
 
+COMMANDS_GROUP = "sftflow.commands"
+
 
 def command_modules() -> list[str]:
-    """Every module in this package with a `register(subparsers)` is a sub-command."""
+    """Every module with a `register(subparsers)`: this package's and the `sftflow.commands` entry points'."""
+    from importlib.metadata import entry_points
+
     here = Path(__file__).resolve().parent
-    return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if m.name != "output")
+    named = {m.name: f"flows.cli.{m.name}" for m in pkgutil.iter_modules([str(here)]) if m.name != "output"}
+    named.update({ep.name: ep.value for ep in entry_points(group=COMMANDS_GROUP)})
+    return [named[name] for name in sorted(named)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="debug logging on stderr, other libraries' warnings and notices included")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in command_modules():
-        importlib.import_module(f"flows.cli.{name}").register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

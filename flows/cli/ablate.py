@@ -1,5 +1,5 @@
 """`sftflow ablate CONFIG [--budget N] [--selectors car,random,car:probe,...] [--seeds S] [--learning-rates R,...]
-[--set k=v]... [--from STAGE] [--json]`: the selection-ablation flow (flows/ablation.py)."""
+[--set k=v]... [--from STAGE] [--plan] [--json]`: the selection-ablation flow (flows/ablation.py)."""
 from __future__ import annotations
 
 import argparse
@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="override a config value, e.g. --set eval.holdout_rows=100 (repeatable)")
     parser.add_argument("--from", dest="from_stage", metavar="STAGE",
                         help="force this stage and every stage that reads its output to run again")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the steps the run would execute (keys, inputs, cached or to run); run nothing")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=handle)
 
@@ -47,6 +49,14 @@ def handle(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     selectors = [s.strip() for s in args.selectors.split(",") if s.strip()]
+    if args.plan:
+        from flows.ablation import ablation_plan, grid, selection_ablation
+        from flows.runner import describe, normalized, plan_text
+
+        planned = ablation_plan(normalized(config), args.budget, arms=grid(selectors, args.seeds, args.learning_rates))
+        description = describe(planned.plan, selection_ablation.name)
+        emit(description, args.json, plan_text(description))
+        return 0
     try:
         result = run_ablation(config, args.budget, selectors, args.seeds, args.from_stage, args.learning_rates)
     except PipelineFailed as exc:

@@ -65,9 +65,9 @@ def handle(args: argparse.Namespace) -> int:
     from storage.store import Store
     from tasks.errors import BadInputError
     from tasks.exports import parse_spec, write_export
+    from tasks.ingest.config import SourceConfig
     from tasks.stages import get
     from tasks.stages.ingest import IngestConfig
-    from tasks.stages.ingest_source import SourceConfig
 
     mapping = {}
     for item in args.mapping:

@@ -46,8 +46,8 @@ def describe(path: str) -> dict[str, Any]:
     """Format, sheet and counts of one source, detected and read as the ingest stage does."""
     from tasks.errors import BadInputError
     from tasks.ingest import xlsx
+    from tasks.ingest.config import SourceConfig
     from tasks.ingest.readers import file_kind
-    from tasks.stages.ingest_source import SourceConfig
 
     sheets = xlsx.sheet_names(path) if not path.startswith("hf:") and file_kind(path) == "xlsx" else None
     try:

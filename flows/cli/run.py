@@ -1,4 +1,5 @@
-"""`sftflow run [CONFIG.yaml] [--set key=value]... [--from STAGE] [--until STAGE] [--json]`: the pipeline flow."""
+"""`sftflow run [CONFIG.yaml] [--set key=value]... [--from STAGE] [--until STAGE] [--plan] [--json]`: the pipeline
+flow (`--plan`: the steps it would run, with their keys and whether the store holds them, running nothing)."""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--task-runner", choices=["thread", "dask", "ray"], help="overrides runner.task_runner")
     parser.add_argument("--address", "--dask-address", dest="address",
                         help="address of an existing Dask or Ray cluster (overrides runner.address)")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the steps the run would execute (keys, inputs, cached or to run); run nothing")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=handle)
 
@@ -43,6 +46,13 @@ def handle(args: argparse.Namespace) -> int:
         subprocess.run([sys.executable, str(DEMO_CONFIG.parent / "build_data.py"), str(DEMO_CONFIG.parent / "data")],
                        check=True)
     config = load_config(args.config or DEMO_CONFIG, overrides)
+    if args.plan:
+        from flows.pipeline import plan_for, sft_pipeline
+        from flows.runner import describe, normalized, plan_text
+
+        description = describe(plan_for(normalized(config), args.from_stage, args.until_stage), sft_pipeline.name)
+        emit(description, args.json, plan_text(description))
+        return 0
     try:
         report = run_pipeline(config, from_stage=args.from_stage, until_stage=args.until_stage)
         code = 0

@@ -8,10 +8,9 @@ run (`run_dedup`: what the stage publishes).
 from tasks.dedup.config import DedupConfig
 from tasks.dedup.contamination import EvalRows, eval_fingerprint, read_eval_sources
 from tasks.dedup.decide import KEPT_SCHEMA, REMOVED_SCHEMA, DedupResult, deduplicate
-from tasks.dedup.groups import first_of_each_group
 from tasks.dedup.report import report_markdown, similarity_png
 from tasks.dedup.run import DedupOutputs, run_dedup
 
 __all__ = ["KEPT_SCHEMA", "REMOVED_SCHEMA", "DedupConfig", "DedupOutputs", "DedupResult", "EvalRows",
-           "deduplicate", "eval_fingerprint", "first_of_each_group", "read_eval_sources", "report_markdown",
+           "deduplicate", "eval_fingerprint", "read_eval_sources", "report_markdown",
            "run_dedup", "similarity_png"]

@@ -7,7 +7,7 @@ from pydantic import Field, field_validator
 
 from storage.params import NOT_IN_KEY
 from storage.params import Section as Strict
-from tasks.stages.ingest_source import SourceConfig, sources_from_paths
+from tasks.ingest.config import SourceConfig, sources_from_paths
 
 
 class NearConfig(Strict):

@@ -16,7 +16,7 @@ from tasks.dedup.config import ContaminationConfig
 from tasks.dedup.features import RowFeatures
 from tasks.dedup.text import Ragged, prompts_and_answers, spans, windows, words
 from tasks.errors import BadInputError
-from tasks.stages.ingest_source import SourceConfig
+from tasks.ingest.config import SourceConfig
 
 
 @dataclass

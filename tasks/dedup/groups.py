@@ -75,16 +75,3 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
 
     graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     return connected_components(graph, directed=False)[1]
-
-
-def first_of_each_group(order: np.ndarray, groups: Sequence[str | None]) -> np.ndarray:
-    """The priority order `order` (row indices, best first) without the rows that come after another row of
-    their group; rows without a group (None) are all kept. This is how `select` takes at most one row of an
-    answer group: the best of the group by its own priority."""
-    order = np.asarray(order, dtype=np.int64)
-    labels = np.asarray([g if g is not None else "" for g in groups], dtype=object)[order]
-    grouped = labels != ""
-    _, first = np.unique(labels[grouped], return_index=True)
-    keep = ~grouped
-    keep[np.flatnonzero(grouped)[first]] = True
-    return order[keep]

@@ -2,7 +2,6 @@
 or the evaluation row and the training rows that overlap it), and a histogram of the similarities."""
 from __future__ import annotations
 
-import io
 from collections import defaultdict
 from typing import Any
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from tasks.dedup.config import DedupConfig
 from tasks.dedup.decide import ANSWER_GROUPS, CONTAMINATED, NEAR, REASONS, SEMANTIC, DedupResult
+from tasks.figures import png, subplots
 
 SHOWN_CHARS = 240
 RULE_TITLES = {NEAR: "Near-duplicates (Jaccard of word shingles)", SEMANTIC: "Semantic duplicates (cosine)",
@@ -95,10 +95,6 @@ def report_markdown(result: DedupResult, examples: int = 5) -> str:
 def similarity_png(result: DedupResult, config: DedupConfig) -> bytes:
     """One panel per rule that ran: near-duplicate candidates' Jaccard, every row's cosine to its nearest
     neighbour, answer-group candidates' word-set Jaccard; the threshold as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     thresholds = {NEAR: config.near.threshold, SEMANTIC: config.semantic.threshold,
                   ANSWER_GROUPS: config.answer_groups.threshold}
@@ -106,7 +102,7 @@ def similarity_png(result: DedupResult, config: DedupConfig) -> bytes:
     labels: dict[str, Any] = {NEAR: "near-duplicate candidates: Jaccard of word shingles",
                               SEMANTIC: "every row: cosine to its nearest neighbour",
                               ANSWER_GROUPS: "answer-group candidates: Jaccard of answer words"}
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 3.6), squeeze=False)
+    fig, axes = subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 3.6), squeeze=False)
     for ax, (key, values) in zip(axes[0], panels):
         ax.hist(values, bins=np.linspace(min(0.0, float(np.min(values))), 1.0, 51), color="#1f77b4")
         ax.axvline(thresholds[key], color="#d62728", linestyle="--", label=f"threshold {thresholds[key]}")
@@ -117,7 +113,4 @@ def similarity_png(result: DedupResult, config: DedupConfig) -> bytes:
         axes[0][0].text(0.5, 0.5, "no rule compared any pair", ha="center", va="center")
         axes[0][0].set_axis_off()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig)

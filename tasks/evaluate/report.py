@@ -7,7 +7,6 @@ paired bootstrap of `tasks.evaluate.stats` on the same evaluation rows; a model 
 """
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from tasks.errors import BadInputError
 from tasks.evaluate.loss import RowLosses
 from tasks.evaluate.stats import BETTER, CONFIDENCE, RESAMPLES, WORSE, compare, summarize
+from tasks.figures import png, subplots
 
 MINUS = "\u2212"
 
@@ -142,13 +142,9 @@ def verdict_sentence(summary: dict[str, Any]) -> str:
 def bar_chart_png(summary: dict[str, Any]) -> bytes:
     """Per evaluation set: the mean loss of every model, and each selector's difference to the baseline, with
     intervals."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     sets = summary["eval_sets"]
-    fig, axes = plt.subplots(len(sets), 2, figsize=(11, 3.4 * len(sets)), squeeze=False)
+    fig, axes = subplots(len(sets), 2, figsize=(11, 3.4 * len(sets)), squeeze=False)
     for (left, right), eval_set in zip(axes, sets):
         models = eval_set["models"]
         names = [m["model"] for m in models]
@@ -171,10 +167,7 @@ def bar_chart_png(summary: dict[str, Any]) -> bytes:
         right.set(title=f"{eval_set['name']}: loss minus {summary['baseline']} (paired)",
                   ylabel="\u0394 nats / token (below 0: better)")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig)
 
 
 def _bars(ax: Any, names: list[str], intervals: list[dict[str, float]], colors: list[str]) -> None:

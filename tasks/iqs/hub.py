@@ -72,12 +72,12 @@ def import_checkpoint(ctx: StageContext) -> StageOutput:
     import torch
     import yaml
 
+    from tasks.iqs.comet_model import CHECKPOINT, load_model, save_encoder_files
     from tasks.iqs.evaluate import comparison_rows, evaluate_pairs
     from tasks.iqs.metric import CLASS_IDENTIFIER
     from tasks.iqs.report import markdown_table
     from tasks.iqs.revisions import load_pairs
     from tasks.iqs.score import score_texts
-    from tasks.iqs.train import CHECKPOINT, load_model, save_encoder_files
 
     p = ctx.params
     folder = snapshot(p.model)

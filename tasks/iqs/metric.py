@@ -25,7 +25,7 @@ TRAIN_SUBSET_ROWS = 200
 
 
 class InstructionMetric(RegressionMetric):
-    """Defaults follow CaR's instruction_score.yaml, except the encoder (set by tasks.iqs.train).
+    """Defaults follow CaR's instruction_score.yaml, except the encoder (set by tasks.iqs.comet_model).
 
     `pair_loss_weight` > 0 adds a pairwise margin ranking term: training batches then hold whole pairs
     (raw, revised) and the revision must score `pair_margin` above its raw text. `length_grouped` batches

@@ -1,28 +1,16 @@
 """Pictures and markdown a person looks at after training or scoring."""
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 import numpy as np
 
-
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+from tasks.figures import png, subplots
 
 
 def score_histogram_png(groups: dict[str, np.ndarray], title: str) -> bytes:
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = subplots(figsize=(6, 3.5))
     for label, values in groups.items():
         ax.hist(values, bins=40, alpha=0.6, label=label)
     ax.set_xlabel("IQS score")
@@ -30,23 +18,19 @@ def score_histogram_png(groups: dict[str, np.ndarray], title: str) -> bytes:
     ax.set_title(title)
     if len(groups) > 1:
         ax.legend()
-    return _png(fig)
+    return png(fig)
 
 
 def training_curve_png(history: Sequence[dict[str, float]]) -> bytes:
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = subplots(figsize=(6, 3.5))
     epochs = [row["epoch"] for row in history]
     for name in ("val_pairwise_accuracy", "val_kendall"):
         ax.plot(epochs, [row.get(name, float("nan")) for row in history], marker="o", label=name)
     ax.set_xlabel("epoch")
     ax.set_title("IQS validation")
     ax.legend()
-    return _png(fig)
+    return png(fig)
 
 
 def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> str:

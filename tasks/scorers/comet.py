@@ -12,8 +12,9 @@ from pydantic import Field
 
 from tasks.device import RESOLVED_IN_KEY, Precision
 from tasks.errors import BadInputError
-from tasks.iqs.training import TRAINING, RevisionTrained, model_info, train_on_revisions
+from tasks.iqs.training import model_info, train_on_revisions
 from tasks.scorers.base import Scorer, ScorerInputs, Scores, Scoring
+from tasks.scorers.trained import TRAINING, RevisionTrained
 from tasks.text import table_texts
 
 # bf16 scoring against fp32 on CaR's 254 validation pairs (python -m benchmarks iqs): the gate is accuracy
@@ -74,8 +75,8 @@ class CometConfig(RevisionTrained):
 
 
 def fit(train_rows: Any, valid_rows: Any, ctx: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    from tasks.iqs.comet_model import load_model, train_model
     from tasks.iqs.score import score_texts, token_lengths
-    from tasks.iqs.train import load_model, train_model
 
     p: CometConfig = ctx.params
     limit = p.limit_train_batches
@@ -98,8 +99,8 @@ def fit(train_rows: Any, valid_rows: Any, ctx: Any) -> tuple[Any, dict[str, Any]
 
 
 def open_model(inputs: ScorerInputs) -> Scoring:
+    from tasks.iqs.comet_model import load_model
     from tasks.iqs.score import ready_for, score_texts, scoring_precision
-    from tasks.iqs.train import load_model
 
     store, key = inputs.store, inputs.iqs_model.key
     info = model_info(store, key)

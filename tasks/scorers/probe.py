@@ -13,8 +13,9 @@ import numpy as np
 
 from tasks.errors import BadInputError
 from tasks.iqs.probe import Feature, encode
-from tasks.iqs.training import RevisionTrained, stored_probe, train_on_revisions
+from tasks.iqs.training import stored_probe, train_on_revisions
 from tasks.scorers.base import Scorer, ScorerInputs, Scores, Scoring
+from tasks.scorers.trained import RevisionTrained
 from tasks.text import table_texts
 
 

@@ -9,7 +9,7 @@ selector on another scorer, trained on the pipeline's revisions when it trains.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Literal
 
 PIPELINE_SCORER = "iqs"  # the scores the pipeline's own iqs section makes
 
@@ -29,11 +29,3 @@ class Selector:
     def on(self, scorer: str) -> Selector:
         """This selector's rule on another scorer's scores (`car:probe`)."""
         return replace(self, name=f"{self.name}:{scorer}", scorer=scorer)
-
-    def select_params(self, config: Any, budget: int) -> Any:
-        """The select stage's parameters that make exactly `budget` rows by this rule."""
-        from tasks.stages.select import SelectConfig
-
-        if self.rule == "car":  # n1 becomes the largest value whose selection with the cluster rows is `budget`
-            return SelectConfig(n1=budget, n2=config.select.n2, budget=budget)
-        return SelectConfig(n1=budget, n2=0)  # the first N of the order: by score, or round-robin without scores

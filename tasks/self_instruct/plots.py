@@ -2,19 +2,15 @@
 were dropped (as the Self-Instruct paper shows ROUGE-L overlap with the most similar earlier instruction)."""
 from __future__ import annotations
 
-import io
 from collections import Counter
 
+from tasks.figures import png, subplots
 from tasks.self_instruct.generate import GenerationResult
 
 
 def outcome_png(result: GenerationResult, threshold: float) -> bytes:
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = subplots(1, 2, figsize=(11, 4))
     kept = [o.max_rouge_l for o in result.kept if o.max_rouge_l is not None]
     duplicates = [o.max_rouge_l for o in result.dropped if o.reason == "duplicate"]
     bins = [i / 20 for i in range(21)]
@@ -28,7 +24,4 @@ def outcome_png(result: GenerationResult, threshold: float) -> bytes:
     right.invert_yaxis()
     right.set(xlabel="generated tasks", title=f"{result.requests} requests")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+    return png(fig)

@@ -13,11 +13,11 @@ from pydantic import Field
 from storage.params import Section
 from storage.stage import Stage, StageContext, StageOutput
 from storage.store import DatasetRef
+from tasks.artifacts import Adapter, Built, Evaluation
 from tasks.errors import BadInputError
 from tasks.evaluate.loss import RowLosses
 from tasks.evaluate.report import EvalRun, bar_chart_png, markdown_table, summarize_runs, verdict_sentence
 from tasks.evaluate.stats import CONFIDENCE, RESAMPLES
-from tasks.stages.eval_holdout import not_in_pipeline
 
 REPORT_JSON, CHART = "ablation.json", "ablation.png"
 
@@ -43,34 +43,34 @@ def training_facts(ctx: StageContext, evaluation: DatasetRef) -> dict[str, Any]:
     """What the evaluated adapter was trained on (rows, steps, tokens, learning rate) and what its chain cost:
     minutes of training, and of scoring (its scorer's training and scoring, from the manifests up the lineage;
     what every selector shares, the embeddings and the pool, is not counted). None for the base model."""
-    adapter = ctx.store.manifest(evaluation.key).get("stats", {}).get("adapter")
-    if adapter is None:
+    key = Evaluation.read(ctx.store, evaluation.key).adapter
+    if key is None:
         return dict.fromkeys(("adapter", "train_rows", "train_steps", "train_tokens", "learning_rate",
                               "train_minutes", "scoring_minutes"))
-    manifest = ctx.store.manifest(adapter)
-    stats = manifest.get("stats", {})
-    return {"adapter": adapter, "train_rows": stats.get("train_rows"), "train_steps": stats.get("steps"),
-            "train_tokens": stats.get("tokens_seen"), "learning_rate": manifest.get("params", {}).get("learning_rate"),
-            "train_minutes": minutes(manifest.get("build_seconds")),
-            "scoring_minutes": minutes(scoring_seconds(ctx, manifest))}
+    adapter = Adapter.read(ctx.store, key)
+    stats = adapter.stats
+    return {"adapter": key, "train_rows": stats.get("train_rows"), "train_steps": stats.get("steps"),
+            "train_tokens": stats.get("tokens_seen"), "learning_rate": adapter.params.get("learning_rate"),
+            "train_minutes": minutes(adapter.build_seconds),
+            "scoring_minutes": minutes(scoring_seconds(ctx, adapter.tokenized.key))}
 
 
-def scoring_seconds(ctx: StageContext, manifest: dict[str, Any]) -> float | None:
-    """The build seconds of the scoring steps up an adapter's lineage (train → format → select → iqs →
-    iqs.train); 0 for a selector that reads no scores, None where a manifest predates the record."""
-    total, frontier, seen = 0.0, list(manifest.get("inputs", {}).values()), set()
+def scoring_seconds(ctx: StageContext, tokenized: str) -> float | None:
+    """The build seconds of the scoring steps up a training set's lineage (format → select → iqs → iqs.train);
+    0 for a selector that reads no scores, None where a manifest predates the record."""
+    total, frontier, seen = 0.0, [tokenized], set()
     while frontier:
         key = frontier.pop()
         if key in seen or not ctx.store.verify(key):
             continue
         seen.add(key)
-        upstream = ctx.store.manifest(key)
-        if upstream["stage"] in SCORING_STAGES:
-            if upstream.get("build_seconds") is None:
+        built = Built.read(ctx.store, key)
+        if built.stage in SCORING_STAGES:
+            if built.build_seconds is None:
                 return None
-            total += upstream["build_seconds"]
-        if upstream["stage"] in ("format", "select", *SCORING_STAGES):
-            frontier += list(upstream.get("inputs", {}).values())
+            total += built.build_seconds
+        if built.stage in ("format", "select", *SCORING_STAGES):
+            frontier += list(built.inputs.values())
     return total
 
 
@@ -111,5 +111,5 @@ def build(ctx: StageContext, **evaluation: DatasetRef) -> StageOutput:
                        stats={"sentence": sentence, "runs": len(rows)})
 
 
-STAGE = Stage("ablation.report", "1", build, params=AblationReportParams, output="ablation", plan=not_in_pipeline,
+STAGE = Stage("ablation.report", "1", build, params=AblationReportParams, output="ablation",
               description="the selection ablation's table, paired differences to random, chart and verdict")

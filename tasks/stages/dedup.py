@@ -12,12 +12,13 @@ from tasks.dedup import DedupConfig, eval_fingerprint, run_dedup
 
 
 def plan(config: Any) -> list[Call]:
-    params: DedupConfig = config.dedup
-    if not params.enabled:
-        return []
-    # in the pipeline dedup comes before scoring (the row of a group that stays is the longest answer); the
-    # embeddings are read only when the semantic rule is on
-    return [Call(params, inputs={"scored": None, **({} if params.semantic.enabled else {"embeddings": None})})]
+    return [Call(config.dedup)] if config.dedup.enabled else []
+
+
+def reads(params: DedupConfig) -> set[str]:
+    """The embeddings only when the semantic rule is on; scores when a recipe makes them before dedup (the sft
+    recipe does not: there the row of a group that stays is the longest answer)."""
+    return {"scored", *(("embeddings",) if params.semantic.enabled else ())}
 
 
 def build(ctx: StageContext, conversations: DatasetRef, embeddings: DatasetRef | None = None,
@@ -36,7 +37,7 @@ def build(ctx: StageContext, conversations: DatasetRef, embeddings: DatasetRef |
                        report=out.report)
 
 
-STAGE = Stage("dedup", "1", build, params=DedupConfig, section="dedup", output="conversations", plan=plan,
+STAGE = Stage("dedup", "1", build, params=DedupConfig, section="dedup", output="conversations", plan=plan, reads=reads,
               fingerprint=lambda params: eval_fingerprint(params.decontaminate),
               requires=(Requirement("faiss", "pip install 'sftflow[cpu]' (faiss-cpu) or 'sftflow[gpu]'"),),
               description="near-duplicates, semantic duplicates and contamination removed; answer groups flagged")

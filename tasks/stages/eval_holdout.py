@@ -3,17 +3,17 @@ seeded by a hash of each id). Its section `eval` is the evaluation's configurati
 selection-ablation flow (flows/ablation.py) plans it."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
 from storage.params import NOT_IN_KEY, Section
-from storage.stage import Call, Stage, StageContext, StageOutput
+from storage.stage import Stage, StageContext, StageOutput
 from storage.store import DatasetRef
 from tasks.evaluate.holdout import DEFAULT_MAX_ROWS, split_holdout
 from tasks.evaluate.stats import CONFIDENCE, RESAMPLES
+from tasks.ingest.config import sources_from_paths
 from tasks.stages.eval_set import EvalSetConfig
-from tasks.stages.ingest_source import sources_from_paths
 
 HELDOUT = "heldout"  # the held-out set's name in reports
 
@@ -37,10 +37,6 @@ class EvalConfig(Section):
     _paths_as_sets = field_validator("sets", mode="before")(sources_from_paths)
 
 
-def not_in_pipeline(config: Any) -> list[Call]:
-    return []
-
-
 def build(ctx: StageContext, conversations: DatasetRef) -> StageOutput:
     params: EvalConfig = ctx.params
     pool = ctx.store.read_table(conversations.key)
@@ -51,4 +47,4 @@ def build(ctx: StageContext, conversations: DatasetRef) -> StageOutput:
 
 
 STAGE = Stage("eval.holdout", "1", build, params=EvalConfig, section="eval", output="eval_set",
-              plan=not_in_pipeline, description="the held-out evaluation rows of the pool (seeded by id hash)")
+              description="the held-out evaluation rows of the pool (seeded by id hash)")

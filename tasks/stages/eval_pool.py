@@ -10,8 +10,8 @@ from collections import Counter
 from storage.params import Section
 from storage.stage import Stage, StageContext, StageOutput
 from storage.store import DatasetRef
+from tasks.artifacts import EvalSet
 from tasks.evaluate.holdout import check_no_shared_ids, remove_overlap
-from tasks.stages.eval_holdout import not_in_pipeline
 
 
 class PoolParams(Section):
@@ -23,12 +23,11 @@ def build(ctx: StageContext, conversations: DatasetRef, **eval_set: DatasetRef) 
     pool = store.read_table(conversations.key)
     sets = {}
     for ref in (eval_set[name] for name in sorted(eval_set)):
-        manifest = store.manifest(ref.key)
+        info = EvalSet.read(store, ref.key)
         table = store.read_table(ref.key, columns=["id", "messages"])
-        name = manifest.get("stats", {}).get("name") or ref.key
-        if manifest.get("stage") != "eval.holdout":  # the held-out rows are pool rows by design
-            check_no_shared_ids(table, pool, eval_name=f"{name} ({ref.key})", pool_name=conversations.key)
-        sets[name] = table
+        if not info.held_out:  # the held-out rows are pool rows by design
+            check_no_shared_ids(table, pool, eval_name=f"{info.name} ({ref.key})", pool_name=conversations.key)
+        sets[info.name] = table
     kept, quarantine = remove_overlap(pool, sets)
     removed = dict(Counter(quarantine.column("reason").to_pylist()))
     ctx.log.info("eval.pool: %d of %d rows left to select from; removed %s", kept.num_rows, pool.num_rows, removed)
@@ -37,5 +36,5 @@ def build(ctx: StageContext, conversations: DatasetRef, **eval_set: DatasetRef) 
     return StageOutput(table=kept, companions={"quarantine": quarantine}, stats=stats)
 
 
-STAGE = Stage("eval.pool", "1", build, params=PoolParams, output="pool", plan=not_in_pipeline,
+STAGE = Stage("eval.pool", "1", build, params=PoolParams, output="pool",
               description="the pool without held-out rows and rows asking what an evaluation row asks")

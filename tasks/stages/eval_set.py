@@ -9,12 +9,12 @@ from typing import Any
 import pyarrow as pa
 from pydantic import Field
 
-from storage.stage import Stage, StageContext, StageOutput
+from storage.stage import Call, Stage, StageContext, StageOutput
 from tasks.errors import BadInputError
 from tasks.evaluate.gold import GOLD_FORMAT, read_gold
+from tasks.ingest.config import SourceConfig
 from tasks.ingest.revision import source_revision
 from tasks.ingest.source import read_source
-from tasks.stages.ingest_source import SourceConfig
 
 
 class EvalSetConfig(SourceConfig):
@@ -52,5 +52,10 @@ def build(ctx: StageContext) -> StageOutput:
     return StageOutput(table=table, companions={"quarantine": quarantine}, stats=stats)
 
 
-STAGE = Stage("eval.set", "1", build, params=EvalSetConfig, output="eval_set", fingerprint=fingerprint,
+def plan(config: Any) -> list[Call]:
+    """One evaluation set per entry of `eval.sets`."""
+    return [Call(entry, label=f"eval.set[{entry.label}]") for entry in config.eval.sets]
+
+
+STAGE = Stage("eval.set", "1", build, params=EvalSetConfig, output="eval_set", fingerprint=fingerprint, plan=plan,
               description="an evaluation set from a file (CaR's revised responses, or any ingest source)")

@@ -16,11 +16,10 @@ from pydantic import Field
 from storage.params import NOT_IN_KEY, Section
 from storage.stage import Stage, StageContext, StageOutput
 from storage.store import DatasetRef, Store
+from tasks.artifacts import Adapter
 from tasks.device import RESOLVED_IN_KEY, precision_fingerprint, use_available_cores
 from tasks.errors import BadInputError
 from tasks.evaluate.stats import CONFIDENCE, RESAMPLES
-from tasks.stages.format import Tokenized
-from tasks.stages.train import Adapter
 
 PART_ROWS = 1024  # rows per part: about a minute of SmolLM2-135M on 2 CPU cores in bf16, what a crash can cost
 
@@ -61,9 +60,8 @@ def model_keys(store: Store, params: EvaluateParams, base_model: DatasetRef | No
         raise BadInputError(f"adapter {adapter.key} was trained on {trained.base_model}, not {base_model.key}",
                             field="base_model")
     rendering = {"template": params.template, "system": params.system, "train_on": params.train_on}
-    used = store.manifest(trained.tokenized.key).get("params") or {}
-    trained_with = {"template": Tokenized.read(store, trained.tokenized.key).template, "system": used.get("system"),
-                    "train_on": used.get("train_on", "all_assistant")}
+    data = trained.tokenized
+    trained_with = {"template": data.template, "system": data.system, "train_on": data.train_on}
     for name, value in rendering.items():
         if trained_with[name] != value:
             raise BadInputError(f"adapter {adapter.key} was trained with {name} {trained_with[name]!r}, not "

@@ -1,17 +1,15 @@
 """`format`: a selection + the base model's tokenizer → tokenized samples with loss masks, plus exports
-(tasks/format.py, tasks/tokenize.py). `Tokenized.read` is what later stages know of how it was made."""
+(tasks/format.py, tasks/tokenize.py). `tasks.artifacts.Tokenized` is what later stages know of how it was made."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field
 
 from storage.params import NOT_IN_KEY, Section
 from storage.stage import Stage, StageContext, StageOutput
-from storage.store import DatasetRef, Store
-from tasks.errors import BadInputError
+from storage.store import DatasetRef
 from tasks.format import COLUMNS, export_files, histogram_png, load_tokenizer, report, tokenize_batches
 from tasks.templates import get_template
 from tasks.tokenize import ConversationEncoder, summarize
@@ -32,27 +30,6 @@ class FormatConfig(Section):
                     "JSONL, LLaMA-Factory dataset folder")
     dataset_name: str = Field("sftflow", description="dataset name in the LLaMA-Factory dataset_info.json")
     batch_size: int = Field(2000, ge=1, json_schema_extra=NOT_IN_KEY, description="rows tokenized per batch")
-
-
-@dataclass(frozen=True)
-class Tokenized:
-    """How a tokenized dataset was made, as train and generate need it: one reader, not manifest digging."""
-
-    key: str
-    template: str
-    system: str | None  # format.system: None = the records' own and the template's default; "" = none
-
-    @classmethod
-    def read(cls, store: Store, key: str) -> Tokenized:
-        manifest = store.manifest(key)
-        if manifest.get("stage") != "format":
-            raise BadInputError(f"{key} is a {manifest.get('stage')} dataset, not the output of format",
-                                field="tokenized")
-        params = manifest.get("params") or {}
-        if not params.get("template"):
-            raise BadInputError("the tokenized data set's manifest names no template", file=key,
-                                field="params.template")
-        return cls(key, params["template"], params.get("system"))
 
 
 def build(ctx: StageContext, selection: DatasetRef, base_model: DatasetRef) -> StageOutput:

@@ -12,10 +12,10 @@ from storage.params import Section
 from storage.stage import Stage, StageContext, StageOutput, companion_key
 from storage.store import DatasetRef
 from tasks.errors import BadInputError
+from tasks.ingest.config import SourceConfig, sources_from_paths
 from tasks.ingest.dedupe import IdSet
 from tasks.ingest.quarantine import QUARANTINE_SCHEMA
 from tasks.ingest.report import merged_counts, source_report
-from tasks.stages.ingest_source import SourceConfig, sources_from_paths
 
 MERGE_BATCH = 50_000
 

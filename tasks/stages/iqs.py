@@ -20,20 +20,24 @@ from tasks.errors import BadInputError
 from tasks.iqs.hub import is_hub_model
 from tasks.iqs.report import score_histogram_png
 from tasks.iqs.score import rank
-from tasks.scorers.base import INPUTS, ScorerInputs
+from tasks.scorers.base import ScorerInputs
 
 CHUNK_ROWS = 4096  # rows scored per call (progress granularity; scorers sort by length within a chunk)
 
 
 def plan(config: Any) -> list[Call]:
+    """No call without a scorer; the model the config names (a store key) given, not trained here."""
     params = config.iqs
     if params.scorer == scorers.NONE:
         return []
-    needs = scorers.get(params.scorer).inputs(params)
-    inputs: dict[str, str | None] = {name: None for name in INPUTS if name not in needs}
-    if "iqs_model" in needs and params.model and not is_hub_model(params.model):  # hf: is imported by iqs.train
-        inputs["iqs_model"] = params.model
-    return [Call(params, inputs=inputs, shards=params.shards)]
+    model = getattr(params, "model", None)
+    given = model and "iqs_model" in reads(params) and not is_hub_model(model)  # an hf: model iqs.train imports
+    return [Call(params, inputs={"iqs_model": model} if given else {}, shards=params.shards)]
+
+
+def reads(params: Any) -> frozenset[str]:
+    """What the scorer reads besides the conversations (a trained model, the embeddings, the base model)."""
+    return scorers.get(params.scorer).inputs(params) if params.scorer != scorers.NONE else frozenset()
 
 
 def precision_key(params: Any) -> dict[str, str]:
@@ -138,5 +142,6 @@ def gather(ctx: StageContext, **part: DatasetRef) -> StageOutput:
 
 
 STAGE = Stage("iqs", "1", build, params=scorers.section_type(), section="iqs", output="scored", tags=("gpu", "model"),
-              plan=plan, shard_input="conversations", gather=gather, part_rows=part_rows, fingerprint=precision_key,
+              plan=plan, reads=reads, shard_input="conversations", gather=gather, part_rows=part_rows,
+              fingerprint=precision_key,
               description="score every conversation with the configured quality scorer")

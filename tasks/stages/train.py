@@ -5,22 +5,21 @@ folder). Bad input fails before the model is loaded. Checkpoints live in the sta
 every attempt at one key), so a retried or killed run resumes from its last complete checkpoint.
 Output files: adapter/, tokenizer/ (chat_template = the training template), merged/ (optional), README.md
 (model card), loss_curve.png, log_history.json, samples.json and the markdown report. `Adapter.read` is what
-later readers (generate, evaluate) know of how it was made.
+later readers (generate, evaluate) know of how it was made (tasks/artifacts.py).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field
 
 from storage.params import NOT_IN_KEY, Section
 from storage.stage import Requirement, Stage, StageContext, StageOutput, padding_share
-from storage.store import DatasetRef, Store
+from storage.store import DatasetRef
+from tasks.artifacts import Tokenized
 from tasks.device import RESOLVED_IN_KEY
 from tasks.errors import BadInputError
-from tasks.stages.format import Tokenized
 from tasks.train.model import PROMPT_LEARNING
 
 DEFAULT_SAMPLE_PROMPTS = [
@@ -69,23 +68,6 @@ class TrainConfig(Section):
                                       json_schema_extra=NOT_IN_KEY,
                                       description="answered before and after training in the report")
     sample_max_new_tokens: int = Field(64, ge=1, json_schema_extra=NOT_IN_KEY)
-
-
-@dataclass(frozen=True)
-class Adapter:
-    """A train artifact as its readers need it: where its base model and training data are, and their format."""
-
-    key: str
-    base_model: str  # store key of the base_model artifact
-    tokenized: Tokenized
-
-    @classmethod
-    def read(cls, store: Store, key: str) -> Adapter:
-        manifest = store.manifest(key)
-        if manifest.get("stage") != "train":
-            raise BadInputError(f"{key} is a {manifest.get('stage')} output, not a trained adapter", field="model")
-        inputs = manifest["inputs"]
-        return cls(key, inputs["base_model"], Tokenized.read(store, inputs["tokenized"]))
 
 
 def check_request(params: TrainConfig) -> None:

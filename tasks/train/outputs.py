@@ -2,21 +2,18 @@
 tasks/provenance.py), merged model."""
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
+from tasks.figures import png, subplots
+
 
 def loss_curve_png(log_history: list[dict[str, Any]], title: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     train = [(e["step"], e["loss"]) for e in log_history if "loss" in e]
     evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
-    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
+    fig, ax = subplots(figsize=(6.4, 3.8), dpi=110)
     if train:
         ax.plot(*zip(*train), label="train loss", lw=1.2)
     if evals:
@@ -27,10 +24,7 @@ def loss_curve_png(log_history: list[dict[str, Any]], title: str) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig)
 
 
 def model_card(*, base: dict[str, Any], data_key: str, template: str, params: dict[str, Any],

@@ -1,5 +1,8 @@
 """`sftflow serve [--host H] [--port P] [CONFIG.yaml] [--json]` / `sftflow serve --stop`: a local Prefect server
-with the work pool, the `gpu` limit, the deployments and a worker; `--stop` stops them by pid."""
+with the work pool, the `gpu` limit, the deployments and a worker; `--stop` stops them by pid.
+
+A command of the `sftflow` CLI from the deployments layer: flows/cli finds it through the `sftflow.commands`
+entry point (pyproject.toml), so flows never imports deployments."""
 from __future__ import annotations
 
 import argparse

@@ -202,6 +202,12 @@ def test_killed_training_resumes_from_its_checkpoint(store, base, tokenized):
     assert result.stats["resumed_from_step"] >= reached and result.stats["steps"] == 30
     history = json.loads(store.read_file(key, "log_history.json"))
     assert [e["step"] for e in history if "loss" in e] == list(range(1, 31))  # the whole curve, once
+    # the same run uninterrupted: the resumed one counted the tokens before its resume too (>= 3 of 30 steps,
+    # 10% or more of them); not to the token, as the epoch it resumed in is drawn again in another order
+    store.delete(key)
+    whole = run_stage(train_stage.STAGE, config, inputs, store).stats
+    assert whole["resumed_from_step"] is None and result.stats["counted_from_step"] is None
+    assert abs(result.stats["tokens_seen"] / whole["tokens_seen"] - 1) < 0.05
 
 
 def test_half_written_checkpoint_is_ignored(tmp_path):

@@ -144,6 +144,7 @@ def build(ctx: StageContext, tokenized: DatasetRef, base_model: DatasetRef) -> S
              "precision_reason": device.reason, "cpu_bf16_flags": list(cpu_bf16_flags()), "threads": threads,
              "padded_tokens": result.padded_tokens, "padding_share": padding_share(result.tokens, result.padded_tokens),
              "steps": result.steps, "resumed_from_step": result.resumed_from_step,
+             "counted_from_step": result.counted_from_step,
              "trainable_parameters": trainable, "total_parameters": total,
              "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
              "eval_loss_before": result.eval_loss_before, "eval_loss_after": result.eval_loss_after,

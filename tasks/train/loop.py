@@ -1,6 +1,7 @@
 """The Trainer run: checkpoints in a working folder keyed by the stage key, so a retry resumes there."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -26,8 +27,9 @@ class FitResult:
     resumed_from_step: int | None
     steps: int
     seconds: float
-    tokens: int  # non-padding tokens seen by this process (not those before a resume)
+    tokens: int  # non-padding tokens seen, those before a resume included (see counted_from_step)
     padded_tokens: int  # positions computed for them (rows x the batch's width)
+    counted_from_step: int | None  # set when a resumed checkpoint kept no counts: tokens and seconds since then
     eval_loss_before: float | None
     eval_loss_after: float | None
 
@@ -80,6 +82,12 @@ def discard_incomplete_checkpoints(folder: Path) -> None:
     for _, path, done in _checkpoints(folder):
         if not done:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def counts_file(checkpoints: Path, step: int) -> Path:
+    """Tokens and seconds up to a checkpoint's step, written before the checkpoint itself, so a run resumed
+    there reports the whole run's tokens and time, not only its own."""
+    return checkpoints / f"counts-{step}.json"
 
 
 def planned_steps(params: Any, train_rows: int) -> int:
@@ -142,6 +150,23 @@ def fit(model: Any, collator: Callable, prepared: Prepared, params: Any, device:
         disable_tqdm=True,
     )
     counting = CountingCollator(collator)
+    discard_incomplete_checkpoints(checkpoints)
+    resume = latest_checkpoint(checkpoints)
+    resumed_at = int(CHECKPOINT.match(resume.name).group(1)) if resume else None
+    known = counts_file(checkpoints, resumed_at) if resume else None
+    before_resume = json.loads(known.read_text()) if known and known.is_file() else {}
+    began = time.perf_counter()
+
+    def totals() -> dict[str, float]:
+        return {"tokens": before_resume.get("tokens", 0) + counting.tokens,
+                "padded_tokens": before_resume.get("padded_tokens", 0) + counting.padded_tokens,
+                "seconds": before_resume.get("seconds", 0.0) + time.perf_counter() - began}
+
+    class SaveCounts(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001 - transformers' signature
+            if control.should_save:  # the Trainer saves this step's checkpoint next
+                checkpoints.mkdir(parents=True, exist_ok=True)
+                counts_file(checkpoints, state.global_step).write_text(json.dumps(totals()))
 
     class ScoredPositionsTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
@@ -152,18 +177,16 @@ def fit(model: Any, collator: Callable, prepared: Prepared, params: Any, device:
 
     trainer = ScoredPositionsTrainer(model=model, args=args, train_dataset=TokenDataset(prepared.train),
                       eval_dataset=TokenDataset(prepared.eval) if has_eval else None, data_collator=counting,
-                      callbacks=[StepProgress()])
+                      callbacks=[StepProgress(), SaveCounts()])
     trainer.remove_callback(PrinterCallback)  # it prints logs on stdout, where `--json` output goes
-    discard_incomplete_checkpoints(checkpoints)
-    resume = latest_checkpoint(checkpoints)
     before = None
     if has_eval and resume is None:
         before = trainer.evaluate()["eval_loss"]
     counting.tokens = counting.padded_tokens = 0
     began = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    seconds = time.perf_counter() - began
-    tokens, padded = counting.tokens, counting.padded_tokens
+    total = totals()
     after = trainer.evaluate()["eval_loss"] if has_eval else None
-    return FitResult(trainer.state.log_history, int(CHECKPOINT.match(resume.name).group(1)) if resume else None,
-                     output.global_step, seconds, tokens, padded, before, after)
+    return FitResult(trainer.state.log_history, resumed_at, output.global_step, total["seconds"],
+                     int(total["tokens"]), int(total["padded_tokens"]),
+                     resumed_at if resume and not before_resume else None, before, after)

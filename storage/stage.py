@@ -375,7 +375,23 @@ def run_stage(
             store.delete(ref.key)
     seconds = time.perf_counter() - started
     log.info("%s: published %s (%d rows) in %.1fs", stage.name, key, writer.rows, seconds)
+    release_memory()
     return StageResult(writer.ref, "ran", seconds, rows_in, output.stats, output.report, figures)
+
+
+def release_memory() -> None:
+    """Hand what a build freed back to the OS. A flow runs its stages in worker threads, and glibc keeps each
+    thread's freed peak in that thread's malloc arena: measured, four trainings of SmolLM2-135M in four threads
+    held 11.5 GB after the last one; with this after each, 0.9 GB (an ablation of a dozen chains had reached 17 GB
+    and the OOM killer)."""
+    import ctypes
+    import gc
+
+    gc.collect()  # cycles (a Trainer and its callbacks) still hold tensors until collected
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): its allocator returns memory its own way
+        pass
 
 
 def _parts(stage: Stage, params: Any, inputs: Mapping[str, DatasetRef | None], shard: tuple[int, int] | None) -> int:

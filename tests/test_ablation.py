@@ -205,3 +205,10 @@ def test_arms_name_scorers_and_learning_rates_and_bad_ones_fail_before_anything_
     assert info.value.field == "--learning-rates"
     with pytest.raises(BadInputError, match="no random arm at learning rate 0.0001"):
         ablation_plan(config, 8, arms=[Arm("car", 1), Arm("random", 1), Arm("car", 1, 1e-4)])
+
+
+def test_a_run_resumed_without_counts_is_marked_in_the_training_table():
+    from tasks.stages.ablation_report import since
+
+    assert since({"counted_from_step": 60}) == " (since step 60)"
+    assert since({"counted_from_step": None}) == "" and since({}) == ""

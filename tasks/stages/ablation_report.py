@@ -46,12 +46,15 @@ def training_facts(ctx: StageContext, evaluation: DatasetRef) -> dict[str, Any]:
     key = Evaluation.read(ctx.store, evaluation.key).adapter
     if key is None:
         return dict.fromkeys(("adapter", "train_rows", "train_steps", "train_tokens", "learning_rate",
-                              "train_minutes", "scoring_minutes"))
+                              "train_minutes", "counted_from_step", "scoring_minutes"))
     adapter = Adapter.read(ctx.store, key)
     stats = adapter.stats
     return {"adapter": key, "train_rows": stats.get("train_rows"), "train_steps": stats.get("steps"),
             "train_tokens": stats.get("tokens_seen"), "learning_rate": adapter.params.get("learning_rate"),
-            "train_minutes": minutes(adapter.build_seconds),
+            # the training loop's seconds, a resumed run's whole; a checkpoint written before counts were kept
+            # (manifests without counted_from_step) gives the time and tokens since its step only
+            "train_minutes": minutes(stats.get("train_seconds", adapter.build_seconds)),
+            "counted_from_step": stats.get("counted_from_step", stats.get("resumed_from_step")),
             "scoring_minutes": minutes(scoring_seconds(ctx, adapter.tokenized.key))}
 
 
@@ -100,16 +103,24 @@ def build(ctx: StageContext, **evaluation: DatasetRef) -> StageOutput:
                         "| model | seed | rows | steps | tokens seen | learning rate | training min | scoring min "
                         "| adapter |", "|---|---:|---:|---:|---:|---:|---:|---:|---|",
                         *dict.fromkeys(f"| {r['model']} | {r['seed']} | {r['train_rows']} | {r['train_steps']} | "
-                                       f"{r['train_tokens']} | {r['learning_rate']} | {r['train_minutes']} | "
-                                       f"{r['scoring_minutes']} | `{r['adapter']}` |" for r in trained),
+                                       f"{r['train_tokens']}{since(r)} | {r['learning_rate']} | "
+                                       f"{r['train_minutes']}{since(r)} | {r['scoring_minutes']} | `{r['adapter']}` |"
+                                       for r in trained),
                         "", "Scoring minutes: the selector's scorer, trained and run once, shared by its seeds "
                         "(and by selectors on the same scorer); the embeddings and the pool every selector shares "
-                        "are not counted."])
+                        "are not counted. Training minutes: the training loop, a resumed run's before and after "
+                        "its resume."])
     files = {REPORT_JSON: json.dumps({"sentence": sentence, "summary": summary, "runs": rows}, indent=1),
              CHART: bar_chart_png(summary)}
     return StageOutput(table=pa.Table.from_pylist(rows), files=files, report=report,
                        stats={"sentence": sentence, "runs": len(rows)})
 
 
-STAGE = Stage("ablation.report", "1", build, params=AblationReportParams, output="ablation",
+def since(run: dict[str, Any]) -> str:
+    """The mark of a run resumed from a checkpoint that kept no counts: its figures start at that step."""
+    step = run.get("counted_from_step")
+    return f" (since step {step})" if step is not None else ""
+
+
+STAGE = Stage("ablation.report", "2", build, params=AblationReportParams, output="ablation",
               description="the selection ablation's table, paired differences to random, chart and verdict")

@@ -382,8 +382,7 @@ def run_stage(
 def release_memory() -> None:
     """Hand what a build freed back to the OS. A flow runs its stages in worker threads, and glibc keeps each
     thread's freed peak in that thread's malloc arena: measured, four trainings of SmolLM2-135M in four threads
-    held 11.5 GB after the last one; with this after each, 0.9 GB (an ablation of a dozen chains had reached 17 GB
-    and the OOM killer)."""
+    held 11.5 GB after the last one; with this after each, 0.9 GB (an ablation had reached 17 GB)."""
     import ctypes
     import gc
 

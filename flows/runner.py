@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flows.plan import Plan, Step
+from storage.stage import reusable
 from storage.store import Store
 
 _HANDED: dict[str, Plan] = {}  # plans made by `run_flow`, taken once by the flow it starts
@@ -54,7 +55,7 @@ def describe(plan: Plan, flow_name: str) -> dict[str, Any]:
     """Every step in order with its stage, key, whether the store holds its output, and its inputs by key."""
     return {"flow": flow_name, "store": plan.store.url, "steps": [
         {"label": step.label, "stage": step.stage.name, "key": step.key,
-         "status": "cached" if plan.store.verify(step.key) else "to run",
+         "status": "cached" if reusable(step.stage, step.params, plan.store, step.key) else "to run",
          "inputs": {name: _source(value) for name, value in step.inputs.items()}} for step in plan.steps]}
 
 

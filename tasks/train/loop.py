@@ -7,6 +7,7 @@ import math
 import re
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,16 +36,25 @@ class FitResult:
 
 
 class CountingCollator:
-    """Wraps the collator and counts the real (unpadded) tokens it hands to the model, and the positions."""
+    """Wraps the collator and counts the real (unpadded) tokens and the positions of the batches trained on. A
+    batch counts when its step trains it, not when it is made: the Trainer makes batches ahead of the step (one
+    more than it trains at the end of a run, and past each checkpoint)."""
 
     def __init__(self, collator: Callable[[list[dict]], dict]):
         self.collator, self.tokens, self.padded_tokens = collator, 0, 0
+        self.made: deque[tuple[int, int]] = deque()
 
     def __call__(self, features: list[dict]) -> dict:
-        self.tokens += sum(len(f["input_ids"]) for f in features)  # rows are truncated before
         batch = self.collator(features)
-        self.padded_tokens += batch["input_ids"].numel()
+        self.made.append((sum(len(f["input_ids"]) for f in features),  # rows are truncated before
+                          batch["input_ids"].numel()))
         return batch
+
+    def trained(self) -> None:
+        """The oldest batch made is the one being trained."""
+        tokens, padded = self.made.popleft()
+        self.tokens += tokens
+        self.padded_tokens += padded
 
 
 def scored_positions_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
@@ -82,6 +92,11 @@ def discard_incomplete_checkpoints(folder: Path) -> None:
     for _, path, done in _checkpoints(folder):
         if not done:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def epoch_rng_file(checkpoints: Path, epoch: int) -> Path:
+    """torch's CPU RNG state as an epoch began: the epoch's batch order is drawn from it (see EpochOrder)."""
+    return checkpoints / f"rng-epoch-{epoch}.pt"
 
 
 def counts_file(checkpoints: Path, step: int) -> Path:
@@ -168,7 +183,38 @@ def fit(model: Any, collator: Callable, prepared: Prepared, params: Any, device:
                 checkpoints.mkdir(parents=True, exist_ok=True)
                 counts_file(checkpoints, state.global_step).write_text(json.dumps(totals()))
 
+    class EpochOrder(TrainerCallback):
+        """The samplers draw an epoch's batch order from torch's global RNG when the epoch begins. A resumed run
+        reaches that draw from a fresh seed (transformers restores the checkpoint's RNG only after it), so a
+        resume mid-epoch would replay another order: rows seen twice, rows never seen. The state each epoch
+        began with is kept beside the checkpoints and put back when a resumed run re-enters that epoch."""
+
+        first = True
+
+        def on_epoch_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - transformers' signature
+            import torch
+
+            kept = epoch_rng_file(checkpoints, math.floor(state.epoch or 0))
+            if resume is not None and self.first:
+                if kept.is_file():
+                    torch.set_rng_state(torch.load(kept))
+            else:
+                checkpoints.mkdir(parents=True, exist_ok=True)
+                torch.save(torch.get_rng_state(), kept)
+            self.first = False
+
     class ScoredPositionsTrainer(Trainer):
+        def get_train_dataloader(self):  # noqa: ANN201 - the counting collator makes training batches only
+            self.data_collator = counting
+            try:
+                return super().get_train_dataloader()
+            finally:
+                self.data_collator = collator
+
+        def training_step(self, model, inputs, num_items_in_batch=None):  # noqa: ANN001, ANN201
+            counting.trained()
+            return super().training_step(model, inputs, num_items_in_batch)
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
             # evaluation wants the outputs; virtual tokens need the whole model's forward
             if return_outputs or prompt_learning(model) or not scored_loss:
@@ -176,13 +222,12 @@ def fit(model: Any, collator: Callable, prepared: Prepared, params: Any, device:
             return scored_positions_loss(model, inputs, num_items_in_batch)
 
     trainer = ScoredPositionsTrainer(model=model, args=args, train_dataset=TokenDataset(prepared.train),
-                      eval_dataset=TokenDataset(prepared.eval) if has_eval else None, data_collator=counting,
-                      callbacks=[StepProgress(), SaveCounts()])
+                      eval_dataset=TokenDataset(prepared.eval) if has_eval else None, data_collator=collator,
+                      callbacks=[StepProgress(), SaveCounts(), EpochOrder()])
     trainer.remove_callback(PrinterCallback)  # it prints logs on stdout, where `--json` output goes
     before = None
     if has_eval and resume is None:
         before = trainer.evaluate()["eval_loss"]
-    counting.tokens = counting.padded_tokens = 0
     began = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     total = totals()

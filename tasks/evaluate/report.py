@@ -174,5 +174,5 @@ def _bars(ax: Any, names: list[str], intervals: list[dict[str, float]], colors: 
     heights = [x["estimate"] for x in intervals]
     errors = [[h - x["low"] for h, x in zip(heights, intervals)], [x["high"] - h for h, x in zip(heights, intervals)]]
     ax.bar(range(len(names)), heights, yerr=errors, capsize=4, color=colors)
-    ax.set_xticks(range(len(names)), names, rotation=20)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", rotation_mode="anchor")  # long names
     ax.grid(axis="y", alpha=0.3)

@@ -122,5 +122,5 @@ def since(run: dict[str, Any]) -> str:
     return f" (since step {step})" if step is not None else ""
 
 
-STAGE = Stage("ablation.report", "2", build, params=AblationReportParams, output="ablation",
+STAGE = Stage("ablation.report", "3", build, params=AblationReportParams, output="ablation",
               description="the selection ablation's table, paired differences to random, chart and verdict")

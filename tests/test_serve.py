@@ -94,11 +94,10 @@ class Served:
         raise AssertionError(f"flow run {flow_run_id} still {run['state']['name']} after {timeout}s; worker log: "
                              f"{self.dirs.log_file('worker').read_text()[-3000:]}")
 
-    def completed(self, run: dict) -> bool:
-        """True when the run completed; else fails with its state's message and the worker's log."""
+    def assert_completed(self, run: dict) -> None:
+        """A run that did not complete fails with its state's message and the worker's log."""
         assert run["state"]["type"] == "COMPLETED", (f"{run['state']['type']}: {run['state'].get('message')}; "
                                                      f"worker log: {self.dirs.log_file('worker').read_text()[-3000:]}")
-        return True
 
     def task_states(self, flow_run_id: str) -> dict[str, list[str]]:
         runs = self.post("/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
@@ -153,7 +152,7 @@ def test_run_triggered_like_the_ui_completes_on_the_worker(served):
     parameters["config"]["ingest"]["sources"] = parameters["config"]["ingest"]["sources"][:2]
     flow_run_id = served.trigger("sft-pipeline", parameters)
     run = served.wait(flow_run_id, {"COMPLETED", "FAILED", "CRASHED"})
-    assert served.completed(run)
+    served.assert_completed(run)
     assert run["name"] == f"ui-run-{date.today().isoformat()}"
     assert served.task_states(flow_run_id) == {"ingest.source": ["Completed"] * 2, **LATER_STAGES_RAN}
     artifacts = served.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]},
@@ -193,7 +192,7 @@ def test_killed_worker_crashes_the_run_and_a_retry_finishes_it(served):
     assert retry.returncode == 0, retry.stdout + retry.stderr
     served.serve()  # idempotent: the server is up, so this registers again and starts a new worker
     run = served.wait(flow_run_id, {"COMPLETED", "FAILED", "CRASHED"})
-    assert served.completed(run)
+    served.assert_completed(run)
     # the base model came into the store with the earlier run; everything from the merge on runs now
     assert served.task_states(flow_run_id) == {"ingest.source": ["Cached"] * 3, **LATER_STAGES_RAN,
                                                "base_model": ["Cached"]}

@@ -60,9 +60,9 @@ def task_states(flow_run_id: Any, attempt: int | None = None) -> dict[str, list[
 
     deadline = time.monotonic() + 30
     with get_client(sync_client=True) as client:
-        while True:  # the API may list a task run a moment before its final state lands
+        while True:  # the flow run has ended, but the server may record a task's final state a moment later
             runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            if all(run.state is not None for run in runs) or time.monotonic() > deadline:
+            if all(run.state is not None and run.state.is_final() for run in runs) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
     attempt = attempt or max(run.flow_run_run_count for run in runs)

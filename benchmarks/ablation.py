@@ -59,9 +59,9 @@ def names(text: str) -> list[str]:
 def arms(args: argparse.Namespace) -> list[Any]:
     from flows.ablation import Arm
 
-    found = [Arm(name, args.seeds) for name in names(args.selectors)]
-    found += [Arm(name, args.more_seeds) for name in names(args.more_selectors)]
-    found += [Arm(name, args.lr_seeds, float(rate)) for rate in names(args.learning_rates)
+    found = [Arm(selector=name, seeds=args.seeds) for name in names(args.selectors)]
+    found += [Arm(selector=name, seeds=args.more_seeds) for name in names(args.more_selectors)]
+    found += [Arm(selector=name, seeds=args.lr_seeds, learning_rate=float(rate)) for rate in names(args.learning_rates)
               for name in names(args.lr_selectors)]
     return found
 
@@ -116,6 +116,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "pool_rows": args.pool_rows or "all", "holdout_rows": args.holdout_rows, "gold": args.gold,
             "budget": args.budget, "epochs": None if args.steps else args.epochs, "steps": args.steps,
             "batch_size": args.batch_size, "max_length": args.max_length, "learning_rate": args.learning_rate,
-            "arms": [arm.__dict__ for arm in chosen], "iqs": args.iqs, "seconds": round(seconds, 1),
+            "arms": [arm.model_dump() for arm in chosen], "iqs": args.iqs, "seconds": round(seconds, 1),
             "steps_ran": ran, "runs": report["runs"], "report": result["report"]["files"]["report.md"],
             "load_average": os.getloadavg()}

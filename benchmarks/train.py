@@ -63,14 +63,14 @@ def measure(model_dir: str, precision: str, grouped: bool, scored_loss: bool, me
 
     from storage.schema import make_record
     from tasks.collate import SFTCollator
-    from tasks.device import use_available_cores
+    from tasks.device import pick_device, resolve_precision, use_available_cores
     from tasks.evaluate.loss import check_rows, eval_precision, row_losses
     from tasks.stages.train import TrainConfig
     from tasks.templates import get_template
     from tasks.tokenize import ConversationEncoder
     from tasks.train.data import prepare
     from tasks.train.loop import fit
-    from tasks.train.model import load_base, pick_device, trainable_parameters, wrap
+    from tasks.train.model import load_base, trainable_parameters, wrap
 
     use_available_cores()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -85,7 +85,7 @@ def measure(model_dir: str, precision: str, grouped: bool, scored_loss: bool, me
                          eval_share=0.0, save_steps=10_000, sample_prompts=[], learning_rate=2e-4,
                          precision=precision, group_by_length=grouped, warmup_ratio=0.0,
                          lora_dropout=0.0 if method == "lora-nodrop" else TrainConfig().lora_dropout)
-    device = pick_device("lora", precision)
+    device = resolve_precision(precision, pick_device(), field="--precision")
     prepared = prepare(table, source="car", vocab_size=len(tokenizer), limit=max_length, truncate=True,
                        eval_share=0.0, eval_max_rows=1, seed=0)
     torch.manual_seed(0)

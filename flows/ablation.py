@@ -1,18 +1,18 @@
 """The `selection-ablation` flow: is a model tuned on my selection better than one tuned on a random sample?
 
-One plan of stage steps (flows/plan.py): its recipe (flows/recipes.py: the pipeline's own stages up to the IQS
-scores and the base model; the held-out split and the evaluation sets; the pool without them and its clusters),
-then per arm (a selector at a learning rate) and seed a select → format → train chain, each adapter (and the
-base model once) evaluated on every set, and one report. A selector (tasks/selectors/) is a scorer and a rule
-whose select parameters make exactly `budget` rows; `car:probe` runs CaR's rule on the probe scorer, planned
-(trained, scored) as the pipeline would plan that scorer. Every chain trains with the same format, adapter,
-steps and batch; only `train.seed` changes with the seed, and an arm's learning rate, when it names one. Each
-step is keyed by its store key, so a second identical run is served from the store and an arm added later
-trains only its own chains. The plan runs in two parts: first what the pool needs, so a budget larger than the
-pool is an error before anything trains.
+An ablation is the ablation recipe (flows/recipes.py) planned once per arm and seed, each from its own config:
+`arm_runs` derives, from the ablation's config, one config per arm × seed (the arm's scorer as `iqs`, its rule
+and budget as `select`, `train.seed` and the arm's learning rate in `train`), the one planner (`plan_recipe`)
+plans each, and `Plan.merge` adds each plan's steps to one plan by key: what several arms make alike (ingest,
+dedup, the pool and its clusters, a trained scorer, one selection shared by every seed) is one step by
+construction. A selector (tasks/selectors/) is a scorer and a rule whose select parameters make exactly `budget`
+rows; `car:probe` runs CaR's rule on the probe scorer. The base model, untrained, is evaluated once on every set.
+One report compares every arm with random. The plan runs in two parts: first what the pool needs, so a budget
+larger than the pool is an error before anything trains.
 """
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -20,46 +20,71 @@ from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
+from pydantic import Field
 
 from flows.config import PipelineConfig
 from flows.execute import Run, publish_table, run_plan
 from flows.plan import Plan, Step, plan_recipe
-from flows.recipes import ABLATION, SFT
+from flows.recipes import ABLATION, ABLATION_BASE, ABLATION_POOL_SCORED, Recipe
 from flows.runner import normalized, planned, run_flow
+from storage.params import Section
 from storage.store import Store
 from tasks import scorers, selectors
 from tasks.errors import BadInputError
 from tasks.selectors import BASELINE, PIPELINE_SCORER, Selector
 from tasks.stages import get
 from tasks.stages.ablation_report import CHART, REPORT_JSON, AblationReportParams, RunLabel
-from tasks.stages.eval_holdout import HELDOUT
-from tasks.stages.evaluate import EvaluateParams
-from tasks.stages.select import SelectConfig
+from tasks.stages.evaluate import set_labels
 
 BASE_MODEL = "base model"
 DEFAULT_SEEDS = 3
 DEFAULT_SELECTORS = ("car", "random", "top_score", "cluster_only", "longest")
 
 
-@dataclass(frozen=True)
-class Arm:
+class Arm(Section):
     """One selector trained at one learning rate (None: train.learning_rate), for `seeds` seeds."""
 
-    selector: str  # a selector name, or NAME:SCORER
-    seeds: int
-    learning_rate: float | None = None
+    selector: str = Field(description="a selector name, or NAME:SCORER (e.g. car:probe)")
+    seeds: int = Field(DEFAULT_SEEDS, description="training seeds (and random samples)")
+    learning_rate: float | None = Field(None, description="empty: train.learning_rate")
 
     @property
     def label(self) -> str:
-        """The model's name in the report: the selector, and the learning rate when the arm names one."""
-        return self.selector if self.learning_rate is None else f"{self.selector}@lr={self.learning_rate:g}"
+        """The model's name in the report: the selector's (`file:CaR_selected_result` for a file), and the
+        learning rate when the arm names one."""
+        name = selectors.get(self.selector).name
+        return name if self.learning_rate is None else f"{name}@lr={self.learning_rate:g}"
 
 
-def grid(selector_names: Sequence[str], seeds: int, learning_rates: Sequence[float] | None = None) -> list[Arm]:
-    """Every selector at every learning rate (at train.learning_rate when none is given)."""
-    if not learning_rates:
-        return [Arm(name, seeds) for name in selector_names]
-    return [Arm(name, seeds, rate) for rate in learning_rates for name in selector_names]
+def grid(selector_names: Sequence[str] | None = None, seeds: int = DEFAULT_SEEDS,
+         learning_rates: Sequence[float] | None = None, arms: Sequence[Arm] | None = None) -> list[Arm]:
+    """The arms of a request: `arms` when given, else every selector (all by default) at every learning rate (at
+    train.learning_rate when none is given)."""
+    if arms:
+        return list(arms)
+    names = list(selector_names or DEFAULT_SELECTORS)
+    rates = list(learning_rates or [None])
+    return [Arm(selector=name, seeds=seeds, learning_rate=rate) for rate in rates for name in names]
+
+
+@dataclass(frozen=True)
+class ArmRun:
+    """One arm at one seed (or the base model): the config and recipe it is planned from, its name in the report."""
+
+    model: str  # the arm's label, or BASE_MODEL
+    seed: int | None
+    config: Any
+    recipe: Recipe
+    arm: Arm | None = None
+
+    @property
+    def tag(self) -> str:
+        return self.model if self.seed is None else f"{self.model}/{self.seed}"
+
+    def label_of(self, step: Step) -> str:
+        """The label of a step this run adds to the ablation: tagged with the run; the base model's run adds the
+        shared part (ingest … the pool's clusters) under its recipe labels, and its own evaluations."""
+        return tagged(step.label, self.tag) if self.arm or step.stage.name == "evaluate" else step.label
 
 
 @dataclass
@@ -110,23 +135,40 @@ def check_request(config: Any, arms: Sequence[Arm], budget: int) -> dict[str, Se
     return chosen
 
 
-def evaluate_params(config: Any) -> EvaluateParams:
-    """The training rendering (template, system, mask) at the length training sees."""
-    fmt = config.format
-    return EvaluateParams(template=fmt.template, system=fmt.system, train_on=fmt.train_on,
-                          max_length=min(config.train.max_length or fmt.max_length, fmt.max_length),
-                          resamples=config.eval.resamples, confidence=config.eval.confidence,
-                          batch_size=config.eval.batch_size, precision=config.eval.precision)
-
-
-def scorer_config(config: Any, scorer: str, seed: int | None) -> Any:
-    """A selector's own scorer: one that trains takes the pipeline's revision settings (what both declare)."""
-    if scorers.get(scorer).train is None:
-        return scorers.parse_config({"scorer": scorer, **({"seed": seed} if seed is not None else {})})
-    member = type(scorers.parse_config({"scorer": scorer}))
+def scorer_config(config: Any, selector: Selector, seed: int) -> Any:
+    """The `iqs` section of a selector's arm: the pipeline's own, none, or the selector's scorer (one that trains
+    takes the pipeline's revision settings, what both declare; the random scorer a new sample per seed)."""
+    if selector.scorer == PIPELINE_SCORER:
+        return config.iqs
+    if selector.scorer is None:
+        return scorers.parse_config({"scorer": scorers.NONE})
+    if scorers.get(selector.scorer).train is None:
+        return scorers.parse_config({"scorer": selector.scorer, **({"seed": seed} if selector.per_seed else {})})
+    member = type(scorers.parse_config({"scorer": selector.scorer}))
     shared = {k: v for k, v in config.iqs.model_dump().items() if k in member.model_fields and k not in ("scorer",
                                                                                                         "model")}
-    return scorers.parse_config({**shared, "scorer": scorer})
+    return scorers.parse_config({**shared, "scorer": selector.scorer})
+
+
+def arm_runs(config: Any, arms: Sequence[Arm], chosen: dict[str, Selector], budget: int) -> list[ArmRun]:
+    """The base model, then every arm × seed as the config of one sft recipe: the arm's scorer as `iqs`, its rule
+    under the budget as `select`, `train.seed` (and the arm's learning rate); every chain trains with the same
+    format, adapter, steps and batch."""
+    runs = [ArmRun(BASE_MODEL, None, config, ABLATION_BASE)]
+    for arm in arms:
+        selector = chosen[arm.selector]
+        for seed in range(arm.seeds):
+            iqs = scorer_config(config, selector, seed)
+            train = config.train.model_copy(update={
+                "seed": seed, "eval_share": 0.0, "sample_prompts": [],
+                **({"learning_rate": arm.learning_rate} if arm.learning_rate is not None else {})})
+            select = type(config.select).model_validate(selector.select_params(budget, config.select.n2))
+            own = config.model_copy(update={"iqs": iqs, "select": select, "train": train})
+            # the pipeline's own scorer, and one that trains or reads embeddings, score every row as the pipeline
+            # does (one dataset with its scores); one that needs nothing scores only the pool
+            every_row = selector.scorer in (PIPELINE_SCORER, None) or bool(scorers.get(iqs.scorer).inputs(iqs))
+            runs.append(ArmRun(arm.label, seed, own, ABLATION if every_row else ABLATION_POOL_SCORED, arm))
+    return runs
 
 
 def ablation_plan(config: Any, budget: int | None = None, selector_names: Sequence[str] = DEFAULT_SELECTORS,
@@ -134,84 +176,64 @@ def ablation_plan(config: Any, budget: int | None = None, selector_names: Sequen
     """The checked plan: unknown selectors or scorers, missing scores, bad wiring and missing files fail here.
     `arms` (selector x learning rate x seeds) replace `selector_names` x `seeds` when given."""
     budget = budget if budget is not None else default_budget(config)
-    arms = list(arms) if arms is not None else grid(selector_names, seeds)
+    arms = grid(selector_names, seeds, arms=arms)
     chosen = check_request(config, arms, budget)
     store = Store(config.store)
-    plan = plan_recipe(ABLATION, config, store)
-    step = {s.label: s for s in plan.steps}
-    pool, clusters, base_model = step["eval.pool"], step["cluster"], step["base_model"]
-    iqs_scores = step.get("iqs")
-    sets: dict[str, Step] = {HELDOUT: step["eval.holdout"],
-                             **{entry.label: step[f"eval.set[{entry.label}]"] for entry in config.eval.sets}}
-    evaluate, params = get("evaluate"), evaluate_params(config)
+    plan = Plan(store)
+    recipe_label: dict[Step, str] = {}  # a step an arm added → its label in the recipe
+    made_for: dict[Step, list[ArmRun]] = defaultdict(list)  # → every arm run that makes it
     runs: list[RunLabel] = []
     evaluations: dict[str, Step] = {}
-    scored_by: dict[str, Step] = {}  # a trained (or embedding-reading) scorer's scores, planned once
-
-    def evaluate_all(model: str, seed: int | None, adapter: Step | None) -> None:
-        for set_name, eval_set in sets.items():
-            inputs = {"eval_set": eval_set, "base_model": base_model, **({"adapter": adapter} if adapter else {})}
+    for run in arm_runs(config, arms, chosen, budget):
+        own = plan_recipe(run.recipe, run.config, store)
+        evaluated = {name: own.named(f"evaluate[{name}]", "evaluate")[0] for name in set_labels(config)}
+        before = set(plan.steps)
+        merged = plan.merge(own.needed_by(evaluated.values()), label=run.label_of)
+        for step, into in merged.items():
+            if run.arm is not None and into not in before:
+                recipe_label[into] = step.label
+            if into in recipe_label:
+                made_for[into].append(run)
+        for set_name, step in evaluated.items():
             name = f"evaluation_{len(evaluations):03d}"
-            where = model if seed is None else f"{model}/{seed}"
-            evaluations[name] = plan.add(evaluate, params, inputs, label=f"evaluate[{where}/{set_name}]")
-            runs.append(RunLabel(input=name, model=model, seed=seed, eval_set=set_name))
-
-    def scores(selector: Selector, sample: str, seed: int) -> Step | str | None:
-        if selector.scorer in (PIPELINE_SCORER, None):
-            return iqs_scores if selector.scorer == PIPELINE_SCORER else None
-        own = scorer_config(config, selector.scorer, seed if selector.per_seed else None)
-        if scorers.get(selector.scorer).inputs(own):  # trained, or reading embeddings: as the pipeline plans it
-            if selector.scorer not in scored_by:
-                scored_by[selector.scorer] = merged_scores(plan, config.model_copy(update={"iqs": own}), store,
-                                                           selector.scorer)
-            return scored_by[selector.scorer]
-        return plan.add(get("iqs"), own, {"conversations": pool}, label=f"iqs[{sample}]")
-
-    def formatted(selector: Selector, seed: int) -> Step:
-        """The selection's format step: one per sample (per seed for random, else shared by every seed)."""
-        sample = f"{selector.name}/{seed}" if selector.per_seed else selector.name
-        if sample not in chains:
-            scored = scores(selector, sample, seed)
-            selected = plan.add(get("select"), SelectConfig.exactly(budget, selector.rule, config.select.n2),
-                                {"conversations": pool, "clusters": clusters,
-                                 **({"scored": scored} if scored is not None else {})}, label=f"select[{sample}]")
-            chains[sample] = plan.add(get("format"), config.format, {"selection": selected,
-                                                                     "base_model": base_model},
-                                      label=f"format[{sample}]")
-        return chains[sample]
-
-    chains: dict[str, Step] = {}
-    evaluate_all(BASE_MODEL, None, None)
-    for arm in arms:
-        selector = chosen[arm.selector]
-        for seed in range(arm.seeds):
-            update = {"seed": seed, "eval_share": 0.0, "sample_prompts": [],
-                      **({"learning_rate": arm.learning_rate} if arm.learning_rate is not None else {})}
-            adapter = plan.add(get("train"), config.train.model_copy(update=update),
-                               {"tokenized": formatted(selector, seed), "base_model": base_model},
-                               label=f"train[{arm.label}/{seed}]")
-            evaluate_all(arm.label, seed, adapter)
+            evaluations[name] = merged[step]
+            runs.append(RunLabel(input=name, model=run.model, seed=run.seed, eval_set=set_name))
+    relabel(plan, recipe_label, made_for)
     report = plan.add(get("ablation.report"),
                       AblationReportParams(runs=runs, baseline=BASELINE, resamples=config.eval.resamples,
                                            confidence=config.eval.confidence), evaluations)
-    return AblationPlan(plan.compute_keys(), pool, report, budget)
+    return AblationPlan(plan.compute_keys(), plan.named("eval.pool", "eval.pool")[0], report, budget)
 
 
-def merged_scores(plan: Plan, config: Any, store: Store, scorer: str) -> Step:
-    """The iqs step of `config`'s own pipeline plan, added to `plan` with what it needs: steps `plan` already
-    has (the same key: ingest, embed, dedup) are shared, the others (the scorer's training) added, labelled by
-    the scorer."""
-    own = plan_recipe(SFT.until("iqs"), config, store)
-    target = own.named("iqs", "iqs")[0]
-    known = {step.key: step for step in plan.steps if step.key}
-    mapped: dict[Step, Step] = {}
-    for step in own.needed_by([target]).steps:
-        if step.key in known:
-            mapped[step] = known[step.key]
-            continue
-        inputs = {name: mapped[v] if isinstance(v, Step) else v for name, v in step.inputs.items()}
-        mapped[step] = plan.add(step.stage, step.params, inputs, label=f"{step.label}[{scorer}]", shard=step.shard)
-    return mapped[target]
+def tagged(label: str, tag: str) -> str:
+    """`evaluate[heldout]` of arm run `car/0` → `evaluate[car/0/heldout]`; `train` → `train[car/0]`."""
+    name, bracket, inner = label.partition("[")
+    return f"{name}[{tag}/{inner}" if bracket else f"{label}[{tag}]"
+
+
+def relabel(plan: Plan, recipe_label: dict[Step, str], made_for: dict[Step, list[ArmRun]]) -> None:
+    """Name each arm's step by what the arm runs that make it share: `select[car]` for a selection every seed
+    of car shares (at every learning rate), `select[random/0]` for one sample, `train[car@lr=6.7e-05/0]`; a step
+    of several selectors (one IQS for car and top_score) keeps its recipe label, or lists them where two such
+    steps would share it."""
+    taken = [step.label for step in plan.steps if step not in recipe_label]
+    for step, base in recipe_label.items():
+        users = made_for[step]
+        named = {selectors.get(run.arm.selector).name for run in users}
+        rates = {run.arm.learning_rate for run in users}
+        seeds = {run.seed for run in users}
+        if len(named) == 1:
+            tag = next(iter(named))
+            if len(rates) == 1 and None not in rates:
+                tag += f"@lr={next(iter(rates)):g}"
+            if len(seeds) == 1:
+                tag += f"/{next(iter(seeds))}"
+            step.label = tagged(base, tag)
+        else:
+            step.label = base if base not in taken else tagged(base, ",".join(sorted(named)))
+        taken.append(step.label)
+    if len(set(taken)) != len(taken):
+        raise AssertionError(f"two steps of the ablation share a label: {sorted(taken)}")
 
 
 def check_budget(run: Run, budget: int) -> None:
@@ -237,29 +259,21 @@ def _run_name() -> str:
     return f"ablation-{name}-{date.today().isoformat()}"
 
 
-def arms_of(selector_names: list[str] | None, seeds: int, learning_rates: list[float] | None,
-            arms: list[dict[str, Any]] | None) -> list[Arm]:
-    """The flow's arms from its parameters: explicit `arms`, else every selector at every learning rate."""
-    if arms:
-        return [Arm(**arm) for arm in arms]
-    return grid(list(selector_names or DEFAULT_SELECTORS), seeds, learning_rates)
-
-
 @flow(name="selection-ablation", flow_run_name=_run_name, persist_result=True)
 def selection_ablation(config: PipelineConfig, budget: int | None = None,
                        selectors: list[str] | None = None, seeds: int = DEFAULT_SEEDS,
-                       learning_rates: list[float] | None = None, arms: list[dict[str, Any]] | None = None,
+                       learning_rates: list[float] | None = None, arms: list[Arm] | None = None,
                        from_stage: str | None = None) -> dict[str, Any]:
     """Every selector x seed selects `budget` rows (default: one pass of training) from the same pool, trains the
     same adapter and is evaluated, with the base model, on the held-out rows and `eval.sets`; the report says
     which selectors beat random beyond noise (`selectors`: all when empty; NAME:SCORER runs one on another
     scorer). `learning_rates`: every selector at each (random included); `arms`: explicit {selector, seeds,
     learning_rate} entries instead. `from_stage` forces a stage and everything that reads its output."""
-    chosen = arms_of(selectors, seeds, learning_rates, arms)
+    chosen = grid(selectors, seeds, learning_rates, arms)
     config = normalized(config)
     store = Store(config.store)
     ablation = planned(selection_ablation.name, lambda: ablation_plan(config, budget, arms=chosen), config,
-                       budget=budget, arms=[arm.__dict__ for arm in chosen], seeds=seeds, from_stage=from_stage)
+                       budget=budget, arms=chosen, from_stage=from_stage)
     first = run_plan(ablation.plan.needed_by([ablation.pool]))
     if first.ok:
         check_budget(first, ablation.budget)
@@ -270,19 +284,19 @@ def selection_ablation(config: PipelineConfig, budget: int | None = None,
     key = run.ref(ablation.report.label).key
     manifest = store.manifest(key)
     return {**table, "budget": ablation.budget, "selectors": list(dict.fromkeys(a.selector for a in chosen)),
-            "seeds": seeds, "arms": [arm.__dict__ for arm in chosen],
+            "seeds": max(arm.seeds for arm in chosen), "arms": [arm.model_dump() for arm in chosen],
             "report": {"key": key, "sentence": manifest["stats"]["sentence"],
                        "files": {name: store.path(key, "files", name) for name in ("report.md", REPORT_JSON, CHART)}}}
 
 
-def run_ablation(config: Any, budget: int | None = None, selector_names: Sequence[str] = DEFAULT_SELECTORS,
-                 seeds: int = DEFAULT_SEEDS, from_stage: str | None = None,
-                 learning_rates: Sequence[float] | None = None, arms: Sequence[Arm] | None = None) -> dict[str, Any]:
-    """Run the flow and return its table and report; raises PipelineFailed (with the table) when a step failed."""
+def run_ablation(config: Any, budget: int | None = None, arms: Sequence[Arm] | None = None,
+                 from_stage: str | None = None) -> dict[str, Any]:
+    """Run the flow on `arms` (default: every selector, 3 seeds) and return its table and report; raises
+    PipelineFailed (with the table) when a step failed."""
     from flows.pipeline import task_runner
 
     config = normalized(config)
-    chosen = list(arms) if arms is not None else grid(selector_names, seeds, learning_rates)
+    chosen = grid(arms=arms)
 
     def checked() -> AblationPlan:
         ablation = ablation_plan(config, budget, arms=chosen)
@@ -291,4 +305,4 @@ def run_ablation(config: Any, budget: int | None = None, selector_names: Sequenc
         return ablation
 
     return run_flow(selection_ablation, checked, config, task_runner(config.runner, config.store), budget=budget,
-                    arms=[arm.__dict__ for arm in chosen], seeds=seeds, from_stage=from_stage)
+                    arms=chosen, from_stage=from_stage)

@@ -9,7 +9,7 @@ what it reads, in the order of `build`'s inputs.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,8 +71,11 @@ class Plan:
         return step
 
     def compute_keys(self) -> Plan:
-        """Every step's store key (fingerprints read their files here); keys the config gives must be there."""
+        """Every step's store key (fingerprints read their files here); keys the config gives must be there. A
+        step keyed already (merged from another plan) keeps its key."""
         for step in self.steps:
+            if step.key:
+                continue
             for name, value in step.inputs.items():
                 if isinstance(value, str) and not self.store.verify(value):
                     raise BadInputError(f"input {name!r} of {step.label} is {value!r}, which is not a complete "
@@ -80,6 +83,20 @@ class Plan:
             step.fingerprint = step.stage.fingerprint_of(step.params)
             step.key = step.stage.key(step.params, step.input_keys(), step.shard, step.fingerprint)
         return self
+
+    def merge(self, other: Plan, label: Callable[[Step], str] = lambda step: step.label) -> dict[Step, Step]:
+        """Add the steps of `other` (a keyed plan) whose key this plan lacks, labelled by `label`: a step both
+        plans make is planned once, whoever planned it. Returns each step of `other` → its step in this plan."""
+        have = {step.key: step for step in self.steps if step.key}
+        mapped: dict[Step, Step] = {}
+        for step in other.steps:
+            if step.key not in have:
+                inputs = {name: mapped[v] if isinstance(v, Step) else v for name, v in step.inputs.items()}
+                added = self.add(step.stage, step.params, inputs, label(step), step.shard)
+                added.key, added.fingerprint = step.key, step.fingerprint
+                have[step.key] = added
+            mapped[step] = have[step.key]
+        return mapped
 
     def names(self) -> list[str]:
         """The stage names of this plan, in dependency order (what --from and --until accept)."""
@@ -171,6 +188,14 @@ def _wire(node: _Node, made: list[tuple[str, _Node]], reads: Mapping[str, str]) 
     for item in node.stage.inputs:
         if item.name in node.call.inputs:
             node.wired[item.name] = node.call.inputs[item.name]
+            continue
+        if item.name in node.call.reads:
+            label = node.call.reads[item.name]
+            named = [producer for _, producer in made if producer.label == label]
+            if not named:
+                raise BadInputError(f"{node.label} reads {item.name!r} from {label}, which no stage before it in "
+                                    "this flow makes", field=f"{node.label}.{item.name}")
+            node.wired[item.name] = named[-1]
             continue
         if not node.stage.wants(item.name, node.call.params):
             continue

@@ -70,20 +70,26 @@ SFT = recipe(
     "format",         # selection + base_model → tokenized
     "train",          # tokenized + base_model → adapter
 )
-# The selection ablation's shared part: the sft recipe's stages up to the scores (not its cluster: the pool is
-# clustered instead), the evaluation sets and the pool they leave; flows/ablation.py fans out the rest per
-# selector and seed.
+# The selection ablation (flows/ablation.py) plans this recipe once per arm and seed, each with the arm's own config
+# (its scorer as `iqs`, its rule and budget as `select`, its seed in `train`), and merges the plans: a step that
+# several arms make alike (ingest ... the pool's clusters, a shared scorer or selection) is one step, by its key.
+POOL = {"conversations": "pool"}
+_SHARED = ("ingest.source", "ingest", "embed", "dedup", "base_model")
+_POOL = ("eval.holdout",  # conversations → eval_set: the held-out rows
+         "eval.set",      # one per file → eval_set
+         "eval.pool",     # conversations + every eval_set → pool
+         Entry("cluster", reads=POOL))  # the pool's clusters: no held-out row on the map
+_ARM = (Entry("select", reads=POOL), "format", "train",
+        "evaluate")       # one per evaluation set, each reading its own
 ABLATION = recipe(
-    "selection-ablation",
-    "ingest.source", "ingest", "embed", "dedup", "base_model", "iqs.train", "iqs",
-    "eval.holdout",   # conversations → eval_set: the held-out rows
-    "eval.set",       # one per file → eval_set
-    "eval.pool",      # conversations + every eval_set → pool
-    Entry("cluster", reads={"conversations": "pool"}),  # the pool's clusters: no held-out row on the map
-)
+    "selection-ablation", *_SHARED,
+    "iqs.train", "iqs",   # every row scored, as the pipeline scores them (the arm's scorer trains or reads embeddings)
+    *_POOL, *_ARM)
+# an arm whose scorer needs nothing (length, random) scores only the pool
+ABLATION_POOL_SCORED = recipe("selection-ablation", *_SHARED, *_POOL, Entry("iqs", reads=POOL), *_ARM)
+# the base model, untrained, on every set
+ABLATION_BASE = recipe("selection-ablation", *_SHARED, *_POOL, "evaluate")
 IQS_TRAINING = recipe("iqs-training", "iqs.train")
 SELF_INSTRUCT = recipe("self-instruct", "self_instruct")
 RECIPES = {r.name: r for r in (SFT, ABLATION, IQS_TRAINING, SELF_INSTRUCT)}
-# what the fan-out of the ablation adds per chain, and its report
-ABLATION_CHAIN = ("iqs", "select", "format", "train", "evaluate", "ablation.report")
-BUILT_IN = frozenset(name for r in RECIPES.values() for name in r.stages()) | frozenset(ABLATION_CHAIN)
+BUILT_IN = frozenset(name for r in RECIPES.values() for name in r.stages()) | {"ablation.report"}

@@ -4,6 +4,8 @@ A field's `json_schema_extra` may say
 - `NOT_IN_KEY`: it does not change any stage's output (a batch size, a device), so no key holds it;
 - `in_key_of("iqs.train")`: only these stages' keys hold it (a training setting of a section that a scoring
   stage reads too);
+- `WHEN_SET`: it enters the keys only when set (not None): a field added after outputs were made leaves their
+  keys as they were;
 - `PATH`: a local path (or a list of them) that a config file gives relative to its own folder.
 Not pydantic's `exclude=True`: Prefect serializes flow parameters with model_dump, which drops those.
 """
@@ -16,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 NOT_IN_KEY: dict[str, Any] = {"cache_key": False}
+WHEN_SET: dict[str, Any] = {"cache_key": "when_set"}
 PATH: dict[str, Any] = {"path": True}
 
 
@@ -42,6 +45,8 @@ def key_params(params: Any, stage: str) -> Any:
         for name, info in type(params).model_fields.items():
             mark = _mark(info, "cache_key")
             if mark is False or (isinstance(mark, list) and stage not in mark):
+                continue
+            if mark == "when_set" and getattr(params, name) is None:
                 continue
             out[name] = key_params(getattr(params, name), stage)
         return out

@@ -80,6 +80,9 @@ class StageContext:
     log: logging.Logger = log
     work: Path = field(default_factory=work_root)
     shard: tuple[int, int] | None = None  # (i, n): this run builds the i-th of n row ranges of `shard_input`
+    # what the key holds beyond the parameters, as the plan read it: the build computes what the key says (the
+    # precision a setting resolved to where the plan was made, not where this runs)
+    fingerprint: Mapping[str, Any] | None = None
 
     @cached_property
     def scratch(self) -> Path:
@@ -115,6 +118,9 @@ class Call:
     params: Any
     label: str | None = None  # the run table's name for it; the stage name when None
     inputs: Mapping[str, str] = field(default_factory=dict)  # inputs the configuration gives: store keys
+    # inputs read from one producer of the recipe, by its label, where several make the dataset (an evaluation
+    # of the held-out rows reads `eval.holdout`, not the last `eval.set`)
+    reads: Mapping[str, str] = field(default_factory=dict)
     shards: int = 1  # > 1: the stage runs as this many row-range parts side by side, then one gather step
 
 
@@ -130,8 +136,9 @@ class Stage:
     requires: tuple[Requirement, ...] = ()
     retries: int = 2
     description: str = ""
-    # Extra key material derived from the parameters, e.g. a checksum of the source files an ingest reads.
-    fingerprint: Callable[[Any], Mapping[str, Any]] | None = None
+    # Extra key material derived from the parameters, e.g. a checksum of the source files an ingest reads (None
+    # from it: nothing beyond the parameters for these).
+    fingerprint: Callable[[Any], Mapping[str, Any] | None] | None = None
     # How a config runs this stage where a recipe lists it: its calls, for a fan-out (one per source) or none
     # (nothing to do with this config: no scorer, no destination). Default: one call with the config's
     # `section`, or the parameter model's defaults without one (its `shards` field, if any, splits it).
@@ -205,15 +212,18 @@ class Stage:
         return self._adapter.dump_python(params, mode="json") if params is not None else {}
 
     def fingerprint_of(self, params: Any) -> dict[str, Any] | None:
-        """What the key holds beyond the parameters (a source's checksum), read now; None without a fingerprint."""
-        return dict(self.fingerprint(params)) if self.fingerprint is not None else None
+        """What the key holds beyond the parameters (a source's checksum), read now; None without one."""
+        found = self.fingerprint(params) if self.fingerprint is not None else None
+        return dict(found) if found is not None else None
 
     def key(self, params: Any, input_keys: Mapping[str, str | None], shard: tuple[int, int] | None = None,
             fingerprint: Mapping[str, Any] | None = None) -> str:
         """The store key; `fingerprint`: the one read already (fingerprint_of), else it is read here."""
         plain: Any = key_params(params, self.name)
-        if self.fingerprint is not None:
-            plain = {"params": plain, "fingerprint": dict(fingerprint or self.fingerprint_of(params))}
+        if fingerprint is None and self.fingerprint is not None:
+            fingerprint = self.fingerprint_of(params)
+        if fingerprint is not None:
+            plain = {"params": plain, "fingerprint": dict(fingerprint)}
         if shard is not None:
             plain = {"params": plain, "shard": list(shard)}
         return stage_key(self.name, self.version, plain, {n: k for n, k in input_keys.items() if k is not None})
@@ -327,15 +337,15 @@ def run_stage(
     `fingerprint` (recorded in the manifest; read here when not given)."""
     started = time.perf_counter()
     if key is None:
-        fingerprint = fingerprint or stage.fingerprint_of(params)
+        fingerprint = fingerprint if fingerprint is not None else stage.fingerprint_of(params)
         key = stage.key(params, input_keys(inputs), shard, fingerprint)
     rows_in = main_input_rows(stage, inputs)
     if not force and reusable(stage, params, store, key):
         log.info("%s: %s already in the store", stage.name, key)
         return StageResult(store.ref(key), "cached", time.perf_counter() - started, rows_in,
                            store.manifest(key).get("stats", {}))
-    fingerprint = fingerprint or stage.fingerprint_of(params)
-    ctx = StageContext(store=store, key=key, params=params, progress=progress, shard=shard)
+    fingerprint = fingerprint if fingerprint is not None else stage.fingerprint_of(params)
+    ctx = StageContext(store=store, key=key, params=params, progress=progress, shard=shard, fingerprint=fingerprint)
     parts = _parts(stage, params, inputs, shard)
     if parts > 1:
         made = _run_parts(stage, params, inputs, store, parts, force, progress, fingerprint)

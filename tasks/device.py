@@ -4,17 +4,23 @@ The rule (`precision: auto`): bfloat16 autocast on a CUDA GPU that supports bf16
 matrix units (AMX-BF16 or AVX512-BF16: Intel Sapphire Rapids and later, AMD Zen 4 and later), fp32 elsewhere,
 unless the stage's measured quality gate failed (then its `auto` stays fp32; `auto_bf16=False`). `fp32` is
 always one setting away and exact. Autocast keeps weights and optimizer state in fp32: only the matrix
-products run in bf16. `auto` is resolved where the plan is made, before the stage key is computed, so an fp32
-machine and a bf16 machine never share a cached output by accident (`precision_fingerprint`).
+products run in bf16.
+
+A stage declares that its output depends on precision with a `PrecisionUse` (the parameter that sets it, the
+settings it supports). The setting is resolved once, where the plan is made: `PrecisionUse.key` puts the
+result in the stage key (so an fp32 machine and a bf16 machine never share a cached output by accident), and
+`PrecisionUse.planned` hands the same result to the build through its context, so a Dask or Ray worker whose
+own hardware would pick otherwise still computes what the key says.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tasks.errors import BadInputError
 
@@ -22,6 +28,8 @@ CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names of the bf16 
 # a precision setting's mark: the key holds what it resolves to (the stage's fingerprint), not the setting, so
 # `auto` resolved to bf16 and an explicit `bf16` are one dataset
 RESOLVED_IN_KEY: dict = {"cache_key": False}
+# every precision setting; each stage says which of them it supports (PrecisionUse.supports)
+PrecisionSetting = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 
 
 @functools.cache
@@ -130,10 +138,60 @@ def resolve_precision(setting: str, device: str, *, field: str, auto_bf16: bool 
     return Precision(setting, device, "asked for")
 
 
-def precision_fingerprint(setting: str, device: str, *, field: str, auto_bf16: bool = True) -> dict[str, str]:
-    """Stage-key material: the resolved precision, so `auto` never hides what ran (the device kind is not in
-    it: fp32 on a GPU and on a CPU agree to rounding)."""
-    return {"precision": resolve_precision(setting, pick_device(device, field), field=field, auto_bf16=auto_bf16).name}
+def _auto_device(params: Any) -> str:
+    return "auto"
+
+
+@dataclass(frozen=True)
+class PrecisionUse:
+    """A stage's declaration that its output depends on precision: the parameter that sets it (None where these
+    parameters run no model), the settings the stage supports, its device setting, whether bf16 held the stage's
+    quality gate, and the name of its entry in the key material."""
+
+    setting: Callable[[Any], str | None]
+    field: str
+    supports: tuple[str, ...] = ("auto", "fp32", "bf16")
+    device: Callable[[Any], str] = _auto_device
+    auto_bf16: bool = True
+    entry: str = "precision"
+
+    def resolve(self, params: Any) -> Precision | None:
+        """The precision these parameters run in on this machine (None: no model runs)."""
+        setting = self.setting(params)
+        if setting is None:
+            return None
+        if setting not in self.supports:
+            raise BadInputError(f"precision {setting!r}: this stage computes in {', '.join(self.supports)}",
+                                field=self.field)
+        return resolve_precision(setting, pick_device(self.device(params), self.field), field=self.field,
+                                 auto_bf16=self.auto_bf16)
+
+    def key(self, params: Any) -> dict[str, str]:
+        """Stage-key material, read where the plan is made: what the setting resolves to (the device kind is not
+        in it: fp32 on a GPU and on a CPU agree to rounding)."""
+        resolved = self.resolve(params)
+        return {self.entry: resolved.name} if resolved is not None else {}
+
+    def planned(self, params: Any, fingerprint: Mapping[str, Any] | None) -> Precision:
+        """What the build computes in: the precision the plan resolved (the stage key's `fingerprint`) on this
+        machine's device, even where this machine would resolve the setting otherwise (the reason says so)."""
+        device = pick_device(self.device(params), self.field)
+        name = (fingerprint or {}).get(self.entry)
+        try:
+            here = self.resolve(params)
+        except BadInputError as exc:  # e.g. bf16 planned on a machine with bf16 units, built on one without
+            if name is None:
+                raise
+            here, note = None, str(exc)
+        if here is not None and (name is None or (here.name == name and here.device == device)):
+            return here
+        if here is not None:
+            note = f"this machine would pick {here.name}: {here.reason}"
+        if name == "fp16" and device != "cuda" or name == "int8" and device != "cpu":
+            raise BadInputError(f"the plan resolved {self.setting(params)} to {name}, which does not run on this "
+                                f"machine's {device} ({note}): plan and build where the device is the same, or set "
+                                f"{self.field} explicitly", field=self.field)
+        return Precision(name, device, f"{self.setting(params)} resolved to {name} where the plan was made; {note}")
 
 
 def cast_frozen_matmuls(model: Any, precision: Precision) -> int:

@@ -112,10 +112,12 @@ def load_model(name: str | None, device: str = "auto", precision: str = "fp32") 
     fp32, bf16 or int8)."""
     from sentence_transformers import SentenceTransformer
 
-    from tasks.device import cast_frozen_matmuls, pick_device, resolve_precision
+    from tasks.device import Precision, cast_frozen_matmuls, pick_device
 
     device = pick_device(device, "embed.device")
-    resolve_precision(precision, device, field="embed.precision")  # int8 on a GPU, bf16 without units: bad input
+    if precision == "int8" and device != "cpu":
+        raise BadInputError("int8 (dynamic quantization) runs on the CPU only; use auto or bf16 on a GPU",
+                            field="embed.precision")
     model = SentenceTransformer(str(resolve_model(name)), device=device)
     transformer = model[0]
     if not hasattr(transformer, "auto_model"):
@@ -126,7 +128,7 @@ def load_model(name: str | None, device: str = "auto", precision: str = "fp32") 
     if precision == "int8":
         quantize_int8(model)
     # bf16: the Linear weights cast once, not at every batch (the same numbers; 7% faster on 2 CPU cores)
-    cast_frozen_matmuls(model, resolve_precision(precision, device, field="embed.precision"))
+    cast_frozen_matmuls(model, Precision(precision, device, "resolved by the caller"))
     return model
 
 

@@ -21,7 +21,7 @@ from tasks.errors import BadInputError
 from tasks.explorer import EXPLORER_FILE
 from tasks.figures import colormap, png, subplots
 
-TOP_SCORE, CLUSTER_TOP = "top_score", "cluster_top"
+TOP_SCORE, CLUSTER_TOP, LISTED = "top_score", "cluster_top", "listed"  # LISTED: read from a file (tasks/listed.py)
 ANSWER_GROUP = "answer_group"  # dedup's column: rows whose answers are near-identical share a group
 SUMMARY_FILE = "selection_summary.json"
 SELECTION_SCHEMA = pa.schema(list(CONVERSATION_SCHEMA) + [
@@ -141,14 +141,15 @@ def join_inputs(conversations: pa.Table, clusters: pa.Table, scored: pa.Table | 
 
 
 def select(conversations: pa.Table, clusters: pa.Table, scored: pa.Table | None, n1: int = 1000, n2: int = 1,
-           budget: int | None = None) -> tuple[pa.Table, dict[str, Any]]:
-    """The selected rows (all canonical columns + reason, score, rank, cluster) and the report summary."""
+           budget: int | None = None, listed: np.ndarray | None = None) -> tuple[pa.Table, dict[str, Any]]:
+    """The selected rows (all canonical columns + reason, score, rank, cluster) and the report summary.
+    `listed`: the rows a file lists (tasks/listed.py), taken as they are instead of by CaR's rule."""
     if conversations.num_rows == 0:
         raise BadInputError("no conversations to select from", field="conversations")
     cluster, distance, score, rank = join_inputs(conversations, clusters, scored)
     ids = np.asarray(conversations.column("id").to_pylist())
     order, cluster_rank = priority(ids, cluster, score, distance)
-    if ANSWER_GROUP in conversations.column_names:  # dedup's answer groups: at most one row of each
+    if listed is None and ANSWER_GROUP in conversations.column_names:  # dedup's answer groups: one row of each
         groups = conversations.column(ANSWER_GROUP).to_pylist()
         allowed = np.sort(first_of_each_group(order, groups))
         table, summary = select(conversations.drop_columns([ANSWER_GROUP]).take(pa.array(allowed)), clusters,
@@ -158,7 +159,8 @@ def select(conversations: pa.Table, clusters: pa.Table, scored: pa.Table | None,
     if score is not None and rank is None:  # rank 1 = best, as the IQS stage writes it
         rank = np.empty(len(ids), dtype=np.int64)
         rank[order] = np.arange(1, len(ids) + 1)
-    chosen = car_select(order, cluster_rank, n1, n2, budget, scored=score is not None)
+    chosen = (car_select(order, cluster_rank, n1, n2, budget, scored=score is not None) if listed is None
+              else Selection(listed, [LISTED] * len(listed), 0))
     take = pa.array(chosen.rows)
     table = conversations.select(CONVERSATION_SCHEMA.names).take(take)
     table = table.append_column(SELECTION_SCHEMA.field("selection_reason"), pa.array(chosen.reasons, pa.string()))
@@ -194,6 +196,7 @@ def summarize(cluster: np.ndarray, score: np.ndarray | None, chosen: Selection, 
         per_cluster.append(row)
     return {
         "rows": len(cluster), "scored": score is not None, "clusters": k, "n1": n1, "n1_used": chosen.n1,
+        "listed_rows": int((reasons == LISTED).sum()),
         "n2": n2, "budget": budget, "selected": len(chosen.rows), "top_score_rows": len(top_rows),
         "cluster_top_rows": len(added_rows), "clusters_covered_by_top": len(np.unique(cluster[top_rows])),
         "clusters_covered": len(np.unique(cluster[chosen.rows])),
@@ -205,7 +208,8 @@ def summarize(cluster: np.ndarray, score: np.ndarray | None, chosen: Selection, 
 
 # -- report ------------------------------------------------------------------------------------------------
 SUMMARY_ROWS = [("rows", "rows in"), ("clusters", "clusters"), ("n1_used", "n1 (top by score)"), ("n2", "n2"),
-                ("budget", "budget"), ("selected", "selected"), ("top_score_rows", "top_score rows"),
+                ("budget", "budget"), ("selected", "selected"), ("listed_rows", "rows a file lists"),
+                ("top_score_rows", "top_score rows"),
                 ("cluster_top_rows", "rows added by the cluster step"),
                 ("clusters_covered_by_top", "clusters covered by the top n1"),
                 ("clusters_covered", "clusters covered in the end"), ("score_threshold", "lowest top-n1 score"),
@@ -256,10 +260,11 @@ def plots(clusters: pa.Table, scored: pa.Table | None, selection: pa.Table) -> d
     fig, ax = subplots(figsize=(8, 4.5))
     bins = np.histogram_bin_edges(values, bins=60)
     ax.hist(values, bins=bins, color="#c8c8c8", label=f"all rows ({len(values):,})")
-    parts = [(values[chosen[reasons == r]], r) for r in (TOP_SCORE, CLUSTER_TOP) if (reasons == r).any()]
+    parts = [(values[chosen[reasons == r]], r, c) for r, c in ((TOP_SCORE, "#d62728"), (CLUSTER_TOP, "#1f77b4"),
+                                                                (LISTED, "#2ca02c")) if (reasons == r).any()]
     if parts:
-        ax.hist([p for p, _ in parts], bins=bins, stacked=True, color=["#d62728", "#1f77b4"][:len(parts)],
-                label=[f"selected: {r} ({len(p):,})" for p, r in parts])
+        ax.hist([p for p, _, _ in parts], bins=bins, stacked=True, color=[c for _, _, c in parts],
+                label=[f"selected: {r} ({len(p):,})" for p, r, _ in parts])
     ax.set_yscale("log")
     ax.set(xlabel=value_name, ylabel="rows (log)", title=f"{value_name}: all rows and the selection")
     ax.legend()
@@ -271,7 +276,7 @@ def plots(clusters: pa.Table, scored: pa.Table | None, selection: pa.Table) -> d
     fig, ax = subplots(figsize=(8, 7))
     dot = float(np.clip(8000 / max(len(pc1), 1), 2, 16))  # visible on small sets, not a blot on large ones
     ax.scatter(pc1, pc2, c=colors, s=dot, alpha=0.5, linewidths=0, rasterized=True)
-    for reason, marker, size in ((TOP_SCORE, "o", 14), (CLUSTER_TOP, "*", 60)):
+    for reason, marker, size in ((TOP_SCORE, "o", 14), (CLUSTER_TOP, "*", 60), (LISTED, "o", 14)):
         rows = chosen[reasons == reason]
         if len(rows):
             ax.scatter(pc1[rows], pc2[rows], c=colors[rows], s=size, marker=marker, edgecolors="black",

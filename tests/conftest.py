@@ -2,6 +2,7 @@
 (moto's server) with the bucket `sftflow-test`."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -100,3 +101,24 @@ def s3(s3_endpoint, monkeypatch):
     fs.mkdir("sftflow-test")
     yield fs
     fs.rm("sftflow-test", recursive=True)
+
+
+@pytest.fixture
+def ablation_config(tmp_path, shared_data, tiny_lm):
+    """60 Alpaca rows, the length scorer as the 'IQS' (so car and top_score run without a trained model), the
+    tiny LM, two training steps; one more evaluation set from a file."""
+    from tests.pipeline_runs import pipeline_config, write_sources
+
+    sources = write_sources(shared_data, tmp_path / "sources")
+    extra = json.loads((shared_data / "llama-factory" / "alpaca_en_demo.json").read_text())[100:110]
+    (tmp_path / "extra.json").write_text(json.dumps(extra))
+
+    def config(**sections):
+        data = {"iqs": {"scorer": "length"}, "train": {"base_model": str(tiny_lm), "max_steps": 2, "batch_size": 2,
+                                                        "max_length": 64},
+                "eval": {"holdout_rows": 6, "resamples": 200, "sets": [{"path": str(tmp_path / "extra.json"),
+                                                                        "name": "extra"}]}}
+        data.update(sections)
+        return pipeline_config(str(tmp_path / "store"), sources, tiny_lm, **data)
+
+    return config

@@ -8,7 +8,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from flows.ablation import ablation_plan, run_ablation
+from flows.ablation import ablation_plan, grid, run_ablation
 from flows.plan import run_alone
 from storage.schema import make_record, records_to_table
 from storage.stage import run_stage
@@ -19,7 +19,6 @@ from tasks.stages import get
 from tasks.stages.base_model import BaseModelParams
 from tasks.stages.eval_pool import PoolParams
 from tasks.stages.evaluate import EvaluateParams
-from tests.pipeline_runs import pipeline_config, write_sources
 
 
 def records(pairs: list[tuple[str, str]], uri: str = "pool.json") -> pa.Table:
@@ -82,25 +81,6 @@ def test_pool_loses_held_out_and_overlapping_rows_and_refuses_a_set_of_pool_rows
     assert info.value.field == "id"
 
 
-@pytest.fixture
-def ablation_config(tmp_path, shared_data, tiny_lm):
-    """60 Alpaca rows, the length scorer as the 'IQS' (so car and top_score run without a trained model), the
-    tiny LM, two training steps; one more evaluation set from a file."""
-    sources = write_sources(shared_data, tmp_path / "sources")
-    extra = json.loads((shared_data / "llama-factory" / "alpaca_en_demo.json").read_text())[100:110]
-    (tmp_path / "extra.json").write_text(json.dumps(extra))
-
-    def config(**sections):
-        data = {"iqs": {"scorer": "length"}, "train": {"base_model": str(tiny_lm), "max_steps": 2, "batch_size": 2,
-                                                        "max_length": 64},
-                "eval": {"holdout_rows": 6, "resamples": 200, "sets": [{"path": str(tmp_path / "extra.json"),
-                                                                        "name": "extra"}]}}
-        data.update(sections)
-        return pipeline_config(str(tmp_path / "store"), sources, tiny_lm, **data)
-
-    return config
-
-
 def test_bad_requests_fail_before_anything_runs(ablation_config):
     config = ablation_config()
     with pytest.raises(BadInputError, match="no selector 'best'"):
@@ -121,12 +101,13 @@ def ran(result) -> set[str]:
 def test_ablation_report_store_hits_and_an_added_selector(prefect_api, ablation_config):
     config = ablation_config()
     with pytest.raises(BadInputError, match="a budget of 500 rows"):
-        run_ablation(config, 500, ["random", "longest"], 1)
+        run_ablation(config, 500, grid(["random", "longest"], 1))
     from storage.store import Store
 
     assert not [k for k in Store(config.store).keys() if k.startswith("train-")]  # nothing trained
 
-    first = run_ablation(config, 8, ["car", "random", "longest"], 2)
+    first = run_ablation(config, 8, grid(["car", "random", "longest"], 2))
+    assert first["seeds"] == 2 and [arm["selector"] for arm in first["arms"]] == ["car", "random", "longest"]
     assert first["ok"] and {"train[car/0]", "train[random/1]", "evaluate[base model/extra]"} <= ran(first)
     store = Store(config.store)
     selections = [row for row in first["stages"] if row["stage"].startswith("select[")]
@@ -144,10 +125,10 @@ def test_ablation_report_store_hits_and_an_added_selector(prefect_api, ablation_
     assert all(run["train_steps"] == 2 for run in report["runs"] if run["adapter"])
     assert report["sentence"] in store.read_file(first["report"]["key"], "report.md").decode()
 
-    again = run_ablation(config, 8, ["car", "random", "longest"], 2)
+    again = run_ablation(config, 8, grid(["car", "random", "longest"], 2))
     assert again["ok"] and not ran(again) and again["report"]["key"] == first["report"]["key"]
 
-    more = run_ablation(config, 8, ["car", "random", "longest", "cluster_only"], 2)
+    more = run_ablation(config, 8, grid(["car", "random", "longest", "cluster_only"], 2))
     assert ran(more) == {"select[cluster_only]", "format[cluster_only]", "train[cluster_only/0]",
                          "train[cluster_only/1]", *(f"evaluate[cluster_only/{s}/{e}]" for s in (0, 1)
                                                     for e in ("heldout", "extra")), "ablation.report"}
@@ -186,13 +167,15 @@ def test_arms_name_scorers_and_learning_rates_and_bad_ones_fail_before_anything_
 
     revisions = str(ROOT / "demo" / "revisions_demo.jsonl")
     config = ablation_config(iqs={"scorer": "comet", "revisions": [revisions], "valid_fraction": 0.25})
-    arms = [Arm("car", 2), Arm("random", 2), Arm("car:probe", 1), Arm("car", 1, 6.7e-5), Arm("random", 1, 6.7e-5)]
+    arms = [Arm(selector="car", seeds=2), Arm(selector="random", seeds=2), Arm(selector="car:probe", seeds=1),
+            Arm(selector="car", seeds=1, learning_rate=6.7e-5), Arm(selector="random", seeds=1, learning_rate=6.7e-5)]
     plan = ablation_plan(config, 8, arms=arms).plan
     labels = [step.label for step in plan.steps]
-    assert {"iqs.train", "iqs", "iqs.train[probe]", "iqs[probe]", "select[car:probe]", "train[car:probe/0]",
-            "train[car@lr=6.7e-05/0]", "evaluate[random@lr=6.7e-05/0/heldout]"} <= set(labels)
+    # each step is named by the arm runs that share it: the comet IQS by car at both rates, probe's by one seed
+    assert {"iqs.train[car]", "iqs[car]", "iqs.train[car:probe/0]", "iqs[car:probe/0]", "select[car:probe/0]",
+            "train[car:probe/0]", "train[car@lr=6.7e-05/0]", "evaluate[random@lr=6.7e-05/0/heldout]"} <= set(labels)
     assert labels.count("select[car]") == 1 and "format[car@lr=6.7e-05]" not in labels  # one selection, shared
-    probe_training = next(s for s in plan.steps if s.label == "iqs.train[probe]")
+    probe_training = next(s for s in plan.steps if s.label == "iqs.train[car:probe/0]")
     assert probe_training.params.scorer == "probe" and probe_training.params.revisions == [revisions]
     slow = next(s for s in plan.steps if s.label == "train[car@lr=6.7e-05/0]")
     assert slow.params.learning_rate == 6.7e-5 and slow.inputs["tokenized"].label == "format[car]"
@@ -201,10 +184,12 @@ def test_arms_name_scorers_and_learning_rates_and_bad_ones_fail_before_anything_
     with pytest.raises(BadInputError, match="uses no scores"):
         ablation_plan(config, 8, ["cluster_only:probe", "random"], 1)
     with pytest.raises(BadInputError, match="must be positive") as info:
-        ablation_plan(config, 8, arms=[Arm("car", 1), Arm("random", 1), Arm("car", 1, -1e-4)])
+        ablation_plan(config, 8, arms=[Arm(selector="car", seeds=1), Arm(selector="random", seeds=1),
+                                               Arm(selector="car", seeds=1, learning_rate=-1e-4)])
     assert info.value.field == "--learning-rates"
     with pytest.raises(BadInputError, match="no random arm at learning rate 0.0001"):
-        ablation_plan(config, 8, arms=[Arm("car", 1), Arm("random", 1), Arm("car", 1, 1e-4)])
+        ablation_plan(config, 8, arms=[Arm(selector="car", seeds=1), Arm(selector="random", seeds=1),
+                                               Arm(selector="car", seeds=1, learning_rate=1e-4)])
 
 
 def test_a_run_resumed_without_counts_is_marked_in_the_training_table():

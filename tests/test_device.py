@@ -32,13 +32,15 @@ def test_auto_is_bf16_on_a_cpu_with_bf16_units_and_fp32_elsewhere(bf16_cpu):
 def test_auto_is_fp32_without_bf16_units_and_bf16_is_bad_input_naming_them(no_bf16_cpu):
     chosen = device.resolve_precision("auto", "cpu", field="x")
     assert chosen.name == "fp32" and "amx_bf16" in chosen.reason and "avx512_bf16" in chosen.reason
-    from tasks.train.model import pick_device
+    from tasks.stages.train import PRECISION, TrainConfig
 
     with pytest.raises(BadInputError, match="amx_bf16 or avx512_bf16") as err:
-        pick_device("lora", "bf16")
+        PRECISION.resolve(TrainConfig(precision="bf16"))
     assert err.value.field == "train.precision"
     with pytest.raises(BadInputError, match="CUDA"):
-        pick_device("lora", "fp16")
+        PRECISION.resolve(TrainConfig(precision="fp16"))
+    with pytest.raises(BadInputError, match="computes in auto, fp32, bf16, fp16") as err:
+        PRECISION.resolve(TrainConfig(precision="int8"))  # one setting type; each stage says what it supports
 
 
 def test_the_resolved_precision_is_in_the_key(monkeypatch, store):
@@ -82,3 +84,36 @@ def test_a_stage_says_what_precision_it_used_and_why(store):
     assert stats["precision"] == "bf16" and stats["cpu_bf16_flags"] == list(device.cpu_bf16_flags())
     assert "auto: the CPU has" in stats["precision_reason"] and stats["threads"] == len(os.sched_getaffinity(0))
     assert 0 <= stats["padding_share"] < 0.1 and stats["tokens"] > 0
+
+
+@pytest.mark.parametrize(("planner", "worker"), [(("avx512_bf16",), ()), ((), ("amx_bf16",))],
+                         ids=["bf16-planned-fp32-worker", "fp32-planned-bf16-worker"])
+def test_a_worker_computes_what_the_plan_resolved(monkeypatch, store, tiny_confident_lm, planner, worker):
+    """Planned on one machine, built on a worker whose hardware would resolve `auto` otherwise (a Dask or Ray
+    worker): the build computes in the precision the key holds, and its stats say why."""
+    from flows.plan import Plan
+    from storage.stage import run_stage
+    from tasks.stages import get
+    from tasks.stages.base_model import BaseModelParams
+    from tasks.stages.evaluate import EvaluateParams
+
+    base = run_stage(get("base_model"), BaseModelParams(reference=str(tiny_confident_lm)), {}, store).ref
+    rows = [make_record(uri="t", fmt="t", row=i, system=None,
+                        messages=[{"role": "user", "content": f"Question {i}?"},
+                                  {"role": "assistant", "content": f"Answer {i}."}]) for i in range(3)]
+    eval_set = store.publish_table("eval-set-precision", "eval.set", records_to_table(rows))
+    monkeypatch.setattr(device, "cpu_bf16_flags", lambda: planner)
+    plan = Plan(store)
+    step = plan.add(get("evaluate"), EvaluateParams(max_length=32, resamples=100),
+                    {"eval_set": eval_set.key, "base_model": base.key})
+    plan.compute_keys()
+    planned = "bf16" if planner else "fp32"
+    assert step.fingerprint == {"precision": planned}
+
+    monkeypatch.setattr(device, "cpu_bf16_flags", lambda: worker)  # the worker
+    result = run_stage(step.stage, step.params, {"eval_set": eval_set, "base_model": base}, store, key=step.key,
+                       fingerprint=step.fingerprint)
+    assert result.ref.key == step.key and result.stats["precision"] == planned
+    assert "where the plan was made" in result.stats["precision_reason"]
+    assert f"this machine would pick {'fp32' if planned == 'bf16' else 'bf16'}" in result.stats["precision_reason"]
+    assert store.manifest(step.key)["fingerprint"] == {"precision": planned}

@@ -212,10 +212,10 @@ def test_every_recipe_plans_the_same_steps_and_keys_as_before(tmp_path):
     assert by_label["select"].inputs["conversations"] is by_label["dedup"]  # dedup refines what select reads
     assert by_label["embed"].inputs["conversations"] is by_label["ingest"]  # embed comes before dedup
     shared = ["ingest[0]", "ingest[1]", "ingest[2]", "ingest", "embed", "dedup", "iqs.train", "iqs", "base_model"]
-    in_ablation = {s.label: s for s in ablation.steps}
+    in_ablation = {s.label.removesuffix("[car]"): s for s in ablation.steps}  # car alone reads the pipeline's IQS
     assert [in_ablation[label].key for label in shared] == [by_label[label].key for label in shared]
     assert set(in_ablation) == {*shared, "eval.holdout", "eval.pool", "cluster", "ablation.report",
-                                "evaluate[base model/heldout]", "select[car]", "format[car]", "iqs[longest]",
+                                "evaluate[base model/heldout]", "select", "format", "iqs[longest]",
                                 "select[longest]", "format[longest]", "select[cluster_only]",
                                 "format[cluster_only]",
                                 *(f"{stage}[random/{seed}]" for stage in ("iqs", "select", "format")

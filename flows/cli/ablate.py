@@ -43,22 +43,21 @@ def learning_rates(text: str) -> list[float]:
 def handle(args: argparse.Namespace) -> int:
     import sys
 
-    from flows.ablation import run_ablation
+    from flows.ablation import grid, run_ablation
     from flows.config import load_config
     from flows.execute import PipelineFailed
 
     config = load_config(args.config, args.overrides)
-    selectors = [s.strip() for s in args.selectors.split(",") if s.strip()]
+    arms = grid([s.strip() for s in args.selectors.split(",") if s.strip()], args.seeds, args.learning_rates)
     if args.plan:
-        from flows.ablation import ablation_plan, grid, selection_ablation
+        from flows.ablation import ablation_plan, selection_ablation
         from flows.runner import describe, normalized, plan_text
 
-        planned = ablation_plan(normalized(config), args.budget, arms=grid(selectors, args.seeds, args.learning_rates))
-        description = describe(planned.plan, selection_ablation.name)
+        description = describe(ablation_plan(normalized(config), args.budget, arms=arms).plan, selection_ablation.name)
         emit(description, args.json, plan_text(description))
         return 0
     try:
-        result = run_ablation(config, args.budget, selectors, args.seeds, args.from_stage, args.learning_rates)
+        result = run_ablation(config, args.budget, arms, args.from_stage)
     except PipelineFailed as exc:
         failures = "".join(f"\n{row['stage']} failed: {row['error']}" for row in exc.report["stages"] if row["error"])
         emit(exc.report, args.json, format_table(exc.report["stages"], COLUMNS) + failures)

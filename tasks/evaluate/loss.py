@@ -138,10 +138,10 @@ def check_rows(table: pa.Table, *, source: str, vocab_size: int, max_positions: 
 
 
 def eval_precision(setting: str = "auto", field: str = "evaluate.precision") -> Precision:
-    """The device and precision of a loss pass (tasks/device.py's rule; evaluation never needs a 4-bit base)."""
-    from tasks.train.model import pick_device
+    """The device and precision of a loss pass outside a stage (benchmarks; tasks/device.py's rule)."""
+    from tasks.device import pick_device, resolve_precision
 
-    return pick_device("lora", setting, field)
+    return resolve_precision(setting, pick_device(), field=field)
 
 
 def load_for_eval(base: str | Path, adapter: str | Path | None = None, precision: Precision | None = None) -> Any:

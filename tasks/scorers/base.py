@@ -19,6 +19,7 @@ from pydantic import Field
 from storage.params import NOT_IN_KEY, Section
 from storage.stage import StageContext, StageOutput
 from storage.store import DatasetRef, Store
+from tasks.device import Precision, PrecisionUse
 
 # what the iqs stage may hand a scorer besides the conversations: a trained model (iqs.train's artifact), the
 # embed stage's vectors, the base_model stage's causal LM
@@ -53,6 +54,11 @@ class Scoring:
     facts: dict[str, Any] = field(default_factory=dict)  # how it ran (precision, device), for the stage's stats
 
 
+# the precision a scorer that trains (comet) trains in: its `train_precision`, an entry of iqs.train's key
+TRAIN_PRECISION = PrecisionUse(lambda params: getattr(params, "train_precision", None), "iqs.train_precision",
+                               entry="train_precision")
+
+
 @dataclass(frozen=True)
 class ScorerInputs:
     store: Store
@@ -61,6 +67,7 @@ class ScorerInputs:
     embeddings: DatasetRef | None = None
     base_model: DatasetRef | None = None
     rows: int | None = None  # rows of the whole dataset being scored (a part scores a range of them)
+    precision: Precision | None = None  # the model's, as the plan resolved it (None: no local model)
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,11 @@ class Scorer:
     # whether its bf16 held the quality gate (else `auto` stays fp32)
     precision: Callable[[Any], str | None] = lambda params: None
     auto_bf16: bool = True
+    precisions: tuple[str, ...] = ("auto", "fp32", "bf16")  # the settings its model supports
+
+    def precision_use(self) -> PrecisionUse:
+        return PrecisionUse(self.precision, "iqs.precision", supports=self.precisions,
+                            device=lambda params: getattr(params, "device", "auto"), auto_bf16=self.auto_bf16)
 
     def inputs(self, params: Any) -> frozenset[str]:
         needs = self.needs(params) if callable(self.needs) else self.needs

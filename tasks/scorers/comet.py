@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from tasks.device import RESOLVED_IN_KEY, Precision
+from tasks.device import RESOLVED_IN_KEY, PrecisionSetting
 from tasks.errors import BadInputError
 from tasks.iqs.training import model_info, train_on_revisions
-from tasks.scorers.base import Scorer, ScorerInputs, Scores, Scoring
+from tasks.scorers.base import TRAIN_PRECISION, Scorer, ScorerInputs, Scores, Scoring
 from tasks.scorers.trained import TRAINING, RevisionTrained
 from tasks.text import table_texts
 
@@ -51,11 +51,11 @@ class CometConfig(RevisionTrained):
     pair_loss_weight: float = Field(0.0, ge=0, json_schema_extra=TRAINING,
                                     description="weight of a pairwise margin ranking loss added to MSE")
     pair_margin: float = Field(0.5, ge=0, json_schema_extra=TRAINING)
-    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+    precision: PrecisionSetting = Field(
         "auto", json_schema_extra=RESOLVED_IN_KEY,
         description="scoring precision: auto = bf16 autocast where the GPU or the CPU has bf16 units and bf16 holds "
                     "its gate (python -m benchmarks iqs), else fp32; int8 (CPU) is faster and may swap close pairs")
-    train_precision: Literal["auto", "fp32", "bf16"] = Field(
+    train_precision: PrecisionSetting = Field(
         "auto", json_schema_extra=RESOLVED_IN_KEY,
         description="training precision: auto = bf16 mixed precision where the GPU or the CPU has bf16 units, "
                     "else fp32 (the weights and the optimizer state stay fp32)")
@@ -83,8 +83,8 @@ def fit(train_rows: Any, valid_rows: Any, ctx: Any) -> tuple[Any, dict[str, Any]
     per_epoch = min(train_rows.num_rows, limit * p.train_batch_size) if isinstance(limit, int) else \
         int(train_rows.num_rows * limit)
     folder = ctx.scratch / "model"
-    training = train_model(train_rows, valid_rows, p.comet_hparams(), folder, precision=training_precision(p),
-                           epochs=p.epochs,
+    training = train_model(train_rows, valid_rows, p.comet_hparams(), folder,
+                           precision=TRAIN_PRECISION.planned(p, ctx.fingerprint), epochs=p.epochs,
                            accumulate_grad_batches=p.accumulate_grad_batches, patience=p.patience, seed=p.seed,
                            limit_train_batches=p.limit_train_batches,
                            advance=ctx.progress(p.epochs * per_epoch, "iqs.train"))
@@ -100,14 +100,14 @@ def fit(train_rows: Any, valid_rows: Any, ctx: Any) -> tuple[Any, dict[str, Any]
 
 def open_model(inputs: ScorerInputs) -> Scoring:
     from tasks.iqs.comet_model import load_model
-    from tasks.iqs.score import ready_for, score_texts, scoring_precision
+    from tasks.iqs.score import ready_for, score_texts
 
     store, key = inputs.store, inputs.iqs_model.key
     info = model_info(store, key)
     if info["scorer"] != "comet":
         raise BadInputError(f"model {key} was trained with scorer {info['scorer']!r}: it has no COMET "
                             "checkpoint; set iqs.scorer=probe or train a comet model", field="iqs.scorer")
-    precision = scoring_precision(inputs.params.precision, AUTO_BF16)
+    precision = inputs.precision
     model = ready_for(load_model(store.local_path(key, "files", "model")), precision)
 
     def score(rows: Any) -> Scores:
@@ -118,10 +118,6 @@ def open_model(inputs: ScorerInputs) -> Scoring:
     return Scoring(score, model=key, facts=precision.stats())
 
 
-def training_precision(params: CometConfig) -> Precision:
-    from tasks.device import pick_device, resolve_precision
-
-    return resolve_precision(params.train_precision, pick_device("auto"), field="iqs.train_precision")
 
 
 def train(ctx: Any) -> Any:
@@ -132,5 +128,6 @@ def train(ctx: Any) -> Any:
 
 
 SCORER = Scorer("comet", CometConfig, open_model, train=train, part_rows=PART_ROWS, precision=lambda p: p.precision,
+                precisions=("auto", "fp32", "bf16", "int8"),
                 auto_bf16=AUTO_BF16,
                 description="CaR's IQS: a COMET regression model trained on expert-revised pairs")

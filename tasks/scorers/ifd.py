@@ -22,7 +22,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from storage.params import NOT_IN_KEY
-from tasks.device import RESOLVED_IN_KEY
+from tasks.device import RESOLVED_IN_KEY, PrecisionSetting
 from tasks.errors import BadInputError
 from tasks.scorers.base import Scorer, ScorerConfig, ScorerInputs, Scores, Scoring
 from tasks.tokenize import IGNORE_INDEX
@@ -39,7 +39,7 @@ class IfdConfig(ScorerConfig):
     max_length: int = Field(1024, ge=8, description="tokens of condition + answer; longer rows lose the start of "
                                                     "the condition first, then the end of the answer")
     batch_size: int = Field(8, ge=1, json_schema_extra=NOT_IN_KEY, description="rows per forward pass")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: PrecisionSetting = Field(
         "auto", json_schema_extra=RESOLVED_IN_KEY,
         description="auto: bf16 autocast where the GPU or the CPU has bf16 units, else fp32 (the losses are "
                     "taken in fp32 from upcast logits either way)")
@@ -83,7 +83,7 @@ def ifd_scores(conditioned: np.ndarray, alone: np.ndarray, drop_above: float | N
 def open_ifd(inputs: ScorerInputs) -> Scoring:
     from transformers import AutoTokenizer
 
-    from tasks.evaluate.loss import eval_precision, load_for_eval, model_limits
+    from tasks.evaluate.loss import load_for_eval, model_limits
 
     p: IfdConfig = inputs.params
     if p.model:
@@ -96,7 +96,7 @@ def open_ifd(inputs: ScorerInputs) -> Scoring:
     _, positions = model_limits(folder)
     max_length = min(p.max_length, positions or p.max_length)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    precision = eval_precision(p.precision, "iqs.precision")
+    precision = inputs.precision
     model = load_for_eval(folder, None, precision)
     alone_prefix = tokenizer(prompt_text(tokenizer, []), add_special_tokens=False)["input_ids"]
     if not alone_prefix or len(alone_prefix) >= max_length:

@@ -21,7 +21,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from storage.params import NOT_IN_KEY
-from tasks.device import RESOLVED_IN_KEY
+from tasks.device import RESOLVED_IN_KEY, PrecisionSetting
 from tasks.errors import BadInputError
 from tasks.scorers.base import Scorer, ScorerConfig, ScorerInputs, Scores, Scoring
 from tasks.self_instruct.backends import make_backend
@@ -72,7 +72,7 @@ class JudgeConfig(ScorerConfig):
     backoff_s: float = Field(1.0, ge=0, json_schema_extra=NOT_IN_KEY,
                              description="first retry wait, doubled each time, unless the server sends Retry-After")
     device: str = Field("auto", json_schema_extra=NOT_IN_KEY, description="local backend: cpu, cuda or auto")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: PrecisionSetting = Field(
         "auto", json_schema_extra=RESOLVED_IN_KEY,
         description="local backend: auto = bf16 autocast where the GPU or the CPU has bf16 units, else fp32")
 
@@ -109,7 +109,7 @@ def open_judge(inputs: ScorerInputs) -> Scoring:
     if p.requests_budget is not None and inputs.rows is not None and inputs.rows > p.requests_budget:
         raise BadInputError(f"{inputs.rows} rows to rate, one request each, but iqs.requests_budget="
                             f"{p.requests_budget}: raise it or score fewer rows", field="iqs.requests_budget")
-    backend = make_backend(p)
+    backend = make_backend(p, inputs.precision)
     spent = {"judge_requests": 0, "judge_tokens": 0}
 
     def complete(prompts: list[str]) -> list[Any]:

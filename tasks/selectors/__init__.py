@@ -18,21 +18,15 @@ def registered() -> dict[str, Selector]:
 
 
 def get(spec: str) -> Selector:
-    """A selector by name, or `NAME:SCORER`: the selector's rule on that scorer's scores."""
-    from tasks import scorers
-
-    name, _, scorer = spec.partition(":")
+    """A selector by name, or `NAME:ARGUMENT`: the selector's rule on another scorer's scores (`car:probe`), or
+    the rows a file lists (`file:PATH`)."""
+    name, _, argument = spec.partition(":")
     found = registered().get(name)
     if found is None:
         raise BadInputError(f"no selector {name!r}; the selectors are {', '.join(registered())} (NAME:SCORER runs "
-                            "one on another scorer, e.g. car:probe)", field="--selectors")
-    if not scorer:
-        return found
-    if found.scorer is None:
-        raise BadInputError(f"selector {name!r} uses no scores, so {spec!r} names a scorer it would not read",
+                            "one on another scorer, e.g. car:probe; file:PATH takes the rows a file lists)",
                             field="--selectors")
-    scorers.get(scorer)  # an unknown scorer is bad input naming the scorers
-    return found.on(scorer)
+    return found.with_argument(argument) if argument else found.checked()
 
 
 __all__ = ["BASELINE", "PIPELINE_SCORER", "Selector", "get", "registered"]

@@ -9,7 +9,9 @@ selector on another scorer, trained on the pipeline's revisions when it trains.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
+
+from tasks.errors import BadInputError
 
 PIPELINE_SCORER = "iqs"  # the scores the pipeline's own iqs section makes
 
@@ -18,7 +20,7 @@ PIPELINE_SCORER = "iqs"  # the scores the pipeline's own iqs section makes
 class Selector:
     name: str
     scorer: str | None  # PIPELINE_SCORER, a scorer's name, or None (no scores: the clusters alone)
-    rule: Literal["car", "top"]  # CaR's rule under the budget, or the first `budget` rows of the order
+    rule: Literal["car", "top", "file"]  # CaR's rule under the budget, the first `budget` of the order, or a file's
     description: str = ""
 
     @property
@@ -26,6 +28,22 @@ class Selector:
         """A new sample per seed (the random scorer), not only a new training seed."""
         return self.scorer == "random"
 
-    def on(self, scorer: str) -> Selector:
-        """This selector's rule on another scorer's scores (`car:probe`)."""
-        return replace(self, name=f"{self.name}:{scorer}", scorer=scorer)
+    def select_params(self, budget: int, n2: int) -> dict[str, Any]:
+        """The `select` section of this selector's arm: exactly `budget` rows by CaR's rule (`car`: n1 the
+        largest that fits with the best `n2` of every cluster), or the first `budget` of the order (`top`: by
+        score, or round-robin over the clusters without scores)."""
+        return {"n1": budget, "n2": n2, "budget": budget} if self.rule == "car" else {"n1": budget, "n2": 0}
+
+    def with_argument(self, argument: str) -> Selector:
+        """This selector as `NAME:ARGUMENT` names it: its rule on another scorer's scores (`car:probe`)."""
+        from tasks import scorers
+
+        if self.scorer is None:
+            raise BadInputError(f"selector {self.name!r} uses no scores, so {self.name}:{argument} names a scorer it "
+                                "would not read", field="--selectors")
+        scorers.get(argument)  # an unknown scorer is bad input naming the scorers
+        return replace(self, name=f"{self.name}:{argument}", scorer=argument)
+
+    def checked(self) -> Selector:
+        """This selector named without an argument (bad input for one that needs it)."""
+        return self

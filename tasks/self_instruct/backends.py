@@ -33,8 +33,8 @@ def api_key_from_env(name: str, base_url: str) -> str:
     return key
 
 
-def make_backend(params: Any) -> Backend:
-    """The backend a SelfInstructConfig asks for."""
+def make_backend(params: Any, precision: Any = None) -> Backend:
+    """The backend a SelfInstructConfig asks for (a local model in `precision`, as the plan resolved it)."""
     sampling = dict(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_tokens,
                     stop=list(params.stop))
     if params.backend == "openai":
@@ -45,5 +45,5 @@ def make_backend(params: Any) -> Backend:
                                  max_retries=params.max_retries, backoff_s=params.backoff_s, **sampling)
     from tasks.self_instruct.local_hf import LocalTransformersBackend
 
-    return LocalTransformersBackend(params.model, seed=params.seed, device=params.device, precision=params.precision,
-                                    **sampling)
+    return LocalTransformersBackend(params.model, seed=params.seed, device=params.device,
+                                    precision=precision or params.precision, **sampling)

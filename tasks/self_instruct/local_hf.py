@@ -18,15 +18,16 @@ class LocalTransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from tasks.device import pick_device, resolve_precision
+        from tasks.device import Precision, pick_device, resolve_precision
 
         if not Path(model).is_dir():
             raise BadInputError(f"the local backend needs a Hugging Face model folder; {model!r} is not one (the "
                                 "bundled SmolLM2, once a pipeline ran: STORE/base_model-…/files/model, see "
                                 "`sftflow store ls`)", field="model")
         self.model = model
-        self.device = pick_device(device, "device")
-        self.precision = resolve_precision(precision, self.device, field="precision")
+        self.precision = precision if isinstance(precision, Precision) else \
+            resolve_precision(precision, pick_device(device, "device"), field="precision")
+        self.device = self.precision.device
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.tokenizer.padding_side = "left"  # generation continues every row from its last prompt token
         if self.tokenizer.pad_token is None:

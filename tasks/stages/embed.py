@@ -15,7 +15,7 @@ from pydantic import Field
 from storage.params import NOT_IN_KEY, Section
 from storage.stage import Requirement, Stage, StageContext, StageOutput, concat_parts, padding_share
 from storage.store import DatasetRef, row_range
-from tasks.device import RESOLVED_IN_KEY, pick_device, precision_fingerprint, resolve_precision, use_available_cores
+from tasks.device import RESOLVED_IN_KEY, PrecisionSetting, PrecisionUse, use_available_cores
 from tasks.embed import (
     BUNDLED_MODEL,
     FEATURES,
@@ -41,7 +41,7 @@ class EmbedConfig(Section):
     text: Literal["car", "user", "full"] = Field(
         "car", description="what is embedded: car = CaR's 'Instruction: … Input: … Response: …' (multi-turn: "
                            "turns with role names), user = the user turns, full = system prompt and every turn")
-    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+    precision: PrecisionSetting = Field(
         "auto", json_schema_extra=RESOLVED_IN_KEY,
         description="auto: bf16 where the GPU or the CPU has bf16 units (AMX-BF16, AVX512-BF16), else "
                     "fp32; fp32: exact; bf16: bfloat16 autocast, cosine to fp32 above 0.9999 and the same "
@@ -61,10 +61,14 @@ class EmbedConfig(Section):
                                     "then gather them")
 
 
+PRECISION = PrecisionUse(lambda p: p.precision, "embed.precision", supports=("auto", "fp32", "bf16", "int8"),
+                         device=lambda p: p.device)
+
+
 def model_identity(params: EmbedConfig) -> dict[str, str]:
     """Stage-key material: which model, by name and by content, and the precision `auto` resolves to here."""
     return {"model": params.model or BUNDLED_MODEL, "weights_sha256": model_checksum(resolve_model(params.model)),
-            **precision_fingerprint(params.precision, params.device, field="embed.precision")}
+            **PRECISION.key(params)}
 
 
 def build(ctx: StageContext, conversations: DatasetRef) -> StageOutput:
@@ -72,8 +76,8 @@ def build(ctx: StageContext, conversations: DatasetRef) -> StageOutput:
     if conversations.rows == 0:
         raise BadInputError(f"dataset {conversations.key} has no rows to embed", field="conversations")
     folder = resolve_model(params.model)
-    device = pick_device(params.device, "embed.device")
-    precision = resolve_precision(params.precision, device, field="embed.precision")
+    precision = PRECISION.planned(params, ctx.fingerprint)
+    device = precision.device
     cores = use_available_cores()
     model = load_model(params.model, device, precision.name)
     batch_size = params.batch_size or batch_size_for(device, precision.name)

@@ -3,13 +3,12 @@ seeded by a hash of each id). Its section `eval` is the evaluation's configurati
 selection-ablation flow (flows/ablation.py) plans it."""
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, field_validator
 
 from storage.params import NOT_IN_KEY, Section
 from storage.stage import Stage, StageContext, StageOutput
 from storage.store import DatasetRef
+from tasks.device import PrecisionSetting
 from tasks.evaluate.holdout import DEFAULT_MAX_ROWS, split_holdout
 from tasks.evaluate.stats import CONFIDENCE, RESAMPLES
 from tasks.ingest.config import sources_from_paths
@@ -30,7 +29,7 @@ class EvalConfig(Section):
     confidence: float = Field(CONFIDENCE, gt=0, lt=1, json_schema_extra=NOT_IN_KEY,
                               description="interval coverage")
     batch_size: int = Field(16, ge=1, json_schema_extra=NOT_IN_KEY, description="rows per forward pass")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: PrecisionSetting = Field(
         "auto", json_schema_extra=NOT_IN_KEY, description="the evaluate stage's precision (auto: bf16 where the "
                                                           "hardware has it, else fp32)")
 

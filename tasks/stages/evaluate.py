@@ -14,14 +14,16 @@ import pyarrow as pa
 from pydantic import Field
 
 from storage.params import NOT_IN_KEY, Section
-from storage.stage import Stage, StageContext, StageOutput
+from storage.stage import Call, Stage, StageContext, StageOutput
 from storage.store import DatasetRef, Store
 from tasks.artifacts import Adapter
-from tasks.device import RESOLVED_IN_KEY, precision_fingerprint, use_available_cores
+from tasks.device import RESOLVED_IN_KEY, Precision, PrecisionSetting, PrecisionUse, use_available_cores
 from tasks.errors import BadInputError
 from tasks.evaluate.stats import CONFIDENCE, RESAMPLES
+from tasks.stages.eval_holdout import HELDOUT
 
 PART_ROWS = 1024  # rows per part: about a minute of SmolLM2-135M on 2 CPU cores in bf16, what a crash can cost
+PRECISION = PrecisionUse(lambda p: p.precision, "evaluate.precision")
 
 
 class EvaluateParams(Section):
@@ -33,7 +35,7 @@ class EvaluateParams(Section):
                                                     "quarantined")
     resamples: int = Field(RESAMPLES, ge=100, description="bootstrap resamples of the rows")
     confidence: float = Field(CONFIDENCE, gt=0, lt=1, description="interval coverage")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: PrecisionSetting = Field(
         "auto", json_schema_extra=RESOLVED_IN_KEY,
         description="auto: bf16 autocast where the GPU or the CPU has bf16 units, else fp32; the loss is "
                     "taken in fp32 from upcast logits either way (bf16 moves a set's mean loss by < 0.005)")
@@ -71,7 +73,7 @@ def model_keys(store: Store, params: EvaluateParams, base_model: DatasetRef | No
 
 def build(ctx: StageContext, eval_set: DatasetRef, base_model: DatasetRef | None = None,
           adapter: DatasetRef | None = None) -> StageOutput:
-    from tasks.evaluate.loss import LOSS_SCHEMA, check_rows, eval_precision, load_for_eval, model_limits, row_losses
+    from tasks.evaluate.loss import LOSS_SCHEMA, check_rows, load_for_eval, model_limits, row_losses
     from tasks.format import COLUMNS, load_tokenizer, tokenize_batches
     from tasks.templates import get_template
     from tasks.tokenize import ConversationEncoder
@@ -79,7 +81,7 @@ def build(ctx: StageContext, eval_set: DatasetRef, base_model: DatasetRef | None
     params: EvaluateParams = ctx.params
     store = ctx.store
     base_key, adapter_key = model_keys(store, params, base_model, adapter)
-    precision = eval_precision(params.precision)
+    precision = PRECISION.planned(params, ctx.fingerprint)
     threads = use_available_cores()
     tokenizer = load_tokenizer(store, store.ref(base_key))
     encoder = ConversationEncoder(tokenizer, get_template(params.template), max_length=params.max_length,
@@ -140,11 +142,12 @@ def summarized(ctx: StageContext, losses: Any, quarantine: pa.Table, facts: dict
 
 
 def answering_model(store: Store, facts: dict[str, Any]) -> tuple[Any, Any, Any]:
-    from tasks.evaluate.loss import eval_precision, load_for_eval
+    from tasks.device import pick_device
+    from tasks.evaluate.loss import load_for_eval
     from tasks.format import load_tokenizer
 
     base, adapter = facts["base_model"], facts["adapter"]
-    precision = eval_precision(facts["precision"])
+    precision = Precision(facts["precision"], pick_device(), "as its parts computed")
     model = load_for_eval(store.local_path(base, "files", "model"),
                           store.local_path(adapter, "files", "adapter") if adapter else None, precision)
     return model, load_tokenizer(store, store.ref(base)), precision
@@ -174,12 +177,28 @@ def report_markdown(stats: dict[str, Any], confidence: float) -> str:
         f"| row-mean loss | {row_mean['estimate']:.4f} | [{row_mean['low']:.4f}, {row_mean['high']:.4f}] |"])
 
 
-def precision_key(params: EvaluateParams) -> dict[str, str]:
-    """Stage-key material: what `auto` resolves to here."""
-    return precision_fingerprint(params.precision, "auto", field="evaluate.precision")
+def evaluate_params(config: Any) -> EvaluateParams:
+    """The training rendering (template, system, mask) at the length training sees."""
+    fmt = config.format
+    return EvaluateParams(template=fmt.template, system=fmt.system, train_on=fmt.train_on,
+                          max_length=min(config.train.max_length or fmt.max_length, fmt.max_length),
+                          resamples=config.eval.resamples, confidence=config.eval.confidence,
+                          batch_size=config.eval.batch_size, precision=config.eval.precision)
+
+
+def set_labels(config: Any) -> dict[str, str]:
+    """Each evaluation set's name → the step that makes it: the held-out rows, then each of `eval.sets`."""
+    return {HELDOUT: "eval.holdout", **{entry.label: f"eval.set[{entry.label}]" for entry in config.eval.sets}}
+
+
+def plan(config: Any) -> list[Call]:
+    """One evaluation per set, each reading its own set (several steps make `eval_set`)."""
+    params = evaluate_params(config)
+    return [Call(params, label=f"evaluate[{name}]", reads={"eval_set": made})
+            for name, made in set_labels(config).items()]
 
 
 STAGE = Stage("evaluate", "1", build, params=EvaluateParams, output="evaluation", tags=("gpu", "model"),
-              fingerprint=precision_key, shard_input="eval_set", part_rows=lambda p: p.part_rows or None,
-              gather=gather,
+              fingerprint=PRECISION.key, shard_input="eval_set", part_rows=lambda p: p.part_rows or None,
+              gather=gather, plan=plan,
               description="per-row loss of a model on an evaluation set, mean loss and perplexity with intervals")

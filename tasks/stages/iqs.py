@@ -15,7 +15,6 @@ import pyarrow as pa
 from storage.stage import Call, Stage, StageContext, StageOutput, merged_stats
 from storage.store import DatasetRef, row_range
 from tasks import scorers
-from tasks.device import precision_fingerprint
 from tasks.errors import BadInputError
 from tasks.iqs.hub import is_hub_model
 from tasks.iqs.report import score_histogram_png
@@ -42,12 +41,7 @@ def reads(params: Any) -> frozenset[str]:
 
 def precision_key(params: Any) -> dict[str, str]:
     """Stage-key material: the precision the scorer's model resolves to here (none for scorers without one)."""
-    scorer = scorers.get(params.scorer) if params.scorer != scorers.NONE else None
-    setting = scorer.precision(params) if scorer is not None else None
-    if setting is None:
-        return {}
-    return precision_fingerprint(setting, getattr(params, "device", "auto"), field="iqs.precision",
-                                 auto_bf16=scorer.auto_bf16)
+    return scorers.get(params.scorer).precision_use().key(params) if params.scorer != scorers.NONE else {}
 
 
 def part_rows(params: Any) -> int | None:
@@ -69,7 +63,9 @@ def build(ctx: StageContext, conversations: DatasetRef, iqs_model: DatasetRef | 
     if "iqs_model" in scorer.inputs(p) and iqs_model is None:
         raise BadInputError(f"the {p.scorer} scorer needs a trained model: set iqs.model or train one "
                             "(iqs.train)", field="iqs_model")
-    scoring = scorer.open(ScorerInputs(ctx.store, p, iqs_model, embeddings, base_model, conversations.rows))
+    use = scorer.precision_use()
+    precision = use.planned(p, ctx.fingerprint) if use.setting(p) is not None else None
+    scoring = scorer.open(ScorerInputs(ctx.store, p, iqs_model, embeddings, base_model, conversations.rows, precision))
     start, stop = row_range(conversations.rows, ctx.shard)
     advance = ctx.progress(stop - start, f"iqs ({p.scorer})")
     ids: list[str] = []

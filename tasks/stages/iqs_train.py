@@ -10,9 +10,9 @@ from typing import Any
 
 from storage.stage import Call, Stage, StageContext, StageOutput
 from tasks import scorers
-from tasks.device import precision_fingerprint
 from tasks.errors import BadInputError
 from tasks.iqs.hub import is_hub_model
+from tasks.scorers.base import TRAIN_PRECISION
 
 
 def trains(params: Any) -> bool:
@@ -27,10 +27,7 @@ def plan(config: Any) -> list[Call]:
 def fingerprint(params: Any) -> dict[str, Any]:
     """The revision files' checksums, and the training precision `auto` resolves to here."""
     found = params.input_checksums() if hasattr(params, "input_checksums") else {}
-    if hasattr(params, "train_precision"):
-        found["train_precision"] = precision_fingerprint(params.train_precision, "auto",
-                                                         field="iqs.train_precision")["precision"]
-    return found
+    return {**found, **TRAIN_PRECISION.key(params)}
 
 
 def build(ctx: StageContext) -> StageOutput:

@@ -3,14 +3,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pyarrow as pa
 from pydantic import Field
 
-from storage.params import Section
+from storage.params import PATH, WHEN_SET, Section
 from storage.stage import Stage, StageContext, StageOutput
 from storage.store import DatasetRef
 from tasks.artifacts import Removed, ScoresMade
+from tasks.errors import BadInputError
 from tasks.explorer import EXPLORER_FILE, explorer_html
+from tasks.ingest.config import SourceConfig
+from tasks.ingest.revision import source_revision
+from tasks.ingest.source import read_source
+from tasks.listed import match_listed
 from tasks.select import SUMMARY_FILE, plots, report_markdown, select
 
 
@@ -19,13 +27,10 @@ class SelectConfig(Section):
     n2: int = Field(1, ge=0, description="then the n2 best of every cluster that are not already taken")
     budget: int | None = Field(None, ge=1, description="total rows: n1 becomes the largest value whose selection "
                                                        "(with the cluster rows) fits")
-
-    @classmethod
-    def exactly(cls, budget: int, rule: str, n2: int = 1) -> SelectConfig:
-        """Parameters that select exactly `budget` rows: by CaR's rule (`car`: n1 the largest that fits with the
-        best `n2` of every cluster), or the first `budget` of the order (`top`: by score, or round-robin over the
-        clusters without scores)."""
-        return cls(n1=budget, n2=n2, budget=budget) if rule == "car" else cls(n1=budget, n2=0)
+    from_file: str | None = Field(None, json_schema_extra={**PATH, **WHEN_SET},
+                                  description="take the rows a file lists instead (a published selection, in any "
+                                              "format ingest reads), matched to the pool by their user turns "
+                                              "(instruction and input); n1, n2 and budget do not apply")
 
 
 def build(ctx: StageContext, conversations: DatasetRef, clusters: DatasetRef,
@@ -34,7 +39,11 @@ def build(ctx: StageContext, conversations: DatasetRef, clusters: DatasetRef,
     conv = ctx.store.read_table(conversations.key)
     clus = ctx.store.read_table(clusters.key, columns=["id", "cluster", "distance", "pc1", "pc2"])
     scores = ctx.store.read_table(scored.key) if scored is not None else None
-    selection, summary = select(conv, clus, scores, params.n1, params.n2, params.budget)
+    listed, companions, matched = None, {}, {}
+    if params.from_file:
+        listed, companions["quarantine"], matched = listed_rows(params.from_file, conv, ctx.progress)
+    selection, summary = select(conv, clus, scores, params.n1, params.n2, params.budget, listed)
+    summary.update(matched)
     removed = Removed.read(ctx.store, conversations.key).by_reason
     if removed:  # the counts of the rows that never reached the selection
         summary["dedup_removed"] = removed
@@ -44,14 +53,38 @@ def build(ctx: StageContext, conversations: DatasetRef, clusters: DatasetRef,
     files = plots(clus, scores, selection)
     files[SUMMARY_FILE] = json.dumps(summary, indent=1)
     files[EXPLORER_FILE] = explorer_html(clus, selection, conv, scores, title=ctx.key)
-    stats = {"rule": STAGE.description, **{k: v for k, v in summary.items() if k != "cluster_table"}}
+    rule = f"the rows {params.from_file} lists, matched to the pool" if params.from_file else STAGE.description
+    stats = {"rule": rule, **{k: v for k, v in summary.items() if k != "cluster_table"}}
     ctx.log.info("select: %d of %d rows (%d by score, %d added by the cluster step; top n1 covers %d of %d clusters)",
                  summary["selected"], summary["rows"], summary["top_score_rows"], summary["cluster_top_rows"],
                  summary["clusters_covered_by_top"], summary["clusters"])
     explorer = ctx.store.path(ctx.key, "files", EXPLORER_FILE)
     report = report_markdown(summary, ctx.key, Path(explorer).as_uri() if ctx.store.is_local else explorer)
-    return StageOutput(table=selection, files=files, stats=stats, report=report)
+    return StageOutput(table=selection, files=files, stats=stats, report=report, companions=companions)
 
 
-STAGE = Stage("select", "1", build, params=SelectConfig, section="select", output="selection",
+def listed_rows(path: str, pool: pa.Table, progress: Any) -> tuple[np.ndarray, pa.Table, dict[str, Any]]:
+    """The pool rows a file lists, what of it was not used (unreadable, or matched to no pool row) and the
+    counts; a file none of whose rows matches is bad input."""
+    reading = read_source(SourceConfig(path=path), progress=progress)
+    parts = list(reading.tables)
+    if not parts:
+        raise BadInputError("the selection file has no usable rows", file=path, field="select.from_file")
+    rows, unmatched, counts = match_listed(pool, pa.concat_tables(parts))
+    if not len(rows):
+        raise BadInputError(f"none of the {counts['listed']} rows the file lists asks what a pool row asks: is it a "
+                            "selection from this pool?", file=path, field="select.from_file")
+    unreadable = reading.quarantine.table().to_pylist()
+    quarantine = pa.concat_tables([unmatched, pa.Table.from_pylist(
+        [{"id": None, "reason": q["reason"], "detail": f"row {q['row']}: {q['detail']}"} for q in unreadable],
+        unmatched.schema)])
+    return rows, quarantine, {**counts, "unreadable": len(unreadable)}
+
+
+def fingerprint(params: SelectConfig) -> dict[str, Any] | None:
+    """A selection read from a file: its content (nothing beyond the parameters otherwise)."""
+    return {"from_file": source_revision(params.from_file)} if params.from_file else None
+
+
+STAGE = Stage("select", "1", build, params=SelectConfig, section="select", output="selection", fingerprint=fingerprint,
               description="CaR: the top n1 by score plus the top n2 of every cluster")

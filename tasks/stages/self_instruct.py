@@ -12,7 +12,7 @@ from pydantic import Field
 from storage.params import PATH, Section
 from storage.stage import Stage, StageContext, StageOutput
 from storage.store import Store
-from tasks.device import RESOLVED_IN_KEY, precision_fingerprint
+from tasks.device import RESOLVED_IN_KEY, PrecisionSetting, PrecisionUse
 from tasks.self_instruct.backends import make_backend
 from tasks.self_instruct.generate import GenerationResult, Settings, generate_instructions
 from tasks.self_instruct.plots import outcome_png
@@ -55,9 +55,13 @@ class SelfInstructConfig(Section):
     backoff_s: float = Field(1.0, description="first retry wait, doubled each time, unless the "
                                                             "server sends Retry-After")
     device: str = Field("auto", description="local backend: cpu, cuda or auto")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: PrecisionSetting = Field(
         "auto", json_schema_extra=RESOLVED_IN_KEY,
         description="local backend: auto = bf16 autocast where the GPU or the CPU has bf16 units, else fp32")
+
+
+PRECISION = PrecisionUse(lambda p: p.precision if p.backend == "local" else None, "precision",
+                         device=lambda p: p.device)
 
 
 def prompt_file(params: Any) -> str:
@@ -69,9 +73,7 @@ def fingerprint(params: Any) -> dict[str, str]:
     the precision a local model resolves to here."""
     found = {name: hashlib.sha256(read_text(path).encode()).hexdigest()
              for name, path in (("seed_tasks", params.seed_tasks), ("prompt_file", prompt_file(params)))}
-    if params.backend == "local":
-        found.update(precision_fingerprint(params.precision, params.device, field="precision"))
-    return found
+    return {**found, **PRECISION.key(params)}
 
 
 def settings(params: Any) -> Settings:
@@ -96,7 +98,7 @@ def build(ctx: StageContext) -> StageOutput:
     params = ctx.params
     seed_tasks = load_seed_tasks(params.seed_tasks)
     requirements = read_text(prompt_file(params))
-    backend = make_backend(params)
+    backend = make_backend(params, PRECISION.planned(params, ctx.fingerprint) if params.backend == "local" else None)
     ctx.log.info("self-instruct: %d seed tasks, %s backend, model %s", len(seed_tasks), backend.name, backend.model)
     advance = ctx.progress(params.num_instructions, "self-instruct")
     result = generate_instructions(seed_tasks, requirements, backend, settings(params), advance)

@@ -18,7 +18,7 @@ from storage.params import NOT_IN_KEY, Section
 from storage.stage import Requirement, Stage, StageContext, StageOutput, padding_share
 from storage.store import DatasetRef
 from tasks.artifacts import Tokenized
-from tasks.device import RESOLVED_IN_KEY
+from tasks.device import RESOLVED_IN_KEY, PrecisionSetting, PrecisionUse
 from tasks.errors import BadInputError
 from tasks.train.model import PROMPT_LEARNING
 
@@ -53,7 +53,7 @@ class TrainConfig(Section):
     eval_max_rows: int = Field(200, ge=1, description="cap on held-out rows")
     eval_steps: int | None = Field(None, ge=1, json_schema_extra=NOT_IN_KEY, description="also evaluate every N steps "
                                                                          "(always before and after training)")
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+    precision: PrecisionSetting = Field(
         "auto", json_schema_extra=RESOLVED_IN_KEY,
         description="auto: bf16 autocast on a GPU with bf16 and on a CPU with bf16 units (AMX-BF16, "
                     "AVX512-BF16), else fp32; the adapter's weights and optimizer state stay fp32")
@@ -68,6 +68,9 @@ class TrainConfig(Section):
                                       json_schema_extra=NOT_IN_KEY,
                                       description="answered before and after training in the report")
     sample_max_new_tokens: int = Field(64, ge=1, json_schema_extra=NOT_IN_KEY)
+
+
+PRECISION = PrecisionUse(lambda p: p.precision, "train.precision", supports=("auto", "fp32", "bf16", "fp16"))
 
 
 def check_request(params: TrainConfig) -> None:
@@ -92,12 +95,13 @@ def build(ctx: StageContext, tokenized: DatasetRef, base_model: DatasetRef) -> S
     from tasks.templates import for_tokenizer, get_template
     from tasks.train.data import check_template, effective_limit, prepare
     from tasks.train.loop import fit
-    from tasks.train.model import load_base, pick_device, position_limit, trainable_parameters, wrap
+    from tasks.train.model import check_method, load_base, position_limit, trainable_parameters, wrap
     from tasks.train.outputs import loss_curve_png, merge_adapter, model_card, report_markdown
 
     params, store = ctx.params, ctx.store
     check_request(params)
-    device = pick_device(params.method, params.precision)
+    device = PRECISION.planned(params, ctx.fingerprint)
+    check_method(params.method, device)
     threads = use_available_cores()
     data = Tokenized.read(store, tokenized.key)
     base_dir = store.local_path(base_model.key, "files", "model")
@@ -163,14 +167,7 @@ def build(ctx: StageContext, tokenized: DatasetRef, base_model: DatasetRef) -> S
     return StageOutput(files=files, stats=stats, companions={"quarantine": prepared.quarantine}, report=report)
 
 
-def precision_key(params: TrainConfig) -> dict[str, str]:
-    """Stage-key material: what `auto` resolves to here (bf16 and fp32 training give different adapters)."""
-    from tasks.device import precision_fingerprint
-
-    return precision_fingerprint(params.precision, "auto", field="train.precision")
-
-
 STAGE = Stage("train", "1", build, params=TrainConfig, section="train", output="adapter", tags=("gpu", "model"),
-              fingerprint=precision_key,
+              fingerprint=PRECISION.key,
               requires=(Requirement("peft", "pip install peft"),),
               description="a peft adapter (LoRA, QLoRA, prefix, p-tuning v2) on the tokenized selection")

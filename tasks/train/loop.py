@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from transformers import Trainer, TrainerCallback
+
 from tasks.device import Precision
 from tasks.train.data import IGNORE_INDEX, Prepared, TokenDataset
 from tasks.train.model import DEFAULT_LEARNING_RATE, PROMPT_LEARNING, prompt_learning
@@ -112,29 +114,15 @@ def planned_steps(params: Any, train_rows: int) -> int:
     return max(1, math.ceil(per_epoch * params.epochs))
 
 
-def fit(model: Any, collator: Callable, prepared: Prepared, params: Any, device: Precision, checkpoints: Path,
-        progress: Callable[[int | None, str], Callable[[int], None]], scored_loss: bool = True) -> FitResult:
-    """Train; `scored_loss=False` takes the model's own loss over every position's logits (the path before
-    `scored_positions_loss`, kept for the benchmark's baseline)."""
-    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+# -- the steps of a training run, in order ---------------------------------------------------------------------
+def training_arguments(params: Any, device: Precision, checkpoints: Path, total_steps: int, has_eval: bool) -> Any:
+    """The Trainer's arguments: the configured batch, schedule and precision, checkpoints every `save_steps`."""
+    from transformers import TrainingArguments
 
-    total = planned_steps(params, len(prepared.train))
-    advance = progress(total, "train steps")
-
-    class StepProgress(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001 - transformers' signature
-            advance(1)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
-            if logs and ("eval_loss" in logs or state.global_step % 10 == 0):
-                log.info("train step %d/%d: %s", state.global_step, state.max_steps,
-                         {k: round(v, 4) for k, v in logs.items() if isinstance(v, float)})
-
-    has_eval = len(prepared.eval) > 0
     use_gc = device.device == "cuda" and params.gradient_checkpointing and params.method not in PROMPT_LEARNING
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(checkpoints),
-        max_steps=total,
+        max_steps=total_steps,
         per_device_train_batch_size=params.batch_size,
         per_device_eval_batch_size=params.batch_size,
         gradient_accumulation_steps=params.grad_accumulation,
@@ -164,74 +152,141 @@ def fit(model: Any, collator: Callable, prepared: Prepared, params: Any, device:
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
+
+
+@dataclass
+class Resume:
+    """Where a run starts: the newest complete checkpoint (None: from the start) and the counts kept beside it."""
+
+    checkpoint: Path | None
+    step: int | None
+    counts: dict[str, float]
+
+    @classmethod
+    def find(cls, checkpoints: Path) -> Resume:
+        discard_incomplete_checkpoints(checkpoints)
+        checkpoint = latest_checkpoint(checkpoints)
+        if checkpoint is None:
+            return cls(None, None, {})
+        step = int(CHECKPOINT.match(checkpoint.name).group(1))
+        known = counts_file(checkpoints, step)
+        return cls(checkpoint, step, json.loads(known.read_text()) if known.is_file() else {})
+
+
+class RunCounts:
+    """Tokens, positions and seconds of the whole run: those before a resume plus this process's."""
+
+    def __init__(self, counting: CountingCollator, resume: Resume):
+        self.counting, self.before, self.began = counting, resume.counts, time.perf_counter()
+
+    def start(self) -> None:
+        self.began = time.perf_counter()
+
+    def totals(self) -> dict[str, float]:
+        return {"tokens": self.before.get("tokens", 0) + self.counting.tokens,
+                "padded_tokens": self.before.get("padded_tokens", 0) + self.counting.padded_tokens,
+                "seconds": self.before.get("seconds", 0.0) + time.perf_counter() - self.began}
+
+
+class StepProgress(TrainerCallback):
+    """The progress bar and a log line every 10 steps (and at each evaluation)."""
+
+    def __init__(self, advance: Callable[[int], None]):
+        self.advance = advance
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001 - transformers' signature
+        self.advance(1)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        if logs and ("eval_loss" in logs or state.global_step % 10 == 0):
+            log.info("train step %d/%d: %s", state.global_step, state.max_steps,
+                     {k: round(v, 4) for k, v in logs.items() if isinstance(v, float)})
+
+
+class SaveCounts(TrainerCallback):
+    """The run's counts written beside each checkpoint, just before the Trainer saves it."""
+
+    def __init__(self, checkpoints: Path, counts: RunCounts):
+        self.checkpoints, self.counts = checkpoints, counts
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001 - transformers' signature
+        if control.should_save:  # the Trainer saves this step's checkpoint next
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            counts_file(self.checkpoints, state.global_step).write_text(json.dumps(self.counts.totals()))
+
+
+class EpochOrder(TrainerCallback):
+    """The samplers draw an epoch's batch order from torch's global RNG when the epoch begins. A resumed run
+    reaches that draw from a fresh seed (transformers restores the checkpoint's RNG only after it), so a resume
+    mid-epoch would replay another order: rows seen twice, rows never seen. The state each epoch began with is
+    kept beside the checkpoints and put back when a resumed run re-enters that epoch."""
+
+    def __init__(self, checkpoints: Path, resuming: bool):
+        self.checkpoints, self.resuming = checkpoints, resuming
+
+    def on_epoch_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - transformers' signature
+        import torch
+
+        kept = epoch_rng_file(self.checkpoints, math.floor(state.epoch or 0))
+        if self.resuming:
+            if kept.is_file():
+                torch.set_rng_state(torch.load(kept))
+        else:
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            torch.save(torch.get_rng_state(), kept)
+        self.resuming = False  # only the first epoch a resumed run enters was begun before
+
+
+class ScoredPositionsTrainer(Trainer):
+    """The Trainer with batches counted as they train (training batches only) and, by default, the loss of
+    `scored_positions_loss`; `scored_loss=False` keeps the model's own loss (the benchmark's baseline)."""
+
+    def __init__(self, *args: Any, counting: CountingCollator, scored_loss: bool = True, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.counting, self.scored_loss = counting, scored_loss
+
+    def get_train_dataloader(self):  # noqa: ANN201 - the counting collator makes training batches only
+        plain, self.data_collator = self.data_collator, self.counting
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.data_collator = plain
+
+    def training_step(self, model, inputs, num_items_in_batch=None):  # noqa: ANN001, ANN201
+        self.counting.trained()
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001, ANN201
+        # evaluation wants the outputs; virtual tokens need the whole model's forward
+        if return_outputs or prompt_learning(model) or not self.scored_loss:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        return scored_positions_loss(model, inputs, num_items_in_batch)
+
+
+def fit(model: Any, collator: Callable, prepared: Prepared, params: Any, device: Precision, checkpoints: Path,
+        progress: Callable[[int | None, str], Callable[[int], None]], scored_loss: bool = True) -> FitResult:
+    """Train: the arguments, where to resume, the Trainer with its callbacks, the loss before (a fresh run) and
+    after; `scored_loss=False` takes the model's own loss over every position's logits (the path before
+    `scored_positions_loss`, kept for the benchmark's baseline)."""
+    from transformers import PrinterCallback
+
+    total = planned_steps(params, len(prepared.train))
+    has_eval = len(prepared.eval) > 0
+    resume = Resume.find(checkpoints)
     counting = CountingCollator(collator)
-    discard_incomplete_checkpoints(checkpoints)
-    resume = latest_checkpoint(checkpoints)
-    resumed_at = int(CHECKPOINT.match(resume.name).group(1)) if resume else None
-    known = counts_file(checkpoints, resumed_at) if resume else None
-    before_resume = json.loads(known.read_text()) if known and known.is_file() else {}
-    began = time.perf_counter()
-
-    def totals() -> dict[str, float]:
-        return {"tokens": before_resume.get("tokens", 0) + counting.tokens,
-                "padded_tokens": before_resume.get("padded_tokens", 0) + counting.padded_tokens,
-                "seconds": before_resume.get("seconds", 0.0) + time.perf_counter() - began}
-
-    class SaveCounts(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001 - transformers' signature
-            if control.should_save:  # the Trainer saves this step's checkpoint next
-                checkpoints.mkdir(parents=True, exist_ok=True)
-                counts_file(checkpoints, state.global_step).write_text(json.dumps(totals()))
-
-    class EpochOrder(TrainerCallback):
-        """The samplers draw an epoch's batch order from torch's global RNG when the epoch begins. A resumed run
-        reaches that draw from a fresh seed (transformers restores the checkpoint's RNG only after it), so a
-        resume mid-epoch would replay another order: rows seen twice, rows never seen. The state each epoch
-        began with is kept beside the checkpoints and put back when a resumed run re-enters that epoch."""
-
-        first = True
-
-        def on_epoch_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - transformers' signature
-            import torch
-
-            kept = epoch_rng_file(checkpoints, math.floor(state.epoch or 0))
-            if resume is not None and self.first:
-                if kept.is_file():
-                    torch.set_rng_state(torch.load(kept))
-            else:
-                checkpoints.mkdir(parents=True, exist_ok=True)
-                torch.save(torch.get_rng_state(), kept)
-            self.first = False
-
-    class ScoredPositionsTrainer(Trainer):
-        def get_train_dataloader(self):  # noqa: ANN201 - the counting collator makes training batches only
-            self.data_collator = counting
-            try:
-                return super().get_train_dataloader()
-            finally:
-                self.data_collator = collator
-
-        def training_step(self, model, inputs, num_items_in_batch=None):  # noqa: ANN001, ANN201
-            counting.trained()
-            return super().training_step(model, inputs, num_items_in_batch)
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
-            # evaluation wants the outputs; virtual tokens need the whole model's forward
-            if return_outputs or prompt_learning(model) or not scored_loss:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            return scored_positions_loss(model, inputs, num_items_in_batch)
-
-    trainer = ScoredPositionsTrainer(model=model, args=args, train_dataset=TokenDataset(prepared.train),
-                      eval_dataset=TokenDataset(prepared.eval) if has_eval else None, data_collator=collator,
-                      callbacks=[StepProgress(), SaveCounts(), EpochOrder()])
+    counts = RunCounts(counting, resume)
+    trainer = ScoredPositionsTrainer(
+        model=model, args=training_arguments(params, device, checkpoints, total, has_eval),
+        train_dataset=TokenDataset(prepared.train), eval_dataset=TokenDataset(prepared.eval) if has_eval else None,
+        data_collator=collator, counting=counting, scored_loss=scored_loss,
+        callbacks=[StepProgress(progress(total, "train steps")), SaveCounts(checkpoints, counts),
+                   EpochOrder(checkpoints, resuming=resume.checkpoint is not None)])
     trainer.remove_callback(PrinterCallback)  # it prints logs on stdout, where `--json` output goes
-    before = None
-    if has_eval and resume is None:
-        before = trainer.evaluate()["eval_loss"]
-    began = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    total = totals()
+    before = trainer.evaluate()["eval_loss"] if has_eval and resume.checkpoint is None else None
+    counts.start()
+    output = trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
+    total_counts = counts.totals()
     after = trainer.evaluate()["eval_loss"] if has_eval else None
-    return FitResult(trainer.state.log_history, resumed_at, output.global_step, total["seconds"],
-                     int(total["tokens"]), int(total["padded_tokens"]),
-                     resumed_at if resume and not before_resume else None, before, after)
+    return FitResult(trainer.state.log_history, resume.step, output.global_step, total_counts["seconds"],
+                     int(total_counts["tokens"]), int(total_counts["padded_tokens"]),
+                     resume.step if resume.checkpoint and not resume.counts else None, before, after)

@@ -34,17 +34,12 @@ DEFAULT_LEARNING_RATE = {"lora": 2e-4, "qlora": 2e-4, "prefix": 2e-2, "ptuning":
 PROMPT_LEARNING = ("prefix", "ptuning")
 
 
-def pick_device(method: str, precision: str, field: str = "train.precision") -> Precision:
-    """The device and precision of a training (or loss) run, by tasks/device.py's rule."""
-    from tasks.device import pick_device as device_kind
-    from tasks.device import resolve_precision
-
-    kind = device_kind("auto")
-    if method == "qlora" and kind != "cuda":
+def check_method(method: str, device: Precision) -> None:
+    """QLoRA's 4-bit base needs a GPU (bitsandbytes)."""
+    if method == "qlora" and device.device != "cuda":
         raise BadInputError("QLoRA needs a CUDA GPU (bitsandbytes 4-bit); none is visible here. Use method: lora "
                             "on CPU, or run on a GPU machine with the gpu extra (pip install '.[gpu]')",
                             field="train.method")
-    return resolve_precision(precision, kind, field=field)
 
 
 def linear_module_names(model: Any) -> set[str]:

@@ -1,0 +1,138 @@
+"""An ablation is the ablation recipe planned once per arm and seed from the arm's own config, merged by key
+(flows/ablation.py): the keys of the plans made before (tests/legacy_ablation_plan.py, the old planner frozen)
+stay the same, and an arm kind is one selector module (`file:PATH`, tasks/selectors/file.py)."""
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from flows.ablation import Arm, ablation_plan, grid
+from flows.plan import Plan, Step
+from storage.stage import run_stage
+from tasks.errors import BadInputError
+from tasks.listed import NOT_IN_POOL, match_listed
+from tests.conftest import ROOT
+from tests.legacy_ablation_plan import legacy_plan
+
+ARMS = [("car", 2, None), ("random", 2, None), ("top_score", 1, None), ("cluster_only", 2, None),
+        ("longest", 2, None), ("car", 1, 6.7e-5), ("random", 1, 6.7e-5)]
+
+
+def arms_of(spec: list[tuple[str, int, float | None]]) -> list[Arm]:
+    return [Arm(selector=name, seeds=seeds, learning_rate=rate) for name, seeds, rate in spec]
+
+
+def keys(plan: Plan) -> dict[str, str]:
+    return {step.key: step.label for step in plan.steps}
+
+
+@pytest.mark.parametrize("iqs", [{"scorer": "length"},
+                                 {"scorer": "comet", "revisions": [str(ROOT / "demo" / "revisions_demo.jsonl")],
+                                  "valid_fraction": 0.25}], ids=["length", "comet"])
+def test_every_step_of_the_old_plan_keeps_its_key(ablation_config, iqs):
+    """The same steps under the same keys, the report's included: the chains in a store are served from it."""
+    config = ablation_config(iqs=iqs)
+    spec = [*ARMS, ("car:probe", 2, None)] if iqs["scorer"] == "comet" else ARMS
+    old, new = legacy_plan(config, 8, spec), ablation_plan(config, 8, arms=arms_of(spec)).plan
+    assert keys(new).keys() == keys(old).keys()
+    assert len(new.steps) == len(old.steps)  # no step twice
+    renamed = {keys(old)[k]: label for k, label in keys(new).items() if keys(old)[k] != label}
+    if iqs["scorer"] == "comet":
+        assert renamed["iqs.train[probe]"] == "iqs.train[car:probe]"  # named by its arm, not its scorer
+    assert renamed.get("select[top_score]") == "select[top_score/0]"  # one seed: its selection carries it
+
+
+def test_steps_no_arm_reads_are_no_longer_planned(ablation_config):
+    """The old plan scored every row with the pipeline's IQS even when no arm read the scores."""
+    config = ablation_config()
+    spec = [("random", 1, None), ("longest", 1, None)]
+    old, new = keys(legacy_plan(config, 8, spec)), keys(ablation_plan(config, 8, arms=arms_of(spec)).plan)
+    assert new.keys() <= old.keys()
+    assert sorted(old[k] for k in old.keys() - new.keys()) == ["iqs"]
+
+
+def test_explicit_arms_are_what_is_planned(ablation_config):
+    arms = arms_of([("car", 1, None), ("random", 3, None)])
+    plan = ablation_plan(ablation_config(), 8, arms=arms).plan
+    trained = sorted(step.label for step in plan.steps if step.stage.name == "train")
+    assert trained == ["train[car/0]", "train[random/0]", "train[random/1]", "train[random/2]"]
+    assert grid(arms=arms) == arms and [a.label for a in grid(["car", "random"], 2, [1e-4])] == [
+        "car@lr=0.0001", "random@lr=0.0001"]
+
+
+def run_without_prefect(plan: Plan) -> dict[Step, object]:
+    """Every step in order, each found in the store or built (the flow's work, without Prefect)."""
+    results: dict[Step, object] = {}
+    for step in plan.steps:
+        inputs = {name: results[v] if isinstance(v, Step) else plan.store.ref(v) for name, v in step.inputs.items()}
+        results[step] = run_stage(step.stage, step.params, inputs, plan.store, key=step.key, shard=step.shard,
+                                  fingerprint=step.fingerprint).ref
+    return results
+
+
+def listing(tmp_path, records: list[dict], name: str = "published.json") -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(records))
+    return str(path)
+
+
+def test_a_file_arm_takes_the_rows_a_published_selection_lists(ablation_config, shared_data, tmp_path):
+    """file:PATH is one selector module: the rows it lists, matched to the pool by instruction and input (the
+    answer breaks a tie), those matching nothing reported; its key follows the file's content."""
+    demo = json.loads((shared_data / "llama-factory" / "alpaca_en_demo.json").read_text())
+    config = ablation_config()
+    listed = [demo[3], demo[10], {**demo[20], "output": "Another answer to the same question."}, demo[41],
+              {"instruction": "A question no pool row asks?", "input": "", "output": "Yes."}]
+    path = listing(tmp_path, listed)
+    ablation = ablation_plan(config, 8, arms=[Arm(selector=f"file:{path}", seeds=2), Arm(selector="random", seeds=1)])
+    plan = ablation.plan
+    chosen = plan.named("select[file:published]", "select")[0]
+    assert chosen.params.from_file == path and chosen.fingerprint["from_file"]
+    trained = [s.label for s in plan.steps if s.stage.name == "train"]
+    assert trained == ["train[file:published/0]", "train[file:published/1]", "train[random/0]"]
+    results = run_without_prefect(plan.needed_by([chosen]))
+    store = plan.store
+    selection = store.read_table(results[chosen].key)
+    stats = store.manifest(results[chosen].key)["stats"]
+    held_out = set(store.read_table(results[plan.named("eval.holdout", "x")[0]].key).column("id").to_pylist())
+    pool = store.read_table(results[ablation.pool].key)
+    asked = {row["messages"][0]["content"]: row["id"] for row in pool.select(["id", "messages"]).to_pylist()}
+    in_pool = [r for r in listed[:4] if (r["instruction"] + ("\n\n" + r["input"] if r["input"] else "")) in asked]
+    assert stats["listed"] == 5 and stats["matched"] == selection.num_rows == len(in_pool) >= 2
+    assert stats["matched_same_answer"] == stats["matched"] - (listed[2] in in_pool)
+    assert set(selection.column("selection_reason").to_pylist()) == {"listed"}
+    assert not set(selection.column("id").to_pylist()) & held_out
+    quarantine = store.read_table(store.manifest(results[chosen].key)["companions"]["quarantine"])
+    assert quarantine.column("reason").to_pylist().count(NOT_IN_POOL) == 5 - len(in_pool)
+
+    again = listing(tmp_path, listed[:2])
+    changed = ablation_plan(config, 8, arms=[Arm(selector=f"file:{again}", seeds=1),
+                                             Arm(selector="random", seeds=1)]).plan
+    assert changed.named("select[file:published/0]", "select")[0].key != chosen.key  # the content is in the key
+
+
+def test_matching_prefers_the_listed_answer_and_takes_each_pool_row_once():
+    def rows(pairs):
+        from storage.schema import make_record, records_to_table
+
+        return records_to_table([make_record(messages=[{"role": "user", "content": q},
+                                                       {"role": "assistant", "content": a}], system=None,
+                                             uri="x.json", fmt="alpaca", row=i) for i, (q, a) in enumerate(pairs)])
+
+    pool = rows([("Q1", "first"), ("Q1", "second"), ("Q2", "only"), ("Q3", "three")])
+    chosen, unmatched, counts = match_listed(pool, rows([(" Q1\r\n", "second "), ("Q1", "other"), ("Q1", "more"),
+                                                         ("Q9", "none")]))
+    assert chosen.tolist() == [1, 0]  # the listed answer first, then the first free row asking the same
+    assert counts == {"listed": 4, "matched": 2, "matched_same_answer": 1, "unmatched": 2}
+    assert unmatched.column("reason").to_pylist() == ["listed_twice", NOT_IN_POOL]
+    assert isinstance(unmatched, pa.Table)
+
+
+def test_bad_file_arms_fail_before_anything_runs(ablation_config, tmp_path):
+    config = ablation_config()
+    with pytest.raises(BadInputError, match="no selection file"):
+        ablation_plan(config, 8, arms=[Arm(selector="file:/no/such.json", seeds=1), Arm(selector="random", seeds=1)])
+    with pytest.raises(BadInputError, match="file:PATH"):
+        ablation_plan(config, 8, ["file", "random"], 1)

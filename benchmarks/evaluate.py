@@ -74,20 +74,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # each precision's model as the evaluate stage loads it (bf16 on a CPU: its Linear weights cast once)
     models = {precision.name: loss.load_for_eval(folder, None, precision) for precision in (exact, default)}
     model = models["fp32"]
-    variants = {"before": (exact, 8), "default": (default, loss.DEFAULT_BATCH_SIZE),
-                **{f"{default.name} batch {b}": (default, b) for b in map(int, args.batch_sizes.split(","))
+    variants = {"before": (exact, 8, True), "default": (default, loss.DEFAULT_BATCH_SIZE, False),
+                **{f"{default.name} batch {b}": (default, b, False) for b in map(int, args.batch_sizes.split(","))
                    if b != loss.DEFAULT_BATCH_SIZE}}
-    for precision, batch_size in variants.values():  # warm-up: allocator, threads, kernels
-        loss.row_losses(models[precision.name], rows, batch_size=batch_size, precision=precision)
+    for precision, batch_size, every in variants.values():  # warm-up: allocator, threads, kernels
+        loss.row_losses(models[precision.name], rows, batch_size=batch_size, precision=precision,
+                        every_position=every)
     passes: dict[str, list[float]] = {}
     results: dict[str, Any] = {}
     for _ in range(args.repeats):  # round robin: drifting load on the machine hits every variant alike
         wall, _, means = timed_cpu(plain_loop, model, rows)
         passes.setdefault("loop", []).append(wall)
         results["loop"] = np.array(means)
-        for name, (precision, batch_size) in variants.items():
-            wall, _, result = timed_cpu(lambda p=precision, b=batch_size: loss.row_losses(models[p.name], rows,
-                                                                                         batch_size=b, precision=p))
+        for name, (precision, batch_size, every) in variants.items():
+            wall, _, result = timed_cpu(lambda p=precision, b=batch_size, e=every: loss.row_losses(
+                models[p.name], rows, batch_size=b, precision=p, every_position=e))
             passes.setdefault(name, []).append(wall)
             results[name] = result
     n = len(rows)

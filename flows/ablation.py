@@ -179,7 +179,7 @@ def ablation_plan(config: Any, budget: int | None = None, selector_names: Sequen
     arms = grid(selector_names, seeds, arms=arms)
     chosen = check_request(config, arms, budget)
     store = Store(config.store)
-    plan = Plan(store)
+    plan = Plan(store, memory_gb=config.resources.memory_gb)
     recipe_label: dict[Step, str] = {}  # a step an arm added → its label in the recipe
     made_for: dict[Step, list[ArmRun]] = defaultdict(list)  # → every arm run that makes it
     runs: list[RunLabel] = []

@@ -20,6 +20,13 @@ from tasks.errors import BadInputError
 from tasks.stages import registered
 
 
+class ResourcesConfig(Section):
+    memory_gb: float | None = Field(None, gt=0, description="memory a stage may use: batches (train's micro-batches) "
+                                                            "are sized to it, and a stage that cannot fit fails "
+                                                            "saying what to lower; empty: the container's, Dask "
+                                                            "worker's or machine's limit")
+
+
 class RunnerConfig(Section):
     task_runner: Literal["thread", "dask", "ray"] = "thread"
     address: str | None = Field(None, description="address of an existing Dask/Ray cluster")
@@ -50,6 +57,7 @@ PipelineConfig = create_model(
     name=(str, Field("sftflow", description="data set name, used in flow run names")),
     store=(str | None, Field(None, description="store URL; $SFTFLOW_HOME/store when empty")),
     runner=(RunnerConfig, Field(default_factory=RunnerConfig)),
+    resources=(ResourcesConfig, Field(default_factory=ResourcesConfig)),
     **{name: (kind, Field(default_factory=_default(kind))) for name, kind in _sections().items()},
 )
 SECTIONS = tuple(name for name in PipelineConfig.model_fields if name not in ("name", "store"))

@@ -30,6 +30,7 @@ class StageRow:
     seconds: float
     key: str | None
     error: str | None = None
+    peak_rss_mb: float | None = None  # the process's peak while the step built (the build's, for a cached step)
 
 
 class PipelineFailed(RuntimeError):
@@ -74,7 +75,7 @@ def run_plan(plan: Plan, from_stage: str | None = None) -> Run:
                 rows[step] = StageRow(step.label, "skipped", None, None, 0.0, None)
                 waiting.remove(step)
             elif all(up in results for up in upstream):
-                future = _submit(step, results, store, force=step in forced)
+                future = _submit(step, results, store, force=step in forced, memory_gb=plan.memory_gb)
                 running[future] = (step, time.perf_counter())
                 waiting.remove(step)
         if not running:
@@ -87,13 +88,13 @@ def run_plan(plan: Plan, from_stage: str | None = None) -> Run:
     return Run(store, [rows[step] for step in plan.steps], {step.label: r for step, r in results.items()})
 
 
-def _submit(step: Step, results: dict[Step, StageResult], store: str, force: bool) -> Any:
+def _submit(step: Step, results: dict[Step, StageResult], store: str, force: bool, memory_gb: float | None) -> Any:
     inputs = {name: results[v].ref if isinstance(v, Step) else _stored(store, v) for name, v in step.inputs.items()}
     task = stage_task(step.stage)
     if force:
         task = task.with_options(refresh_cache=True)
     return task.submit(params=step.params, store=store, inputs=inputs, key=step.key, force=force, shard=step.shard,
-                       fingerprint=step.fingerprint)
+                       fingerprint=step.fingerprint, memory_gb=memory_gb)
 
 
 def _stored(store: str, key: str) -> DatasetRef:
@@ -112,7 +113,8 @@ def _outcome(step: Step, future: Any, seconds: float) -> tuple[StageRow, StageRe
     result: StageResult = state.result()
     # a result Prefect's cache returned was persisted when the step ran, so its own status says "ran"
     status = "cached" if state.name == "Cached" else result.status
-    return StageRow(step.label, status, result.rows_in, result.ref.rows, round(seconds, 2), result.ref.key), result
+    return StageRow(step.label, status, result.rows_in, result.ref.rows, round(seconds, 2), result.ref.key,
+                    peak_rss_mb=result.stats.get("peak_rss_mb")), result
 
 
 def publish_table(run: Run, title: str, artifact: str) -> dict[str, Any]:
@@ -126,10 +128,11 @@ def publish_table(run: Run, title: str, artifact: str) -> dict[str, Any]:
 
 def markdown_table(report: dict[str, Any], title: str) -> str:
     lines = [f"# {title}", "", f"store: `{report['store']}`", "",
-             "| stage | status | rows in | rows out | seconds | key |", "|---|---|---:|---:|---:|---|"]
+             "| stage | status | rows in | rows out | seconds | peak MB | key |", "|---|---|---:|---:|---:|---:|---|"]
     for row in report["stages"]:
+        peak = round(row["peak_rss_mb"]) if row["peak_rss_mb"] else None
         lines.append(f"| {row['stage']} | {row['status']} | {_n(row['rows_in'])} | {_n(row['rows_out'])} | "
-                     f"{row['seconds']:.1f} | `{row['key'] or ''}` |")
+                     f"{row['seconds']:.1f} | {_n(peak)} | `{row['key'] or ''}` |")
     counts = Counter(row["status"] for row in report["stages"])
     lines += ["", ", ".join(f"{counts[s]} {s}" for s in ("ran", "cached", "failed", "skipped") if counts[s])]
     last = next((row for row in reversed(report["stages"]) if row["key"]), None)

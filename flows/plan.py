@@ -42,6 +42,7 @@ class Step:
 class Plan:
     store: Store
     steps: list[Step] = field(default_factory=list)  # always in dependency order: add() needs upstream first
+    memory_gb: float | None = None  # resources.memory_gb: what each step's build sizes its batches to
 
     def add(self, stage: Stage, params: Any, inputs: Mapping[str, Step | str] | None = None,
             label: str | None = None, shard: tuple[int, int] | None = None) -> Step:
@@ -126,7 +127,7 @@ class Plan:
         for step in reversed(self.steps):
             if step in needed:
                 needed.update(step.upstream)
-        return Plan(self.store, [s for s in self.steps if s in needed])
+        return Plan(self.store, [s for s in self.steps if s in needed], self.memory_gb)
 
 
 # -- a recipe's wiring -----------------------------------------------------------------------------------------
@@ -170,7 +171,7 @@ def plan_recipe(recipe: Recipe, config: Any, store: Store, params: Mapping[str, 
             nodes += group
             heads.append(group[-1])
         made += [(stage.dataset, head) for head in heads]  # the calls of one entry never read each other
-    plan = Plan(store)
+    plan = Plan(store, memory_gb=getattr(getattr(config, "resources", None), "memory_gb", None))
     added: dict[_Node, Step] = {}
     readers = {id(up) for node in nodes for up in node.wired.values() if isinstance(up, _Node)}
     for sink in [n for n in nodes if id(n) not in readers]:

@@ -115,14 +115,16 @@ def artifact_key(stage: Stage) -> str:
 
 @functools.cache
 def stage_task(stage: Stage) -> Any:
-    """The Prefect task `fn(params, store, inputs, key, force=False, shard=None, fingerprint=None) -> StageResult`
-    of one stage (`fingerprint`: what the key was computed from, recorded in the manifest)."""
+    """The Prefect task `fn(params, store, inputs, key, force=False, shard=None, fingerprint=None, memory_gb=None)
+    -> StageResult` of one stage (`fingerprint`: what the key was computed from, recorded in the manifest;
+    `memory_gb`: the budget the build sizes its batches to)."""
 
     def run(params: Any, store: str, inputs: Mapping[str, DatasetRef | None], key: str, force: bool = False,
-            shard: tuple[int, int] | None = None, fingerprint: dict[str, Any] | None = None) -> StageResult:
+            shard: tuple[int, int] | None = None, fingerprint: dict[str, Any] | None = None,
+            memory_gb: float | None = None) -> StageResult:
         with one_at_a_time(stage), secrets_in_env(params):  # e.g. the judge scorer's API key
             result = run_stage(stage, params, inputs, Store(store), key=key, force=force, progress=prefect_progress,
-                               shard=shard, fingerprint=fingerprint)
+                               shard=shard, fingerprint=fingerprint, memory_gb=memory_gb)
         if result.report:
             figures = figures_markdown(result.figures, inline=True)  # data URIs: the UI renders them
             create_markdown_artifact(result.report + (f"\n\n{figures}" if figures else ""), key=artifact_key(stage),

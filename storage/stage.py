@@ -36,6 +36,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from storage.home import work_root
 from storage.keys import stage_key
+from storage.memory import PeakRSS
 from storage.params import key_params
 from storage.store import DatasetRef, Store
 
@@ -83,6 +84,7 @@ class StageContext:
     # what the key holds beyond the parameters, as the plan read it: the build computes what the key says (the
     # precision a setting resolved to where the plan was made, not where this runs)
     fingerprint: Mapping[str, Any] | None = None
+    memory_gb: float | None = None  # resources.memory_gb: the budget to size batches to (None: the process's limit)
 
     @cached_property
     def scratch(self) -> Path:
@@ -331,10 +333,12 @@ def run_stage(
     progress: Progress = terminal_progress,
     shard: tuple[int, int] | None = None,
     fingerprint: Mapping[str, Any] | None = None,
+    memory_gb: float | None = None,
 ) -> StageResult:
     """Run `stage` once (or its part `shard` of a row range): its dataset from the store if a complete copy is
     there (unless `force`), else built and published. `key` is the one the caller already computed, from
-    `fingerprint` (recorded in the manifest; read here when not given)."""
+    `fingerprint` (recorded in the manifest; read here when not given). `memory_gb`: the memory budget the build
+    sizes its batches to (storage/memory.py); its peak resident memory goes in the stats."""
     started = time.perf_counter()
     if key is None:
         fingerprint = fingerprint if fingerprint is not None else stage.fingerprint_of(params)
@@ -345,39 +349,48 @@ def run_stage(
         return StageResult(store.ref(key), "cached", time.perf_counter() - started, rows_in,
                            store.manifest(key).get("stats", {}))
     fingerprint = fingerprint if fingerprint is not None else stage.fingerprint_of(params)
-    ctx = StageContext(store=store, key=key, params=params, progress=progress, shard=shard, fingerprint=fingerprint)
-    parts = _parts(stage, params, inputs, shard)
-    if parts > 1:
-        made = _run_parts(stage, params, inputs, store, parts, force, progress, fingerprint)
-        output = (stage.gather or concat_parts)(ctx, **made)
-    else:
-        for hook in BUILD_HOOKS:
-            hook(stage, ctx)
-        output = stage.build(ctx, **{k: v for k, v in inputs.items()})
-    figures = {name: data for name, data in output.files.items() if name.endswith(".png") and isinstance(data, bytes)}
-    manifest_fields = {"stage_version": stage.version, "params": stage.dump_params(params),
-                       "inputs": {n: k for n, k in input_keys(inputs).items() if k is not None},
-                       **({"shard": list(shard)} if shard else {}),
-                       **({"fingerprint": fingerprint} if fingerprint is not None else {})}
-    # a stage that also writes outside the store replaces its record: it must describe the files just written
-    overwrite = force or stage.present_outside is not None
-    with store.writer(key, stage.name, replace=overwrite, **manifest_fields) as writer:
-        if output.table is not None:
-            for part in [output.table] if isinstance(output.table, pa.Table) else output.table:
-                writer.write(part)
-        # companions after the table: a streamed table may fill them (e.g. the quarantine) while it is written
-        for name, table in output.companions.items():
-            ckey = companion_key(key, name)
-            store.publish_table(ckey, f"{stage.name}.{name}", table, replace=overwrite, of=key, **manifest_fields)
-        for name, data in output.files.items():
-            writer.add_file(name, data)
-        if output.report:
-            stored = output.report + ("\n\n" + figures_markdown(figures, inline=False) if figures else "")
-            writer.add_file("report.md", stored)
-        # stats last: a streamed table fills them while it is written
-        writer.fields["stats"] = output.stats
-        writer.fields["companions"] = {name: companion_key(key, name) for name in output.companions}
-        writer.fields["build_seconds"] = round(time.perf_counter() - started, 2)  # what the output cost to make
+    ctx = StageContext(store=store, key=key, params=params, progress=progress, shard=shard, fingerprint=fingerprint,
+                       memory_gb=memory_gb)
+    peak = PeakRSS().__enter__()  # until the stats are written: a streamed table builds while it is written
+    try:
+        parts = _parts(stage, params, inputs, shard)
+        if parts > 1:
+            made = _run_parts(stage, params, inputs, store, parts, force, progress, fingerprint, memory_gb)
+            output = (stage.gather or concat_parts)(ctx, **made)
+        else:
+            for hook in BUILD_HOOKS:
+                hook(stage, ctx)
+            output = stage.build(ctx, **{k: v for k, v in inputs.items()})
+        figures = {name: data for name, data in output.files.items()
+                   if name.endswith(".png") and isinstance(data, bytes)}
+        manifest_fields = {"stage_version": stage.version, "params": stage.dump_params(params),
+                           "inputs": {n: k for n, k in input_keys(inputs).items() if k is not None},
+                           **({"shard": list(shard)} if shard else {}),
+                           **({"fingerprint": fingerprint} if fingerprint is not None else {})}
+        # a stage that also writes outside the store replaces its record: it must describe the files just written
+        overwrite = force or stage.present_outside is not None
+        with store.writer(key, stage.name, replace=overwrite, **manifest_fields) as writer:
+            if output.table is not None:
+                for part in [output.table] if isinstance(output.table, pa.Table) else output.table:
+                    writer.write(part)
+            # companions after the table: a streamed table may fill them (e.g. the quarantine) while it is written
+            for name, table in output.companions.items():
+                ckey = companion_key(key, name)
+                store.publish_table(ckey, f"{stage.name}.{name}", table, replace=overwrite, of=key,
+                                    **manifest_fields)
+            for name, data in output.files.items():
+                writer.add_file(name, data)
+            if output.report:
+                stored = output.report + ("\n\n" + figures_markdown(figures, inline=False) if figures else "")
+                writer.add_file("report.md", stored)
+            # stats last: a streamed table fills them while it is written
+            peak.__exit__()
+            output.stats.update(peak.stats())
+            writer.fields["stats"] = output.stats
+            writer.fields["companions"] = {name: companion_key(key, name) for name in output.companions}
+            writer.fields["build_seconds"] = round(time.perf_counter() - started, 2)  # what the output cost to make
+    finally:
+        peak.__exit__()  # read already when the stats were written; on a failure, the sampler stops here
     if "scratch" in ctx.__dict__:  # published: the scratch folder has served its purpose
         shutil.rmtree(ctx.scratch, ignore_errors=True)
     if parts > 1:  # gathered into the output: the parts have served theirs
@@ -412,7 +425,8 @@ def _parts(stage: Stage, params: Any, inputs: Mapping[str, DatasetRef | None], s
 
 
 def _run_parts(stage: Stage, params: Any, inputs: Mapping[str, DatasetRef | None], store: Store, parts: int,
-               force: bool, progress: Progress, fingerprint: Mapping[str, Any] | None) -> dict[str, DatasetRef]:
+               force: bool, progress: Progress, fingerprint: Mapping[str, Any] | None,
+               memory_gb: float | None) -> dict[str, DatasetRef]:
     """Every part, each published under its own key as it finishes (or found in the store from an earlier run
     that was cut short), one progress bar over all of them."""
     total = inputs[stage.shard_input].rows
@@ -426,7 +440,7 @@ def _run_parts(stage: Stage, params: Any, inputs: Mapping[str, DatasetRef | None
     refs: dict[str, DatasetRef] = {}
     for i in range(parts):
         result = run_stage(stage, params, inputs, store, force=force, progress=shared, shard=(i, parts),
-                           fingerprint=fingerprint)
+                           fingerprint=fingerprint, memory_gb=memory_gb)
         if result.status == "cached":
             shared(total, stage.name)(result.ref.rows)
             log.info("%s: part %d/%d found in the store (%s)", stage.name, i + 1, parts, result.ref.key)

@@ -74,6 +74,7 @@ class Precision:
     name: str  # fp32, bf16, fp16 or int8
     device: str  # cpu or cuda
     reason: str
+    timings: dict[str, float] | None = None  # the calibration `auto` was chosen by (tasks/calibrate.py)
 
     @property
     def load_dtype(self) -> Any:
@@ -101,28 +102,33 @@ class Precision:
     def stats(self) -> dict[str, Any]:
         """For a stage's manifest: what was used and why (the CPU flags seen included)."""
         return {"precision": self.name, "device": self.device, "precision_reason": self.reason,
-                "cpu_bf16_flags": list(cpu_bf16_flags())}
+                "cpu_bf16_flags": list(cpu_bf16_flags()),
+                **({"precision_timings": self.timings} if self.timings else {})}
 
 
 def resolve_precision(setting: str, device: str, *, field: str, auto_bf16: bool = True,
-                      gate_note: str = "") -> Precision:
-    """The precision a stage runs in. `auto_bf16=False`: the stage's bf16 missed its quality gate, so `auto`
-    stays fp32 there (`gate_note` says which); an explicit `bf16` still runs where the hardware has it."""
+                      gate_note: str = "", kind: str | None = None) -> Precision:
+    """The precision a stage runs in. `auto` where the hardware has bf16: the faster of fp32 and bf16 on this
+    machine, measured on the work `kind` (tasks/calibrate.py; without a kind, bf16). `auto_bf16=False`: the
+    stage's bf16 missed its quality gate, so `auto` stays fp32 there (`gate_note` says which); an explicit
+    `bf16` still runs where the hardware has it."""
     import torch
 
     if setting == "auto":
-        if device == "cuda":
-            if not torch.cuda.is_bf16_supported():
-                return Precision("fp32", device, "auto: this GPU has no bf16")
-            if not auto_bf16:
-                return Precision("fp32", device, f"auto: bf16 missed this stage's quality gate{gate_note}")
-            return Precision("bf16", device, "auto: CUDA GPU with bf16")
+        if device == "cuda" and not torch.cuda.is_bf16_supported():
+            return Precision("fp32", device, "auto: this GPU has no bf16")
         flags = cpu_bf16_flags()
-        if not flags:
+        if device == "cpu" and not flags:
             return Precision("fp32", device, f"auto: the CPU has none of {', '.join(CPU_BF16_FLAGS)}")
         if not auto_bf16:
             return Precision("fp32", device, f"auto: bf16 missed this stage's quality gate{gate_note}")
-        return Precision("bf16", device, f"auto: the CPU has {', '.join(flags)}")
+        if kind is not None:
+            from tasks.calibrate import calibrate
+
+            measured = calibrate(kind, device)
+            return Precision(measured.choice, device, measured.reason, measured.seconds)
+        return Precision("bf16", device, "auto: CUDA GPU with bf16" if device == "cuda" else
+                         f"auto: the CPU has {', '.join(flags)}")
     if setting == "bf16":
         if device == "cpu" and not cpu_bf16_flags():
             raise BadInputError(f"bf16 on this CPU needs AMX-BF16 or AVX512-BF16 ({' or '.join(CPU_BF16_FLAGS)} in "
@@ -154,6 +160,7 @@ class PrecisionUse:
     device: Callable[[Any], str] = _auto_device
     auto_bf16: bool = True
     entry: str = "precision"
+    kind: str | None = None  # the work `auto` is measured on (tasks/calibrate.py KINDS)
 
     def resolve(self, params: Any) -> Precision | None:
         """The precision these parameters run in on this machine (None: no model runs)."""
@@ -164,7 +171,7 @@ class PrecisionUse:
             raise BadInputError(f"precision {setting!r}: this stage computes in {', '.join(self.supports)}",
                                 field=self.field)
         return resolve_precision(setting, pick_device(self.device(params), self.field), field=self.field,
-                                 auto_bf16=self.auto_bf16)
+                                 auto_bf16=self.auto_bf16, kind=self.kind)
 
     def key(self, params: Any) -> dict[str, str]:
         """Stage-key material, read where the plan is made: what the setting resolves to (the device kind is not

@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ["SFTFLOW_HOME"] = tempfile.mkdtemp(prefix="sftflow-test-")
+# one calibration of `precision: auto` for the session, shared by the CLI processes tests start with homes of their own
+os.environ["SFTFLOW_CALIBRATION_DIR"] = os.path.join(os.environ["SFTFLOW_HOME"], "calibration")
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("SFTFLOW_FAIL_STAGE", None)
 

@@ -19,6 +19,18 @@ def no_bf16_cpu(monkeypatch):
 @pytest.fixture
 def bf16_cpu(monkeypatch):
     monkeypatch.setattr(device, "cpu_bf16_flags", lambda: ("amx_bf16", "avx512_bf16"))
+    measured_fastest(monkeypatch, "bf16")
+
+
+def measured_fastest(monkeypatch, choice: str) -> None:
+    """This machine's calibration, as if measured: `choice` is the faster (tasks/calibrate.py)."""
+    import tasks.calibrate as calibrate
+
+    def fake(kind, where, candidates=("fp32", "bf16"), force=False):
+        seconds = {"fp32": 1.0, "bf16": 1.4 if choice == "fp32" else 0.5}
+        return calibrate.Calibration(kind, where, choice, seconds, "now")
+
+    monkeypatch.setattr(calibrate, "calibrate", fake)
 
 
 def test_auto_is_bf16_on_a_cpu_with_bf16_units_and_fp32_elsewhere(bf16_cpu):
@@ -53,6 +65,7 @@ def test_the_resolved_precision_is_in_the_key(monkeypatch, store):
     from tasks.stages.train import TrainConfig
 
     keys = {}
+    measured_fastest(monkeypatch, "bf16")
     for flags in ((), ("amx_bf16",)):
         monkeypatch.setattr(device, "cpu_bf16_flags", lambda flags=flags: flags)
         keys[flags] = [EMBED.key(EmbedConfig(device="cpu"), {"conversations": "c"}),
@@ -81,8 +94,12 @@ def test_a_stage_says_what_precision_it_used_and_why(store):
     conversations = store.publish_table("conversations-precision", "ingest", records_to_table(rows))
     # batches of 3 rows grouped by token length: rows of 4 lengths, little padding
     stats = run_stage(STAGE, EmbedConfig(device="cpu", batch_size=3), {"conversations": conversations}, store).stats
-    assert stats["precision"] == "bf16" and stats["cpu_bf16_flags"] == list(device.cpu_bf16_flags())
-    assert "auto: the CPU has" in stats["precision_reason"] and stats["threads"] == len(os.sched_getaffinity(0))
+    from tasks.calibrate import recorded
+
+    measured = recorded()["encoder-inference@cpu"]  # auto: what this machine measured fastest
+    assert stats["precision"] == measured.choice and stats["cpu_bf16_flags"] == list(device.cpu_bf16_flags())
+    assert stats["precision_reason"] == measured.reason and stats["precision_timings"] == measured.seconds
+    assert stats["threads"] == len(os.sched_getaffinity(0)) and stats["peak_rss_mb"] > 100
     assert 0 <= stats["padding_share"] < 0.1 and stats["tokens"] > 0
 
 
@@ -103,6 +120,7 @@ def test_a_worker_computes_what_the_plan_resolved(monkeypatch, store, tiny_confi
                                   {"role": "assistant", "content": f"Answer {i}."}]) for i in range(3)]
     eval_set = store.publish_table("eval-set-precision", "eval.set", records_to_table(rows))
     monkeypatch.setattr(device, "cpu_bf16_flags", lambda: planner)
+    measured_fastest(monkeypatch, "bf16")
     plan = Plan(store)
     step = plan.add(get("evaluate"), EvaluateParams(max_length=32, resamples=100),
                     {"eval_set": eval_set.key, "base_model": base.key})
@@ -117,3 +135,26 @@ def test_a_worker_computes_what_the_plan_resolved(monkeypatch, store, tiny_confi
     assert "where the plan was made" in result.stats["precision_reason"]
     assert f"this machine would pick {'fp32' if planned == 'bf16' else 'bf16'}" in result.stats["precision_reason"]
     assert store.manifest(step.key)["fingerprint"] == {"precision": planned}
+
+
+def test_auto_is_what_this_machine_measured_fastest(monkeypatch, tmp_path):
+    """Flags alone mislead (AVX512-BF16 without AMX runs bf16 slower than fp32): auto follows the measurement,
+    recorded once per machine, its timings in the stats; near a tie the exact path wins."""
+    import tasks.calibrate as calibrate
+    from tasks.stages.train import PRECISION, TrainConfig
+
+    monkeypatch.setattr(device, "cpu_bf16_flags", lambda: ("avx512_bf16",))
+    measured_fastest(monkeypatch, "fp32")
+    chosen = PRECISION.resolve(TrainConfig())
+    assert chosen.name == "fp32" and "measured on this machine (lm-training" in chosen.reason
+    assert chosen.stats()["precision_timings"] == {"fp32": 1.0, "bf16": 1.4}
+    monkeypatch.undo()
+
+    monkeypatch.setenv("SFTFLOW_CALIBRATION_DIR", str(tmp_path))  # not the session's: these timings are made up
+    runs = iter([1.0, 0.97, 1.0, 0.98, 1.0, 0.99, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0])  # fp32, bf16 interleaved, 3 rounds
+    monkeypatch.setitem(calibrate.WORKLOADS, "lm-training", lambda where: lambda precision: next(runs))
+    tie = calibrate.calibrate("lm-training", "cpu", force=True)
+    assert tie.choice == "fp32" and tie.seconds == {"fp32": 1.0, "bf16": 0.97}  # 3% faster: within the margin
+    faster = calibrate.calibrate("lm-training", "cpu", force=True)
+    assert faster.choice == "bf16" and calibrate.recorded()["lm-training@cpu"] == faster  # recorded for next time
+    assert calibrate.calibrate("lm-training", "cpu") == faster  # not measured again

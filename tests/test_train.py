@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import sys
 import textwrap
 import time
@@ -356,3 +357,46 @@ def test_the_scored_positions_loss_is_the_models_own_loss(tiny_confident_lm):
     assert {d for n, d in dtypes.items() if "lora_" in n} == {torch.float32}  # the trained weights stay fp32
     assert dtypes["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"] == torch.bfloat16
     assert bf16.get_output_embeddings().weight.dtype == torch.bfloat16
+
+
+def test_micro_batches_make_the_same_step_with_fewer_activations_alive(tiny_lm):
+    """A batch trained as micro-batches of one row gives the losses and adapter of the whole batch (no dropout:
+    its masks would be drawn in another order), and the default sizing keeps about a gigabyte of activations."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.collate import SFTCollator
+    from tasks.device import Precision
+    from tasks.train.data import prepare
+    from tasks.train.loop import fit
+    from tasks.train.memory import bytes_per_position, micro_batch_rows
+    from tasks.train.model import wrap
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
+    prepared = prepare(tokenized_table(tokenizer, PAIRS * 2), source="t", vocab_size=len(tokenizer), limit=None,
+                       truncate=False, eval_share=0.0, eval_max_rows=1, seed=0)
+    config = fast_config(max_steps=4, lora_dropout=0.0, eval_share=0.0, sample_prompts=[])
+    device = Precision("fp32", "cpu", "test")
+    runs = {}
+    for rows in (None, 1, 3):
+        torch.manual_seed(0)
+        model = wrap(AutoModelForCausalLM.from_pretrained(tiny_lm), config)
+        result = fit(model, SFTCollator(tokenizer.pad_token_id or 0), prepared, config, device,
+                     Path(tempfile.mkdtemp()), lambda total, desc: (lambda n: None), micro_batch_rows=rows)
+        weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        runs[rows] = ([e["loss"] for e in result.log_history if "loss" in e], weights, result.tokens)
+    for rows in (1, 3):
+        assert runs[rows][0] == pytest.approx(runs[None][0], rel=1e-5)
+        assert runs[rows][2] == runs[None][2]  # the same tokens, counted once
+        # to rounding: Adam's normalized steps carry a gradient's last bits into the weights (2e-6 of 0.14)
+        assert all(torch.allclose(runs[rows][1][n], w, atol=2e-5) for n, w in runs[None][1].items())
+
+    smollm2 = type("Config", (), {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+                                  "vocab_size": 49152})()
+    assert 2.9e6 < bytes_per_position(smollm2, device) < 3.5e6  # measured: 3.2 MB a position in fp32
+    rows, why = micro_batch_rows(TrainConfig(batch_size=8), smollm2, device, 512, None)
+    assert rows == 1 and "1 row(s) of up to 512 tokens" in why
+    assert micro_batch_rows(TrainConfig(batch_size=8), smollm2, device, 64, None)[0] == 5
+    with pytest.raises(BadInputError, match="lower train.max_length") as info:
+        micro_batch_rows(TrainConfig(batch_size=8), smollm2, device, 512, 1.0)
+    assert info.value.field == "resources.memory_gb"

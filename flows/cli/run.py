@@ -10,7 +10,7 @@ from pathlib import Path
 from flows.cli.output import emit, format_table
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "demo" / "pipeline.yaml"
-COLUMNS = ["stage", "status", "rows_in", "rows_out", "seconds", "key"]
+COLUMNS = ["stage", "status", "rows_in", "rows_out", "seconds", "peak_rss_mb", "key"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

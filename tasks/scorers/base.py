@@ -56,7 +56,7 @@ class Scoring:
 
 # the precision a scorer that trains (comet) trains in: its `train_precision`, an entry of iqs.train's key
 TRAIN_PRECISION = PrecisionUse(lambda params: getattr(params, "train_precision", None), "iqs.train_precision",
-                               entry="train_precision")
+                               entry="train_precision", kind="encoder-training")
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,12 @@ class Scorer:
     precision: Callable[[Any], str | None] = lambda params: None
     auto_bf16: bool = True
     precisions: tuple[str, ...] = ("auto", "fp32", "bf16")  # the settings its model supports
+    precision_kind: str = "lm-inference"  # the work its `auto` is measured on (tasks/calibrate.py)
 
     def precision_use(self) -> PrecisionUse:
         return PrecisionUse(self.precision, "iqs.precision", supports=self.precisions,
-                            device=lambda params: getattr(params, "device", "auto"), auto_bf16=self.auto_bf16)
+                            device=lambda params: getattr(params, "device", "auto"), auto_bf16=self.auto_bf16,
+                            kind=self.precision_kind)
 
     def inputs(self, params: Any) -> frozenset[str]:
         needs = self.needs(params) if callable(self.needs) else self.needs

@@ -128,6 +128,6 @@ def train(ctx: Any) -> Any:
 
 
 SCORER = Scorer("comet", CometConfig, open_model, train=train, part_rows=PART_ROWS, precision=lambda p: p.precision,
-                precisions=("auto", "fp32", "bf16", "int8"),
+                precisions=("auto", "fp32", "bf16", "int8"), precision_kind="encoder-inference",
                 auto_bf16=AUTO_BF16,
                 description="CaR's IQS: a COMET regression model trained on expert-revised pairs")

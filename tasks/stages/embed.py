@@ -62,7 +62,7 @@ class EmbedConfig(Section):
 
 
 PRECISION = PrecisionUse(lambda p: p.precision, "embed.precision", supports=("auto", "fp32", "bf16", "int8"),
-                         device=lambda p: p.device)
+                         device=lambda p: p.device, kind="encoder-inference")
 
 
 def model_identity(params: EmbedConfig) -> dict[str, str]:

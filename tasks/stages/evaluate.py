@@ -23,7 +23,7 @@ from tasks.evaluate.stats import CONFIDENCE, RESAMPLES
 from tasks.stages.eval_holdout import HELDOUT
 
 PART_ROWS = 1024  # rows per part: about a minute of SmolLM2-135M on 2 CPU cores in bf16, what a crash can cost
-PRECISION = PrecisionUse(lambda p: p.precision, "evaluate.precision")
+PRECISION = PrecisionUse(lambda p: p.precision, "evaluate.precision", kind="lm-inference")
 
 
 class EvaluateParams(Section):

@@ -61,7 +61,7 @@ class SelfInstructConfig(Section):
 
 
 PRECISION = PrecisionUse(lambda p: p.precision if p.backend == "local" else None, "precision",
-                         device=lambda p: p.device)
+                         device=lambda p: p.device, kind="lm-inference")
 
 
 def prompt_file(params: Any) -> str:

@@ -47,6 +47,10 @@ class TrainConfig(Section):
     max_steps: int | None = Field(20, ge=1, description="optimizer steps; overrides epochs (empty: use epochs)")
     batch_size: int = Field(4, ge=1, description="rows per device step")
     grad_accumulation: int = Field(1, ge=1, description="device steps per optimizer step")
+    micro_batch_rows: int | None = Field(None, ge=1, json_schema_extra=NOT_IN_KEY,
+                                         description="rows whose activations are alive at once: a batch runs as "
+                                                     "micro-batches of this many rows, the same step (empty: sized "
+                                                     "from the memory budget)")
     max_length: int | None = Field(None, ge=8, description="truncate rows to this many tokens (empty: as formatted)")
     pack: bool = Field(False, description="pack several rows into one max_length sequence (needs max_length)")
     eval_share: float = Field(0.05, ge=0, lt=1, description="share of rows held out for eval loss")
@@ -70,7 +74,8 @@ class TrainConfig(Section):
     sample_max_new_tokens: int = Field(64, ge=1, json_schema_extra=NOT_IN_KEY)
 
 
-PRECISION = PrecisionUse(lambda p: p.precision, "train.precision", supports=("auto", "fp32", "bf16", "fp16"))
+PRECISION = PrecisionUse(lambda p: p.precision, "train.precision", supports=("auto", "fp32", "bf16", "fp16"),
+                         kind="lm-training")
 
 
 def check_request(params: TrainConfig) -> None:
@@ -95,6 +100,7 @@ def build(ctx: StageContext, tokenized: DatasetRef, base_model: DatasetRef) -> S
     from tasks.templates import for_tokenizer, get_template
     from tasks.train.data import check_template, effective_limit, prepare
     from tasks.train.loop import fit
+    from tasks.train.memory import micro_batch_rows
     from tasks.train.model import check_method, load_base, position_limit, trainable_parameters, wrap
     from tasks.train.outputs import loss_curve_png, merge_adapter, model_card, report_markdown
 
@@ -124,7 +130,10 @@ def build(ctx: StageContext, tokenized: DatasetRef, base_model: DatasetRef) -> S
     model = wrap(load_base(base_dir, params.method, device, params.gradient_checkpointing), params)
     trainable, total = trainable_parameters(model)
     collator = SFTCollator(tokenizer.pad_token_id, pack=params.pack, max_length=params.max_length)
-    result = fit(model, collator, prepared, params, device, ctx.scratch / "checkpoints", ctx.progress)
+    longest = params.max_length if params.pack else max(len(ids) for ids in prepared.train.input_ids)
+    micro_rows, micro_reason = micro_batch_rows(params, config, device, longest, ctx.memory_gb)
+    result = fit(model, collator, prepared, params, device, ctx.scratch / "checkpoints", ctx.progress,
+                 micro_batch_rows=micro_rows)
 
     export = ctx.scratch / "export"
     model.save_pretrained(export / "adapter")
@@ -146,6 +155,7 @@ def build(ctx: StageContext, tokenized: DatasetRef, base_model: DatasetRef) -> S
     losses = [e["loss"] for e in history if "loss" in e]
     stats = {**prepared.stats, "method": params.method, "device": device.device, "precision": device.name,
              "precision_reason": device.reason, "cpu_bf16_flags": list(cpu_bf16_flags()), "threads": threads,
+             "micro_batch_rows": micro_rows, "micro_batch_reason": micro_reason,
              "padded_tokens": result.padded_tokens, "padding_share": padding_share(result.tokens, result.padded_tokens),
              "steps": result.steps, "resumed_from_step": result.resumed_from_step,
              "counted_from_step": result.counted_from_step,

@@ -237,13 +237,32 @@ class EpochOrder(TrainerCallback):
         self.resuming = False  # only the first epoch a resumed run enters was begun before
 
 
+def micro_batches(inputs: dict[str, Any], rows: int) -> list[dict[str, Any]]:
+    """A batch as pieces of at most `rows` rows, each cut to its own longest row (padding is on the right)."""
+    size = inputs["input_ids"].shape[0]
+    pieces = []
+    for start in range(0, size, rows):
+        piece = {name: value[start:start + rows] if hasattr(value, "shape") else value
+                 for name, value in inputs.items()}
+        if "attention_mask" in piece:
+            width = int(piece["attention_mask"].sum(dim=1).max())
+            piece = {name: value[:, :width] if hasattr(value, "shape") and value.dim() == 2 else value
+                     for name, value in piece.items()}
+        pieces.append(piece)
+    return pieces
+
+
 class ScoredPositionsTrainer(Trainer):
     """The Trainer with batches counted as they train (training batches only) and, by default, the loss of
-    `scored_positions_loss`; `scored_loss=False` keeps the model's own loss (the benchmark's baseline)."""
+    `scored_positions_loss`; `scored_loss=False` keeps the model's own loss (the benchmark's baseline). A batch
+    of more than `micro_batch_rows` rows runs as micro-batches whose gradients add up to the batch's (each
+    loss summed over its scored tokens and divided by the whole batch's): the same step, with the activations
+    of a few rows alive at a time instead of every row's."""
 
-    def __init__(self, *args: Any, counting: CountingCollator, scored_loss: bool = True, **kwargs: Any):
+    def __init__(self, *args: Any, counting: CountingCollator, scored_loss: bool = True,
+                 micro_batch_rows: int | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.counting, self.scored_loss = counting, scored_loss
+        self.counting, self.scored_loss, self.micro_batch_rows = counting, scored_loss, micro_batch_rows
 
     def get_train_dataloader(self):  # noqa: ANN201 - the counting collator makes training batches only
         plain, self.data_collator = self.data_collator, self.counting
@@ -254,7 +273,13 @@ class ScoredPositionsTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):  # noqa: ANN001, ANN201
         self.counting.trained()
-        return super().training_step(model, inputs, num_items_in_batch)
+        rows = self.micro_batch_rows
+        if not rows or inputs["input_ids"].shape[0] <= rows or not self.scored_loss or prompt_learning(model):
+            return super().training_step(model, inputs, num_items_in_batch)
+        if num_items_in_batch is None:  # one batch, no accumulation: its own scored tokens
+            num_items_in_batch = (inputs["labels"][:, 1:] != IGNORE_INDEX).sum()
+        return sum(super(ScoredPositionsTrainer, self).training_step(model, piece, num_items_in_batch)
+                   for piece in micro_batches(inputs, rows))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001, ANN201
         # evaluation wants the outputs; virtual tokens need the whole model's forward
@@ -264,10 +289,11 @@ class ScoredPositionsTrainer(Trainer):
 
 
 def fit(model: Any, collator: Callable, prepared: Prepared, params: Any, device: Precision, checkpoints: Path,
-        progress: Callable[[int | None, str], Callable[[int], None]], scored_loss: bool = True) -> FitResult:
+        progress: Callable[[int | None, str], Callable[[int], None]], scored_loss: bool = True,
+        micro_batch_rows: int | None = None) -> FitResult:
     """Train: the arguments, where to resume, the Trainer with its callbacks, the loss before (a fresh run) and
     after; `scored_loss=False` takes the model's own loss over every position's logits (the path before
-    `scored_positions_loss`, kept for the benchmark's baseline)."""
+    `scored_positions_loss`, kept for the benchmark's baseline); `micro_batch_rows`: rows trained at once."""
     from transformers import PrinterCallback
 
     total = planned_steps(params, len(prepared.train))
@@ -279,6 +305,7 @@ def fit(model: Any, collator: Callable, prepared: Prepared, params: Any, device:
         model=model, args=training_arguments(params, device, checkpoints, total, has_eval),
         train_dataset=TokenDataset(prepared.train), eval_dataset=TokenDataset(prepared.eval) if has_eval else None,
         data_collator=collator, counting=counting, scored_loss=scored_loss,
+        micro_batch_rows=micro_batch_rows,
         callbacks=[StepProgress(progress(total, "train steps")), SaveCounts(checkpoints, counts),
                    EpochOrder(checkpoints, resuming=resume.checkpoint is not None)])
     trainer.remove_callback(PrinterCallback)  # it prints logs on stdout, where `--json` output goes

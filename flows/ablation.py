@@ -25,7 +25,7 @@ from pydantic import Field
 from flows.config import PipelineConfig
 from flows.execute import Run, publish_table, run_plan
 from flows.plan import Plan, Step, plan_recipe
-from flows.recipes import ABLATION, ABLATION_BASE, ABLATION_POOL_SCORED, Recipe
+from flows.recipes import ABLATION, ABLATION_BASE, ABLATION_POOL_SCORED, JUDGING, Recipe
 from flows.runner import normalized, planned, run_flow
 from storage.params import Section
 from storage.store import Store
@@ -33,7 +33,7 @@ from tasks import scorers, selectors
 from tasks.errors import BadInputError
 from tasks.selectors import BASELINE, PIPELINE_SCORER, Selector
 from tasks.stages import get
-from tasks.stages.ablation_report import CHART, REPORT_JSON, AblationReportParams, RunLabel
+from tasks.stages.ablation_report import CHART, REPORT_JSON, AblationReportParams, JudgedLabel, RunLabel
 from tasks.stages.evaluate import set_labels
 
 BASE_MODEL = "base model"
@@ -83,8 +83,8 @@ class ArmRun:
 
     def label_of(self, step: Step) -> str:
         """The label of a step this run adds to the ablation: tagged with the run; the base model's run adds the
-        shared part (ingest … the pool's clusters) under its recipe labels, and its own evaluations."""
-        return tagged(step.label, self.tag) if self.arm or step.stage.name == "evaluate" else step.label
+        shared part (ingest … the pool's clusters) under its recipe labels, and its own evaluations and answers."""
+        return tagged(step.label, self.tag) if self.arm or step.stage.name in ("evaluate", "generate") else step.label
 
 
 @dataclass
@@ -184,11 +184,15 @@ def ablation_plan(config: Any, budget: int | None = None, selector_names: Sequen
     made_for: dict[Step, list[ArmRun]] = defaultdict(list)  # → every arm run that makes it
     runs: list[RunLabel] = []
     evaluations: dict[str, Step] = {}
-    for run in arm_runs(config, arms, chosen, budget):
+    answers: dict[tuple[str, str], Step] = {}  # (arm run's tag, prompt set) → its generate step
+    every = arm_runs(config, arms, chosen, budget)
+    for run in every:
         own = plan_recipe(run.recipe, run.config, store)
         evaluated = {name: own.named(f"evaluate[{name}]", "evaluate")[0] for name in set_labels(config)}
+        generated = {entry.label: own.named(f"generate[{entry.label}]", "generate")[0]
+                     for entry in config.generate.prompts}
         before = set(plan.steps)
-        merged = plan.merge(own.needed_by(evaluated.values()), label=run.label_of)
+        merged = plan.merge(own.needed_by([*evaluated.values(), *generated.values()]), label=run.label_of)
         for step, into in merged.items():
             if run.arm is not None and into not in before:
                 recipe_label[into] = step.label
@@ -198,11 +202,42 @@ def ablation_plan(config: Any, budget: int | None = None, selector_names: Sequen
             name = f"evaluation_{len(evaluations):03d}"
             evaluations[name] = merged[step]
             runs.append(RunLabel(input=name, model=run.model, seed=run.seed, eval_set=set_name))
+        answers.update({(run.tag, prompt_set): merged[step] for prompt_set, step in generated.items()})
     relabel(plan, recipe_label, made_for)
+    judged = plan_judging(plan, config, store, every, answers, evaluations)
     report = plan.add(get("ablation.report"),
                       AblationReportParams(runs=runs, baseline=BASELINE, resamples=config.eval.resamples,
-                                           confidence=config.eval.confidence), evaluations)
+                                           confidence=config.eval.confidence, judged=judged or None), evaluations)
     return AblationPlan(plan.compute_keys(), plan.named("eval.pool", "eval.pool")[0], report, budget)
+
+
+def plan_judging(plan: Plan, config: Any, store: Store, runs: list[ArmRun], answers: dict[tuple[str, str], Step],
+                 evaluations: dict[str, Step]) -> list[JudgedLabel]:
+    """Each arm's answers judged against the baseline arm's at the same learning rate and seed (a baseline with
+    fewer seeds is reused in turn), on every prompt set; the judge's model (the reward judge's) trained once.
+    Adds the judge steps to `evaluations` (the report's inputs) and returns their labels."""
+    if not answers:
+        return []
+    trained = plan.merge(plan_recipe(JUDGING, config, store))
+    judge_model = next((step for step in trained.values() if step.stage.name == "judge.train"), None)
+    baselines = defaultdict(list)
+    for run in runs:
+        if run.arm is not None and selectors.get(run.arm.selector).name == BASELINE:
+            baselines[run.arm.learning_rate].append(run)
+    judged = []
+    for run in runs:
+        if run.arm is None or selectors.get(run.arm.selector).name == BASELINE:
+            continue
+        against = baselines[run.arm.learning_rate]
+        other = against[run.seed % len(against)]
+        for entry in config.generate.prompts:
+            inputs = {"answers": answers[(run.tag, entry.label)], "baseline": answers[(other.tag, entry.label)],
+                      **({"judge_model": judge_model} if judge_model is not None else {})}
+            step = plan.add(get("judge"), config.judge, inputs, label=f"judge[{run.tag}/{entry.label}]")
+            name = f"evaluation_{len(evaluations):03d}"
+            evaluations[name] = step
+            judged.append(JudgedLabel(input=name, model=run.model, seed=run.seed, prompt_set=entry.label))
+    return judged
 
 
 def tagged(label: str, tag: str) -> str:
@@ -286,7 +321,9 @@ def selection_ablation(config: PipelineConfig, budget: int | None = None,
     return {**table, "budget": ablation.budget, "selectors": list(dict.fromkeys(a.selector for a in chosen)),
             "seeds": max(arm.seeds for arm in chosen), "arms": [arm.model_dump() for arm in chosen],
             "report": {"key": key, "sentence": manifest["stats"]["sentence"],
-                       "files": {name: store.path(key, "files", name) for name in ("report.md", REPORT_JSON, CHART)}}}
+                       "files": {name: store.path(key, "files", name) for name in ("report.md", REPORT_JSON, CHART)},
+                       **{name: manifest["stats"][name] for name in ("judged", "judged_sentence")
+                          if name in manifest["stats"]}}}
 
 
 def run_ablation(config: Any, budget: int | None = None, arms: Sequence[Arm] | None = None,

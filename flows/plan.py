@@ -241,3 +241,16 @@ def run_alone(stage: Stage, params: Any, inputs: Mapping[str, str], store: Store
     with secrets_in_env(params):
         return run_stage(stage, params, {name: store.ref(key) for name, key in inputs.items()}, store, key=step.key,
                          force=force, fingerprint=step.fingerprint)
+
+
+def run_in_order(plan: Plan, force: bool = False) -> dict[str, Any]:
+    """Every step of a plan, one after the other in this process, without Prefect (the CLI's small flows:
+    `sftflow evaluate`): each found in the store or built. Returns each step's StageResult by label."""
+    from storage.stage import run_stage
+
+    results: dict[Step, Any] = {}
+    for step in plan.steps:
+        inputs = {name: results[v].ref if isinstance(v, Step) else plan.store.ref(v) for name, v in step.inputs.items()}
+        results[step] = run_stage(step.stage, step.params, inputs, plan.store, key=step.key, force=force,
+                                  shard=step.shard, fingerprint=step.fingerprint, memory_gb=plan.memory_gb)
+    return {step.label: result for step, result in results.items()}

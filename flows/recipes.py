@@ -77,10 +77,12 @@ POOL = {"conversations": "pool"}
 _SHARED = ("ingest.source", "ingest", "embed", "dedup", "base_model")
 _POOL = ("eval.holdout",  # conversations → eval_set: the held-out rows
          "eval.set",      # one per file → eval_set
+         "prompts",       # one per prompt set (generate.prompts) → prompts
          "eval.pool",     # conversations + every eval_set → pool
          Entry("cluster", reads=POOL))  # the pool's clusters: no held-out row on the map
 _ARM = (Entry("select", reads=POOL), "format", "train",
-        "evaluate")       # one per evaluation set, each reading its own
+        "evaluate",       # one per evaluation set, each reading its own
+        "generate")       # one per prompt set: the answers a judge compares
 ABLATION = recipe(
     "selection-ablation", *_SHARED,
     "iqs.train", "iqs",   # every row scored, as the pipeline scores them (the arm's scorer trains or reads embeddings)
@@ -88,8 +90,10 @@ ABLATION = recipe(
 # an arm whose scorer needs nothing (length, random) scores only the pool
 ABLATION_POOL_SCORED = recipe("selection-ablation", *_SHARED, *_POOL, Entry("iqs", reads=POOL), *_ARM)
 # the base model, untrained, on every set
-ABLATION_BASE = recipe("selection-ablation", *_SHARED, *_POOL, "evaluate")
+ABLATION_BASE = recipe("selection-ablation", *_SHARED, *_POOL, "evaluate", "generate")
+# the judge's own model (the reward judge's, trained on public verdicts): planned once for every judged arm
+JUDGING = recipe("judging", "judge.train")
 IQS_TRAINING = recipe("iqs-training", "iqs.train")
 SELF_INSTRUCT = recipe("self-instruct", "self_instruct")
 RECIPES = {r.name: r for r in (SFT, ABLATION, IQS_TRAINING, SELF_INSTRUCT)}
-BUILT_IN = frozenset(name for r in RECIPES.values() for name in r.stages()) | {"ablation.report"}
+BUILT_IN = frozenset(name for r in (*RECIPES.values(), JUDGING) for name in r.stages()) | {"ablation.report", "judge"}

@@ -38,7 +38,8 @@ from tasks.text import alpaca_user_content
 Row = Mapping[str, Any]
 INGEST_EXPORTS = ("xtuner", "alpaca", "sharegpt", "openai", "canonical")  # `sftflow ingest --export`
 STAGE_EXPORTS = ("text", "xtuner", "llamafactory")  # the format stage's `exports:`
-EXPORT_FORMATS = ("openai", "sharegpt", "alpaca", "xtuner", "llamafactory", "parquet", "hf")  # `sftflow export`
+# `sftflow export`; alpacaeval and fastchat are for generated answers (the official evaluators read them)
+EXPORT_FORMATS = ("openai", "sharegpt", "alpaca", "xtuner", "llamafactory", "parquet", "hf", "alpacaeval", "fastchat")
 FOLDER_FORMATS = ("llamafactory", "hf")  # written as a folder at PATH
 FIRST_IDS = 5  # ids kept per reason a record was left out
 
@@ -255,6 +256,33 @@ def to_text(row: Row, options: Options) -> dict[str, Any]:
     return {"text": row["text"]}
 
 
+def _answer(row: Row) -> tuple[str, str]:
+    """(the first user turn, the last answer) of a generated answer."""
+    messages = row["messages"] or []
+    prompt = next((m["content"] for m in messages if m["role"] == "user"), None)
+    answer = next((m["content"] for m in reversed(messages) if m["role"] == "assistant"), None)
+    if prompt is None or answer is None:
+        raise Unrepresentable("not_a_prompt_and_answer")
+    return prompt, answer
+
+
+def to_alpacaeval(row: Row, options: Options) -> dict[str, Any]:
+    """AlpacaEval's model_outputs.json: the instruction as its prompt set wrote it, the answer, the model."""
+    prompt, answer = _answer(row)
+    meta = _meta(row)
+    return {"instruction": meta.get("instruction") or prompt, "output": answer,
+            "generator": meta.get("generator") or "sftflow", "dataset": meta.get("dataset") or meta.get("prompt_set")}
+
+
+def to_fastchat(row: Row, options: Options) -> dict[str, Any]:
+    """FastChat's answer JSONL (MT-Bench, Vicuna-80): one choice with the answer turn, by question id."""
+    _, answer = _answer(row)
+    meta = _meta(row)
+    question = meta.get("question_id", meta.get("id", row["id"]))
+    return {"question_id": question, "answer_id": row["id"], "model_id": meta.get("generator") or "sftflow",
+            "choices": [{"index": 0, "turns": [answer]}]}
+
+
 Converter = Callable[[Row, Options], dict[str, Any]]
 CONVERTERS: dict[str, tuple[Converter, str]] = {  # name → (converter, default layout)
     "xtuner": (to_xtuner, "jsonl"),
@@ -265,6 +293,8 @@ CONVERTERS: dict[str, tuple[Converter, str]] = {  # name → (converter, default
     "text": (to_text, "jsonl"),
     "parquet": (to_openai, "parquet"),
     "hf": (to_openai, "hf"),
+    "alpacaeval": (to_alpacaeval, "json"),
+    "fastchat": (to_fastchat, "jsonl"),
 }
 
 

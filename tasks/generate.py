@@ -109,6 +109,59 @@ def answer(model: Any, tokenizer: Any, prompts: list[str], *, system: str | None
     return results
 
 
+@dataclass
+class Answer:
+    text: str
+    finish_reason: str  # "stop": the model ended it; "length": max_new_tokens cut it
+    new_tokens: int  # tokens generated, the end-of-turn token not counted
+
+
+def generate_answers(model: Any, tokenizer: Any, prompts: list[str], *, system: str | None = None,
+                     max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
+                     batch_size: int = 16, precision: Precision | None = None,
+                     advance: Any = None) -> list[Answer]:
+    """Every prompt answered in batches of similar prompt length (left-padded, the KV cache reused token after
+    token), greedy at temperature 0, else sampled with `top_p` from a seed set before each batch (a batch's
+    samples depend on the seed and its prompts). Each batch stops when every row has ended its turn."""
+    import numpy as np
+    import torch
+
+    model.eval()
+    device = next(model.parameters()).device
+    precision = precision or Precision("fp32", device.type, "asked for")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ends = {tokenizer.eos_token_id, *([tokenizer.convert_tokens_to_ids("<|im_end|>")]
+                                      if "<|im_end|>" in tokenizer.get_vocab() else [])} - {None}
+    encoded = [encode_prompt(tokenizer, render_prompt(tokenizer, p, system))["input_ids"][0] for p in prompts]
+    order = np.argsort([-len(ids) for ids in encoded], kind="stable")  # longest first: memory fails at once
+    answers: list[Answer | None] = [None] * len(prompts)
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else \
+        {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    for number, start in enumerate(range(0, len(prompts), batch_size)):
+        batch = order[start:start + batch_size]
+        width = max(len(encoded[i]) for i in batch)
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):  # left padding: every row's last prompt token at the same position
+            input_ids[row, width - len(encoded[i]):] = encoded[i]
+            attention[row, width - len(encoded[i]):] = 1
+        if temperature > 0:
+            torch.manual_seed(seed * 100_003 + number)
+        with torch.inference_mode(), precision.autocast():
+            out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                                 max_new_tokens=max_new_tokens, eos_token_id=sorted(ends), pad_token_id=pad,
+                                 use_cache=True, **sampling)
+        for row, i in enumerate(batch):
+            new = out[row, width:].tolist()
+            stop = next((k for k, token in enumerate(new) if token in ends), None)
+            kept = new if stop is None else new[:stop]
+            answers[i] = Answer(tokenizer.decode(kept, skip_special_tokens=True).strip(),
+                                "length" if stop is None else "stop", len(kept))
+        if advance:
+            advance(len(batch))
+    return answers  # type: ignore[return-value]
+
+
 def compare_markdown(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> str:
     lines = ["## Sample answers (same template; base model vs. trained adapter)", ""]
     for b, a in zip(before, after):

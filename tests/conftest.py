@@ -15,6 +15,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ["SFTFLOW_HOME"] = tempfile.mkdtemp(prefix="sftflow-test-")
 # one calibration of `precision: auto` for the session, shared by the CLI processes tests start with homes of their own
 os.environ["SFTFLOW_CALIBRATION_DIR"] = os.path.join(os.environ["SFTFLOW_HOME"], "calibration")
+# the named prompt sets and AlpacaEval's verdicts are read from the shared data (never from the network)
+os.environ["SFTFLOW_PROMPT_SETS"] = str(SHARED_DATA)
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("SFTFLOW_FAIL_STAGE", None)
 
@@ -124,3 +126,18 @@ def ablation_config(tmp_path, shared_data, tiny_lm):
         return pipeline_config(str(tmp_path / "store"), sources, tiny_lm, **data)
 
     return config
+
+
+@pytest.fixture(scope="session")
+def small_verdicts(shared_data, tmp_path_factory) -> list[str]:
+    """AlpacaEval's two annotation files cut to their first 40 prompts (about 3,400 judged answers)."""
+    import gzip
+
+    folder = tmp_path_factory.mktemp("verdicts")
+    paths = []
+    for name in ("gpt4_turbo_preferences", "gpt4_preferences_vs_davinci003"):
+        with gzip.open(shared_data / "alpacaeval" / f"{name}.jsonl.gz", "rt") as handle:
+            kept = [line for line in handle if int(json.loads(line)["id"].split("-")[1]) < 40]
+        (folder / f"{name}.jsonl").write_text("".join(kept))
+        paths.append(str(folder / f"{name}.jsonl"))
+    return paths

@@ -197,3 +197,27 @@ def test_a_run_resumed_without_counts_is_marked_in_the_training_table():
 
     assert since({"counted_from_step": 60}) == " (since step 60)"
     assert since({"counted_from_step": None}) == "" and since({}) == ""
+
+
+@pytest.mark.slow
+def test_an_ablation_judges_each_arms_answers_against_randoms(prefect_api, ablation_config, small_verdicts,
+                                                              tmp_path):
+    """--prompts and --judge: every adapter and the base model answer the prompt set, each arm's answers are
+    judged against random's at the same seed, and the report, its JSON and the flow's result hold the judged
+    table, the judge's report card, the order of arms beside the loss order and side-by-side answers."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps({"prompt": q}) for q in (
+        "Name three fruits.", "What is the capital of Italy?", "Explain rain briefly.", "Say hello politely.")))
+    config = ablation_config(generate={"prompts": [str(prompts)], "max_new_tokens": 6},
+                             judge={"judge": "reward", "verdicts": small_verdicts, "features": "style"})
+    result = run_ablation(config, 8, grid(["longest", "random"], 2))
+    assert {"generate[base model/prompts]", "generate[longest/1/prompts]", "judge.train",
+            "judge[longest/0/prompts]", "judge[longest/1/prompts]"} <= ran(result)
+    judged = result["report"]["judged"]
+    assert [(row["model"], row["seeds"], row["prompts"]) for row in judged] == [("longest", 2, 4)]
+    assert 0 <= judged[0]["win_rate"]["low"] <= judged[0]["win_rate"]["estimate"] <= judged[0]["win_rate"]["high"]
+    report = json.loads(open(result["report"]["files"]["ablation.json"]).read())
+    assert report["judged"]["judge"]["card"] and len(report["judged"]["side_by_side"]["rows"]) == 4
+    assert report["judged"]["order"]["arms"] == ["longest", "random"]
+    markdown = open(result["report"]["files"]["report.md"]).read()
+    assert "## Judged answers" in markdown and "side by side" in markdown and "judged.png" in markdown

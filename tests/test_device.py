@@ -2,6 +2,7 @@
 units, fp32 elsewhere; resolved before keying; bf16 without the units is bad input naming them."""
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -158,3 +159,22 @@ def test_auto_is_what_this_machine_measured_fastest(monkeypatch, tmp_path):
     faster = calibrate.calibrate("lm-training", "cpu", force=True)
     assert faster.choice == "bf16" and calibrate.recorded()["lm-training@cpu"] == faster  # recorded for next time
     assert calibrate.calibrate("lm-training", "cpu") == faster  # not measured again
+
+
+def test_doctor_prints_the_machine_and_what_auto_picks_for_each_kind(monkeypatch, capsys):
+    from flows.cli import main
+
+    monkeypatch.setattr(device, "cpu_bf16_flags", lambda: ("avx512_bf16",))
+    measured_fastest(monkeypatch, "fp32")
+    import tasks.calibrate as calibrate
+
+    monkeypatch.setattr(calibrate, "recorded", lambda: {
+        "lm-training@cpu": calibrate.Calibration("lm-training", "cpu", "fp32", {"fp32": 0.4, "bf16": 0.6}, "now")})
+    assert main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["cpu_bf16_flags"] == ["avx512_bf16"] and report["memory"]["budget_gb"] > 0
+    assert report["precision_auto"]["lm-training@cpu"]["choice"] == "fp32"
+    assert "measured on this machine" in report["precision_auto"]["lm-training@cpu"]["reason"]
+    assert main(["doctor"]) == 0
+    text = capsys.readouterr().out
+    assert "lm-training        fp32" in text and "encoder-inference  not measured yet" in text

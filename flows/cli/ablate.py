@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--learning-rates", type=learning_rates, metavar="R,...",
                         help="train every selector at each of these learning rates, each compared with random at "
                              "the same rate (default: train.learning_rate)")
+    parser.add_argument("--prompts", metavar="SET,...",
+                        help="also answer these prompt sets with every adapter and the base model and judge each arm's "
+                             "answers against random's: named sets (alpacaeval, vicuna, koala, wizardlm, sinstruct, "
+                             "lima) or files")
+    parser.add_argument("--judge", help="the judge of those answers: reward (default: trained once on AlpacaEval's "
+                                        "GPT-4 verdicts), openai (an endpoint: --set judge.base_url=...), hf_reward")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set eval.holdout_rows=100 (repeatable)")
     parser.add_argument("--from", dest="from_stage", metavar="STAGE",
@@ -47,7 +53,9 @@ def handle(args: argparse.Namespace) -> int:
     from flows.config import load_config
     from flows.execute import PipelineFailed
 
-    config = load_config(args.config, args.overrides)
+    judging = [*([f"generate.prompts=[{args.prompts}]"] if args.prompts else []),
+               *([f"judge.judge={args.judge}"] if args.judge else [])]
+    config = load_config(args.config, judging + args.overrides)
     arms = grid([s.strip() for s in args.selectors.split(",") if s.strip()], args.seeds, args.learning_rates)
     if args.plan:
         from flows.ablation import ablation_plan, selection_ablation

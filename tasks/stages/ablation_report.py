@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import Field
 
-from storage.params import Section
+from storage.params import WHEN_SET, Section
 from storage.stage import Stage, StageContext, StageOutput
 from storage.store import DatasetRef
 from tasks.artifacts import Adapter, Built, Evaluation
@@ -19,7 +19,7 @@ from tasks.evaluate.loss import RowLosses
 from tasks.evaluate.report import EvalRun, bar_chart_png, markdown_table, summarize_runs, verdict_sentence
 from tasks.evaluate.stats import CONFIDENCE, RESAMPLES
 
-REPORT_JSON, CHART = "ablation.json", "ablation.png"
+REPORT_JSON, CHART, JUDGED_CHART = "ablation.json", "ablation.png", "judged.png"
 
 
 class RunLabel(Section):
@@ -29,11 +29,20 @@ class RunLabel(Section):
     eval_set: str
 
 
+class JudgedLabel(Section):
+    input: str = Field(description="the `evaluation_…` input holding a judge step's verdicts")
+    model: str = Field(description="the arm whose answers were judged against the baseline arm's")
+    seed: int
+    prompt_set: str
+
+
 class AblationReportParams(Section):
     runs: list[RunLabel] = Field(default_factory=list)
     baseline: str = Field("random", description="the selector every other one is compared with")
     resamples: int = Field(RESAMPLES, ge=100)
     confidence: float = Field(CONFIDENCE, gt=0, lt=1)
+    judged: list[JudgedLabel] | None = Field(None, json_schema_extra=WHEN_SET,
+                                            description="judge steps: each arm's answers against the baseline's")
 
 
 SCORING_STAGES = ("iqs.train", "iqs")  # a selector's scoring cost: its scorer's training and scoring
@@ -46,7 +55,7 @@ def training_facts(ctx: StageContext, evaluation: DatasetRef) -> dict[str, Any]:
     key = Evaluation.read(ctx.store, evaluation.key).adapter
     if key is None:
         return dict.fromkeys(("adapter", "train_rows", "train_steps", "train_tokens", "learning_rate",
-                              "train_minutes", "counted_from_step", "scoring_minutes"))
+                              "train_minutes", "counted_from_step", "scoring_minutes", "train_peak_mb"))
     adapter = Adapter.read(ctx.store, key)
     stats = adapter.stats
     return {"adapter": key, "train_rows": stats.get("train_rows"), "train_steps": stats.get("steps"),
@@ -55,7 +64,8 @@ def training_facts(ctx: StageContext, evaluation: DatasetRef) -> dict[str, Any]:
             # (manifests without counted_from_step) gives the time and tokens since its step only
             "train_minutes": minutes(stats.get("train_seconds", adapter.build_seconds)),
             "counted_from_step": stats.get("counted_from_step", stats.get("resumed_from_step")),
-            "scoring_minutes": minutes(scoring_seconds(ctx, adapter.tokenized.key))}
+            "scoring_minutes": minutes(scoring_seconds(ctx, adapter.tokenized.key)),
+            "train_peak_mb": stats.get("peak_rss_mb")}  # None for a training made before peaks were recorded
 
 
 def scoring_seconds(ctx: StageContext, tokenized: str) -> float | None:
@@ -101,19 +111,32 @@ def build(ctx: StageContext, **evaluation: DatasetRef) -> StageOutput:
     report = "\n".join(["# Selection ablation: did the selection help?", "", f"**{sentence}**", "",
                         markdown_table(summary), "", "## Training runs", "",
                         "| model | seed | rows | steps | tokens seen | learning rate | training min | scoring min "
-                        "| adapter |", "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+                        "| training peak MB | adapter |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
                         *dict.fromkeys(f"| {r['model']} | {r['seed']} | {r['train_rows']} | {r['train_steps']} | "
                                        f"{r['train_tokens']}{since(r)} | {r['learning_rate']} | "
-                                       f"{r['train_minutes']}{since(r)} | {r['scoring_minutes']} | `{r['adapter']}` |"
+                                       f"{r['train_minutes']}{since(r)} | {r['scoring_minutes']} | "
+                                       f"{peak_mb(r)} | `{r['adapter']}` |"
                                        for r in trained),
                         "", "Scoring minutes: the selector's scorer, trained and run once, shared by its seeds "
                         "(and by selectors on the same scorer); the embeddings and the pool every selector shares "
                         "are not counted. Training minutes: the training loop, a resumed run's before and after "
                         "its resume."])
-    files = {REPORT_JSON: json.dumps({"sentence": sentence, "summary": summary, "runs": rows}, indent=1),
-             CHART: bar_chart_png(summary)}
+    files = {CHART: bar_chart_png(summary)}
+    judged = judged_section(ctx, params, evaluation, summary) if params.judged else None
+    if judged is not None:
+        report += "\n\n" + judged["markdown"]
+        files[JUDGED_CHART] = judged.pop("chart")
+    files[REPORT_JSON] = json.dumps({"sentence": sentence, "summary": summary, "runs": rows,
+                                     **({"judged": {k: v for k, v in judged.items() if k != "markdown"}}
+                                        if judged else {})}, indent=1)
     return StageOutput(table=pa.Table.from_pylist(rows), files=files, report=report,
-                       stats={"sentence": sentence, "runs": len(rows)})
+                       stats={"sentence": sentence, "runs": len(rows),
+                              **({"judged": judged["table"], "judged_sentence": judged["sentence"]}
+                                 if judged else {})})
+
+
+def peak_mb(run: dict[str, Any]) -> str:
+    return f"{run['train_peak_mb']:,.0f}" if run.get("train_peak_mb") else "-"
 
 
 def since(run: dict[str, Any]) -> str:
@@ -122,5 +145,42 @@ def since(run: dict[str, Any]) -> str:
     return f" (since step {step})" if step is not None else ""
 
 
-STAGE = Stage("ablation.report", "3", build, params=AblationReportParams, output="ablation",
+def judged_section(ctx: StageContext, params: AblationReportParams, evaluation: dict[str, DatasetRef],
+                   summary: dict[str, Any]) -> dict[str, Any]:
+    """The judged table (win rates with intervals, length-controlled, winning scores, lengths), whether its order
+    of arms is the loss order, the judge and its report card, a chart and side-by-side answers."""
+    from tasks.evaluate.judged import judged_table
+    from tasks.evaluate.judged_report import judged_markdown, side_by_side, side_by_side_markdown, win_rate_chart_png
+
+    judgements, first_stats, tables = [], None, {}
+    for label in params.judged:
+        ref = evaluation[label.input]
+        table = ctx.store.read_table(ref.key)
+        tables[(label.model, label.seed, label.prompt_set)] = table
+        first_stats = first_stats or ctx.store.manifest(ref.key)["stats"]
+        judgements.append(judgement(label, table))
+    rows = judged_table(judgements, params.baseline, params.resamples, params.confidence)
+    losses = {m["model"]: m["summary"]["loss"]["estimate"] for m in summary["eval_sets"][0]["models"]
+              if m["trained"]}
+    which, table = next(iter(tables.items()))  # the first arm's first seed on the first prompt set
+    shown = side_by_side(table, which, params.baseline)
+    made = judged_markdown(rows, losses, params.baseline, first_stats, summary["eval_sets"][0]["name"])
+    return {"table": rows, "sentence": made["sentence"], "order": made["order"],
+            "judge": {k: first_stats.get(k) for k in ("judge", "judged_by", "card")}, "side_by_side": shown,
+            "markdown": made["markdown"] + "\n\n" + side_by_side_markdown(shown),
+            "chart": win_rate_chart_png(rows, params.confidence)}
+
+
+def judgement(label: JudgedLabel, table: pa.Table) -> Any:
+    import numpy as np
+
+    from tasks.evaluate.judged import Judgement
+
+    verdict = np.asarray([np.nan if v is None else v for v in table.column("verdict").to_pylist()], np.float64)
+    return Judgement(label.model, label.seed, label.prompt_set, table.column("prompt_id").to_pylist(), verdict,
+                     table.column("first_chars").to_numpy().astype(np.float64),
+                     table.column("second_chars").to_numpy().astype(np.float64))
+
+
+STAGE = Stage("ablation.report", "4", build, params=AblationReportParams, output="ablation",
               description="the selection ablation's table, paired differences to random, chart and verdict")

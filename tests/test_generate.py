@@ -1,0 +1,111 @@
+"""Prompt sets and the `generate` stage on the tiny LM: the named sets read as the field uses them, a user's file
+in any format ingest reads, batched answers equal to one-at-a-time greedy decoding, parts, bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flows.plan import run_alone
+from tasks.errors import BadInputError
+from tasks.prompts import PROMPT_SETS
+from tasks.stages import get
+from tasks.stages.base_model import BaseModelParams
+from tasks.stages.generate import GenerateConfig
+from tasks.stages.prompts import PromptSetConfig
+
+SIZES = {"alpacaeval": 805, "vicuna": 80, "koala": 180, "wizardlm": 218, "sinstruct": 252, "lima": 300}
+
+
+def test_the_named_prompt_sets_are_the_published_ones(store, shared_data):
+    assert set(PROMPT_SETS) == set(SIZES)
+    for name, size in SIZES.items():
+        result = run_alone(get("prompts"), PromptSetConfig(set=name), {}, store)
+        table = store.read_table(result.ref.key)
+        assert table.num_rows == size and result.stats["quarantined"] == 0, name
+        first = table.column("messages")[0].as_py()
+        assert [m["role"] for m in first] == ["user"] and first[0]["content"].strip()
+        assert json.loads(table.column("meta")[0].as_py())["prompt_set"] == name
+    sinstruct = store.read_table(run_alone(get("prompts"), PromptSetConfig(set="sinstruct"), {}, store).ref.key)
+    first = sinstruct.column("messages")[0].as_py()[0]["content"]
+    assert first.startswith("The sentence you are given might be too wordy") and "If you have any questions" in first
+
+
+def test_a_users_prompt_file_in_any_format(store, tmp_path):
+    records = [{"instruction": "Name a colour.", "input": "", "output": "Blue."},  # alpaca, answered
+               {"instruction": "Add the numbers.", "input": "2 and 3"},  # alpaca without an answer
+               {"messages": [{"role": "user", "content": "Hi there?"}]},  # openai, unanswered
+               {"conversations": [{"from": "human", "value": "Tell a joke."}]},  # sharegpt, unanswered
+               {"prompt": "Why is the sky blue?"}, {"question": "What is 2+2?"},
+               {"nothing": "here"}]
+    path = tmp_path / "mine.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    result = run_alone(get("prompts"), PromptSetConfig(path=str(path)), {}, store)
+    prompts = [m[0]["content"] for m in store.read_table(result.ref.key).column("messages").to_pylist()]
+    assert prompts == ["Name a colour.", "Add the numbers.\n\n2 and 3", "Hi there?", "Tell a joke.",
+                       "Why is the sky blue?", "What is 2+2?"]
+    quarantine = store.read_table(store.manifest(result.ref.key)["companions"]["quarantine"])
+    assert quarantine.to_pylist() == [{"row": 6, "reason": "no_user_turn", "detail": quarantine["detail"][0].as_py()}]
+    empty = tmp_path / "none.jsonl"
+    empty.write_text(json.dumps({"nothing": "here"}))
+    with pytest.raises(BadInputError, match="no prompt in 1 record"):
+        run_alone(get("prompts"), PromptSetConfig(path=str(empty)), {}, store)
+    with pytest.raises(BadInputError, match="no prompt set 'mtbench'"):
+        run_alone(get("prompts"), PromptSetConfig(set="mtbench"), {}, store)
+
+
+def test_batched_answers_are_one_at_a_time_greedy_decoding(store, tiny_confident_lm):
+    """Left-padded batches of similar prompt length with the KV cache give each prompt the answer
+    `model.generate` gives it alone; parts give the same table; the sampling parameters are in the key."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.generate import encode_prompt, render_prompt
+
+    base = run_alone(get("base_model"), BaseModelParams(reference=str(tiny_confident_lm)), {}, store).ref
+    prompts = run_alone(get("prompts"), PromptSetConfig(set="vicuna", limit=7), {}, store).ref
+    params = GenerateConfig(max_new_tokens=10, batch_size=3, part_rows=0)
+    result = run_alone(get("generate"), params, {"prompts": prompts.key, "base_model": base.key}, store)
+    table = store.read_table(result.ref.key)
+    assert table.num_rows == 7 and result.stats["tokens"] == sum(table.column("new_tokens").to_pylist())
+    assert set(table.column("finish_reason").to_pylist()) <= {"stop", "length"}
+    assert table.column("generator").to_pylist() == [base.key] * 7
+    model = AutoModelForCausalLM.from_pretrained(tiny_confident_lm).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_confident_lm)
+    for messages in table.column("messages").to_pylist():
+        batch = encode_prompt(tokenizer, render_prompt(tokenizer, messages[0]["content"]))
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=10, do_sample=False, pad_token_id=tokenizer.eos_token_id,
+                                 eos_token_id=tokenizer.eos_token_id)
+        alone = tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        assert messages[1]["content"] == alone
+    in_parts = run_alone(get("generate"), params.model_copy(update={"part_rows": 3}),
+                         {"prompts": prompts.key, "base_model": base.key}, store, force=True)
+    assert in_parts.ref.key == result.ref.key and store.read_table(in_parts.ref.key).equals(table)
+    sampled = get("generate").key(params.model_copy(update={"temperature": 0.7}), {"prompts": prompts.key,
+                                                                                  "base_model": base.key})
+    assert sampled != result.ref.key
+    assert get("generate").key(params.model_copy(update={"batch_size": 7}), {"prompts": prompts.key,
+                                                                            "base_model": base.key}) == result.ref.key
+    with pytest.raises(BadInputError, match="needs a model"):
+        run_alone(get("generate"), params, {"prompts": prompts.key}, store)
+
+
+def test_answers_export_for_the_official_evaluators(store, tiny_confident_lm, tmp_path, capsys):
+    """AlpacaEval's model_outputs.json and FastChat's answer JSONL, so a user with an API key runs them."""
+    from flows.cli import main
+
+    base = run_alone(get("base_model"), BaseModelParams(reference=str(tiny_confident_lm)), {}, store).ref
+    prompts = run_alone(get("prompts"), PromptSetConfig(set="alpacaeval", limit=3), {}, store).ref
+    answers = run_alone(get("generate"), GenerateConfig(max_new_tokens=4), {"prompts": prompts.key,
+                                                                            "base_model": base.key}, store).ref
+    assert main(["export", answers.key, "--store", store.url, "--to", f"alpacaeval:{tmp_path / 'outputs.json'}",
+                 "--to", f"fastchat:{tmp_path / 'answers.jsonl'}", "--json"]) == 0
+    capsys.readouterr()
+    outputs = json.loads((tmp_path / "outputs.json").read_text())
+    assert [o["instruction"][:30] for o in outputs] == [
+        "What are the names of some fam", "How did US states get their na", "Hi, my sister and her girlfrie"]
+    assert {o["generator"] for o in outputs} == {base.key} and {o["dataset"] for o in outputs} == {"helpful_base"}
+    lines = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert [line["question_id"] for line in lines] == ["alpacaeval-000", "alpacaeval-001", "alpacaeval-002"]
+    assert all(len(line["choices"][0]["turns"]) == 1 for line in lines)

@@ -1,8 +1,10 @@
 """LoRA training speed on SmolLM2-135M-Instruct, and what the fast path does to the model: the train stage's
-default path (`precision: auto` = bf16 autocast on a CPU with bf16 units or a bf16 GPU, length-grouped
-batches) against the path before it (fp32, random batches) at the same batch size, length, steps and rows
-(CaR's selected Alpaca rows, ChatML, format-stage tokenization). Each variant runs in a fresh process: a
-warm-up step, then `--steps` timed optimizer steps; tokens/s counts unpadded tokens. Quality: the mean loss on
+default path (`precision: auto` = whichever of fp32 and bf16 autocast this machine measured faster,
+length-grouped batches, vocabulary logits only at scored positions, the batch run as micro-batches sized to
+about a gigabyte of activations) against the path before it (fp32, random batches, every position's logits,
+the whole batch at once) at the same batch size, length, steps and rows (CaR's selected Alpaca rows, ChatML,
+format-stage tokenization). Each variant runs in a fresh process: a warm-up step, then `--steps` timed
+optimizer steps; tokens/s counts unpadded tokens; the peak is the process's. Quality: the mean loss on
 held-out CaR rows after training (taken in fp32 for every variant); the precision gate compares bf16 with fp32
 under the same batches (within 0.01 nats). Options: each change alone, and full fine-tuning (`--full`).
 The training set is 800 rows, so that length grouping works as on a real selection (the sampler sorts
@@ -26,13 +28,21 @@ TRAIN_ROWS, HELD_OUT = 800, 100  # CaR rows to train on, and the rows after them
 # (name, precision, length-grouped batches, logits only where scored, method): the default path, the path
 # before it, each change alone; "lora-nodrop": the default path without LoRA's dropout (train.lora_dropout 0,
 # another recipe, not a default: drawing the dropout masks is a fifth of a bf16 step on this CPU)
-DEFAULT = ("bf16 autocast, length-grouped batches, scored-position logits (default)", "auto", True, True, "lora")
-BEFORE = ("fp32, random batches, every position's logits (before)", "fp32", False, False, "lora")
-OPTIONS = (("fp32, length-grouped batches, scored-position logits", "fp32", True, True, "lora"),
-           ("bf16 autocast, length-grouped batches, every position's logits", "auto", True, False, "lora"),
-           ("bf16 autocast, random batches, scored-position logits", "auto", False, True, "lora"),
-           ("the default path with train.lora_dropout 0 (another recipe)", "auto", True, True, "lora-nodrop"))
-FULL = ("full fine-tuning, fp32, random batches", "fp32", False, False, "full")
+# (name, precision, length-grouped batches, logits only where scored, method, micro-batches): `auto` is what
+# this machine measured fastest (tasks/calibrate.py); micro-batches: the rows the train stage keeps alive at once
+# (tasks/train/memory.py), None: the whole batch at once
+DEFAULT = ("auto precision, length-grouped batches, scored-position logits, micro-batches (default)", "auto", True,
+           True, "lora", "sized")
+BEFORE = ("fp32, random batches, every position's logits, whole batch (before)", "fp32", False, False, "lora", None)
+OPTIONS = (("fp32, length-grouped batches, scored-position logits, micro-batches", "fp32", True, True, "lora",
+            "sized"),
+           ("bf16 autocast, length-grouped batches, scored-position logits, micro-batches", "bf16", True, True, "lora",
+            "sized"),
+           ("auto precision, the default path with the whole batch at once", "auto", True, True, "lora", None),
+           ("auto precision, random batches", "auto", False, True, "lora", "sized"),
+           ("the default path with train.lora_dropout 0 (another recipe)", "auto", True, True, "lora-nodrop",
+            "sized"))
+FULL = ("full fine-tuning, fp32, random batches", "fp32", False, False, "full", None)
 QUALITY_GATE_NATS = 0.01
 
 
@@ -53,8 +63,8 @@ def training_pairs(n: int) -> list[tuple[str, str]]:
     return [(alpaca_user_content(r["instruction"], r.get("input", "")), r["output"]) for r in rows]
 
 
-def measure(model_dir: str, precision: str, grouped: bool, scored_loss: bool, method: str, steps: int,
-            batch_size: int, max_length: int) -> dict[str, Any]:
+def measure(model_dir: str, precision: str, grouped: bool, scored_loss: bool, method: str, micro: str | None,
+            steps: int, batch_size: int, max_length: int) -> dict[str, Any]:
     """One run in this (fresh) process: load, 1 warm-up step, `steps` timed optimizer steps, held-out loss."""
     import tempfile
 
@@ -63,13 +73,14 @@ def measure(model_dir: str, precision: str, grouped: bool, scored_loss: bool, me
 
     from storage.schema import make_record
     from tasks.collate import SFTCollator
-    from tasks.device import pick_device, resolve_precision, use_available_cores
+    from tasks.device import use_available_cores
     from tasks.evaluate.loss import check_rows, eval_precision, row_losses
-    from tasks.stages.train import TrainConfig
+    from tasks.stages.train import PRECISION, TrainConfig
     from tasks.templates import get_template
     from tasks.tokenize import ConversationEncoder
     from tasks.train.data import prepare
     from tasks.train.loop import fit
+    from tasks.train.memory import micro_batch_rows
     from tasks.train.model import load_base, trainable_parameters, wrap
 
     use_available_cores()
@@ -85,7 +96,7 @@ def measure(model_dir: str, precision: str, grouped: bool, scored_loss: bool, me
                          eval_share=0.0, save_steps=10_000, sample_prompts=[], learning_rate=2e-4,
                          precision=precision, group_by_length=grouped, warmup_ratio=0.0,
                          lora_dropout=0.0 if method == "lora-nodrop" else TrainConfig().lora_dropout)
-    device = resolve_precision(precision, pick_device(), field="--precision")
+    device = PRECISION.resolve(params)
     prepared = prepare(table, source="car", vocab_size=len(tokenizer), limit=max_length, truncate=True,
                        eval_share=0.0, eval_max_rows=1, seed=0)
     torch.manual_seed(0)
@@ -106,9 +117,11 @@ def measure(model_dir: str, precision: str, grouped: bool, scored_loss: bool, me
             last[0] = now
         return advance
 
+    rows = micro_batch_rows(params, model.config, device, max(len(x) for x in prepared.train.input_ids), None)[0] \
+        if micro else None
     with tempfile.TemporaryDirectory() as work:
         result = fit(model, SFTCollator(tokenizer.pad_token_id), prepared, params, device, Path(work), progress,
-                     scored_loss=scored_loss)
+                     scored_loss=scored_loss, micro_batch_rows=rows)
     timed = step_times[1:]  # the first step includes allocator and autograd warm-up
     seconds = sum(timed)
     tokens_per_step = result.tokens / max(1, result.steps)
@@ -121,7 +134,7 @@ def measure(model_dir: str, precision: str, grouped: bool, scored_loss: bool, me
             "epoch_padding_share": epoch_padding_share([len(x) for x in prepared.train.input_ids], batch_size,
                                                        grouped),
             "held_out_loss": held_loss, "trainable_parameters": trainable, "device": device.device,
-            "precision": device.name, "tokens_per_step": tokens_per_step}
+            "precision": device.name, "tokens_per_step": tokens_per_step, "micro_batch_rows": rows}
 
 
 def epoch_padding_share(lengths: list[int], batch_size: int, grouped: bool, seed: int = 0) -> float:
@@ -143,19 +156,20 @@ def row(name: str, wall: float, peak: float, result: dict[str, Any]) -> dict[str
             "unpadded_tokens_per_s": round(result["tokens_per_s"], 1), "padding_share": result["padding_share"],
             "epoch_padding_share": result["epoch_padding_share"],
             "held_out_loss": round(result["held_out_loss"], 5), "precision": result["precision"],
-            "peak_rss_mb": round(peak), "process_s": round(wall, 1)}
+            "micro_batch_rows": result["micro_batch_rows"], "peak_rss_mb": round(peak), "process_s": round(wall, 1)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     folder, convert_s, status = smollm2_folder(args.store)
     shape = (args.steps, args.batch_size, args.max_length)
     measured = {}
-    for name, precision, grouped, scored, method in (DEFAULT, BEFORE, *OPTIONS, *((FULL,) if args.full else ())):
-        wall, peak, result = isolated(measure, folder, precision, grouped, scored, method, *shape)
+    for name, precision, grouped, scored, method, micro in (DEFAULT, BEFORE, *OPTIONS, *((FULL,) if args.full
+                                                                                          else ())):
+        wall, peak, result = isolated(measure, folder, precision, grouped, scored, method, micro, *shape)
         measured[name] = row(name, wall, peak, result)
     ours, before = measured[DEFAULT[0]], measured[BEFORE[0]]
-    same_batches_fp32 = measured[OPTIONS[0][0]]
-    gate = abs(ours["held_out_loss"] - same_batches_fp32["held_out_loss"])
+    fp32, bf16 = measured[OPTIONS[0][0]], measured[OPTIONS[1][0]]
+    gate = abs(bf16["held_out_loss"] - fp32["held_out_loss"])  # bf16 must hold it to be auto's candidate
     comparison = {"name": f"SmolLM2-135M LoRA, batch {args.batch_size} x <= {args.max_length}, {args.steps} steps: "
                           f"{DEFAULT[0]} vs {BEFORE[0]}",
                   "ours_s": ours["s_per_1k_tokens"], "baseline_s": before["s_per_1k_tokens"],
@@ -167,6 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   "baseline_epoch_padding_share": before["epoch_padding_share"],
                   "ours_held_out_loss": ours["held_out_loss"], "baseline_held_out_loss": before["held_out_loss"],
                   "bf16_vs_fp32_same_batches_nats": round(gate, 5),
+                  "held_out_loss_vs_before_nats": round(abs(ours["held_out_loss"] - before["held_out_loss"]), 5),
                   "precision_gate": "held" if gate <= QUALITY_GATE_NATS else "MISSED"}
     return {"benchmark": "train", "comparisons": [comparison],
             "options": [measured[name] for name in measured if name not in (DEFAULT[0], BEFORE[0])],

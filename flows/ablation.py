@@ -29,7 +29,7 @@ from flows.recipes import ABLATION, ABLATION_BASE, ABLATION_POOL_SCORED, JUDGING
 from flows.runner import normalized, planned, run_flow
 from storage.params import Section
 from storage.store import Store
-from tasks import scorers, selectors
+from tasks import judges, scorers, selectors
 from tasks.errors import BadInputError
 from tasks.selectors import BASELINE, PIPELINE_SCORER, Selector
 from tasks.stages import get
@@ -218,6 +218,7 @@ def plan_judging(plan: Plan, config: Any, store: Store, runs: list[ArmRun], answ
     Adds the judge steps to `evaluations` (the report's inputs) and returns their labels."""
     if not answers:
         return []
+    judges.get(config.judge.judge).check(config.judge)
     trained = plan.merge(plan_recipe(JUDGING, config, store))
     judge_model = next((step for step in trained.values() if step.stage.name == "judge.train"), None)
     baselines = defaultdict(list)

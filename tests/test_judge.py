@@ -194,3 +194,50 @@ def test_win_rates_intervals_and_the_length_controlled_rate():
     assert order_agreement({"a": 0.7, "b": 0.6}, {"a": 1.8, "b": 1.9})["agree"]
     assert not order_agreement({"a": 0.7, "b": 0.6}, {"a": 1.9, "b": 1.8})["agree"]
     assert set(length_controlled({"x": (np.ones((1, 3)), np.zeros((1, 3)))}, resamples=10)) == {"x"}
+
+
+@pytest.mark.slow
+def test_evaluate_judges_an_adapter_against_its_base_model(store, tiny_confident_lm, small_verdicts, tmp_path,
+                                                          capsys):
+    from transformers import AutoTokenizer
+
+    from flows.cli import main
+    from tasks.stages.base_model import BaseModelParams
+    from tasks.stages.train import TrainConfig
+    from tests.test_train import PAIRS, publish_tokenized, tokenized_table
+
+    base = run_alone(get("base_model"), BaseModelParams(reference=str(tiny_confident_lm)), {}, store).ref
+    tokenized = publish_tokenized(store, tokenized_table(AutoTokenizer.from_pretrained(tiny_confident_lm), PAIRS))
+    adapter = run_alone(get("train"), TrainConfig(max_steps=2, batch_size=2, eval_share=0.0, sample_prompts=[]),
+                        {"tokenized": tokenized.key, "base_model": base.key}, store).ref
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps({"prompt": q}) for q in QUESTIONS))
+    args = ["evaluate", "--model", adapter.key[:14], "--prompts", str(prompts), "--store", store.url,
+            "--set", f"judge.verdicts={json.dumps(small_verdicts)}", "--set", "judge.features=style",
+            "--set", "generate.max_new_tokens=4", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    (found,) = result["sets"]
+    assert found["prompt_set"] == "prompts" and found["wins"] + found["ties"] + found["losses"] == 4
+    assert set(found["card"]) == set(small_verdicts)
+    assert main(args) == 0  # the second time every step comes from the store
+    assert json.loads(capsys.readouterr().out)["sets"][0]["key"] == found["key"]
+    assert main(["evaluate", "--model", base.key, "--prompts", str(prompts), "--store", store.url]) == 2
+    assert "not a trained adapter" in capsys.readouterr().err
+
+
+def test_a_judge_endpoint_without_its_key_fails_before_anything_runs(ablation_config, monkeypatch, tmp_path):
+    from flows.ablation import ablation_plan, grid
+
+    monkeypatch.delenv("NO_SUCH_KEY", raising=False)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Hi?"}))
+    config = ablation_config(generate={"prompts": [str(prompts)]},
+                             judge={"judge": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "NO_SUCH_KEY"})
+    with pytest.raises(BadInputError, match="NO_SUCH_KEY is empty or not set") as info:
+        ablation_plan(config, 8, arms=grid(["car", "random"], 1))
+    assert info.value.field == "api_key_env"
+    from flows.config import load_config
+
+    with pytest.raises(BadInputError, match="no prompt set 'mtbench'; the named sets are alpacaeval"):
+        load_config(None, ["generate.prompts=[mtbench]"])

@@ -30,16 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def evaluation_plan(store: Any, config: Any, model: str, against: str) -> tuple[Any, list[tuple[str, Any]]]:
     """The plan (prompt sets, both answer sets, the judge's model, the judge steps) and its judge steps by set."""
-    from flows.cli.export import resolve
     from flows.cli.judge import judge_config
     from flows.plan import Plan
+    from tasks import judges
     from tasks.artifacts import Adapter
     from tasks.errors import BadInputError
+    from tasks.generate import resolve_key
     from tasks.stages import get
     from tasks.stages.generate import params_of
 
     def model_inputs(reference: str) -> tuple[dict[str, str], Any]:
-        key = resolve(store, reference)
+        key = resolve_key(store, reference)
         if store.manifest(key)["stage"] != "train":
             raise BadInputError(f"{key} is a {store.manifest(key)['stage']} output, not a trained adapter",
                                 field="--model")
@@ -53,6 +54,7 @@ def evaluation_plan(store: Any, config: Any, model: str, against: str) -> tuple[
     params = params_of(rendering)
     plan = Plan(store, memory_gb=config.resources.memory_gb)
     judge = judge_config(config, None)
+    judges.get(judge.judge).check(judge)
     trained = plan.add(get("judge.train"), judge) if get("judge.train").plan(config) else getattr(judge, "model", None)
     judged = []
     for entry in config.generate.prompts:

@@ -60,3 +60,5 @@ class Judge:
     train: Callable[[Any], Any] | None = None
     # the precision setting of a local model, None where none runs (tasks/device.py)
     precision: Callable[[Any], str | None] = lambda params: None
+    # what can be checked before anything runs (an endpoint's key in the environment); raises BadInputError
+    check: Callable[[Any], None] = lambda params: None

@@ -155,5 +155,13 @@ def open_judge(inputs: JudgeInputs) -> Comparing:
     return Comparing(compare, f"{p.model} at {p.base_url} (AlpacaEval 2.0's pairwise wording, both orders)", facts)
 
 
-JUDGE = Judge("openai", OpenAIJudgeConfig, open_judge,
+def check(params: OpenAIJudgeConfig) -> None:
+    """The key is there before any answer is generated (a Prefect Secret block is read when the step runs)."""
+    from tasks.self_instruct.backends import api_key_from_env
+
+    if params.api_key_secret is None:
+        api_key_from_env(params.api_key_env, params.base_url)
+
+
+JUDGE = Judge("openai", OpenAIJudgeConfig, open_judge, check=check,
               description="an OpenAI-compatible chat endpoint, AlpacaEval 2.0's pairwise wording, both orders")

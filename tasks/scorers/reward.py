@@ -7,7 +7,8 @@ more), on the prompts of the training split only; the other prompts validate it,
 report card (agreement with each annotator beside "the longer answer wins" and "the first answer wins").
 
 phi (`features`): `length` is the answer's length alone (log characters, words, lines: "longer wins" made
-soft); `style` adds its shape (list, heading, bold and code lines, sentences, paragraphs); `content` adds the
+soft); `style` adds its shape (list, heading, bold and code lines, sentences, paragraphs) and its failures
+(repeated words and lines, a last sentence cut off, a refusal); `content` adds the
 bundled MiniLM's all-layer mean of the answer and the cosine between the prompt's and the answer's sentence
 vectors (does it answer what was asked). Each set's agreement on the validation prompts is in
 docs/evaluate.md; the default is the set that agreed most. As an IQS scorer (`iqs.scorer: reward`) it ranks
@@ -34,9 +35,10 @@ TRAINING = in_key_of("iqs.train", "judge.train")  # a training setting: the trai
 Features = Literal["length", "style", "content"]
 LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
+REFUSAL = re.compile(r"\b(?:I'?m sorry|I apologi[sz]e|as an AI|I cannot|I can't|I am unable|I'm unable)\b", re.I)
 LENGTH_NAMES = ("log_chars", "log_words", "log_lines")
 STYLE_NAMES = ("list_lines", "heading_lines", "bold_spans", "code_lines", "log_sentences", "log_paragraphs",
-               "list_share")
+               "list_share", "distinct_words", "repeated_lines", "unfinished", "refusal")
 
 
 class RewardConfig(ScorerConfig):
@@ -70,13 +72,19 @@ class RewardConfig(ScorerConfig):
 def style_features(texts: list[str]) -> np.ndarray:
     rows = []
     for text in texts:
-        lines = [line for line in text.splitlines() if line.strip()]
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        words = text.lower().split()
         listed = sum(bool(LIST_LINE.match(line)) for line in lines)
-        rows.append([np.log1p(len(text)), np.log1p(len(text.split())), np.log1p(len(lines)),
-                     np.log1p(listed), np.log1p(sum(line.lstrip().startswith("#") for line in lines)),
+        ending = text.rstrip()[-1:]
+        rows.append([np.log1p(len(text)), np.log1p(len(words)), np.log1p(len(lines)),
+                     np.log1p(listed), np.log1p(sum(line.startswith("#") for line in lines)),
                      np.log1p(text.count("**") // 2), np.log1p(text.count("```")),
                      np.log1p(len(SENTENCE_END.findall(text))), np.log1p(text.count("\n\n")),
-                     listed / max(len(lines), 1)])
+                     listed / max(len(lines), 1),
+                     len(set(words)) / max(len(words), 1),  # low: a small model repeating itself
+                     1 - len(set(lines)) / len(lines) if lines else 0.0,
+                     float(bool(ending) and ending not in ".!?:)\"'`*"),  # cut off mid-sentence
+                     float(bool(REFUSAL.search(text[:300])))])
     return np.asarray(rows, np.float64).reshape(len(texts), len(LENGTH_NAMES) + len(STYLE_NAMES))
 
 

@@ -28,6 +28,12 @@ class PromptSetConfig(Section):
             raise ValueError("give a named prompt set (set) or a file (path), not both or neither")
         return self
 
+    @model_validator(mode="after")
+    def _known_set(self) -> PromptSetConfig:
+        if self.set is not None:
+            named(self.set)
+        return self
+
     @property
     def label(self) -> str:
         if self.name:
@@ -40,8 +46,8 @@ class PromptSetConfig(Section):
 
 def as_set(value: Any) -> Any:
     """`alpacaeval` (a named set) or `my_prompts.jsonl` (a file) as well as a full entry."""
-    if isinstance(value, str):
-        return {"set": value} if value in PROMPT_SETS else {"path": value}
+    if isinstance(value, str):  # a bare word is a set's name (an unknown one is bad input naming the sets)
+        return {"set": value} if value in PROMPT_SETS or not any(c in value for c in "/.\\") else {"path": value}
     return value
 
 

@@ -49,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-seeds", type=int, default=2)
     parser.add_argument("--iqs", default="comet", help="the scorer car and top_score use (comet: CaR's IQS)")
     parser.add_argument("--comet-epochs", type=int, default=1, help="epochs of the comet IQS on CaR's 2,032 pairs")
+    parser.add_argument("--prompts", default="", help="also answer these prompt sets and judge each arm against "
+                                                      "random, e.g. alpacaeval (needs $SFTFLOW_PROMPT_SETS)")
+    parser.add_argument("--judge", default="reward", help="the judge of those answers")
+    parser.add_argument("--max-new-tokens", type=int, help="tokens per answer (default: generate's)")
     parser.add_argument("--work", default="/tmp/sftflow-ablation-benchmark", help="pool file and store")
 
 
@@ -96,7 +100,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "iqs": iqs, "format": {"max_length": args.max_length, "exports": []},
         "train": {"max_steps": args.steps, "epochs": args.epochs, "batch_size": args.batch_size,
                   "max_length": args.max_length, "learning_rate": args.learning_rate},
-        "eval": {"holdout_rows": args.holdout_rows, "sets": sets}})
+        "eval": {"holdout_rows": args.holdout_rows, "sets": sets},
+        "generate": {"prompts": names(args.prompts),
+                     **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {})},
+        "judge": {"judge": args.judge}})
     chosen = arms(args)
     began = time.perf_counter()
     result = run_ablation(config, args.budget, arms=chosen)
@@ -118,4 +125,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": args.batch_size, "max_length": args.max_length, "learning_rate": args.learning_rate,
             "arms": [arm.model_dump() for arm in chosen], "iqs": args.iqs, "seconds": round(seconds, 1),
             "steps_ran": ran, "runs": report["runs"], "report": result["report"]["files"]["report.md"],
+            "judged": report.get("judged"), "prompts": args.prompts or None,
             "load_average": os.getloadavg()}

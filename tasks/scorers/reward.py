@@ -51,7 +51,7 @@ class RewardConfig(ScorerConfig):
     prompts: str | None = Field(None, json_schema_extra={**TRAINING, **PATH},
                                 description="the prompts by id (AlpacaEval's prompts file) when the verdicts "
                                             "carry no instruction")
-    features: Features = Field("content", json_schema_extra=TRAINING,
+    features: Features = Field("style", json_schema_extra=TRAINING,
                                description="length; style (+ the answer's shape); content (+ MiniLM features of "
                                            "the answer and its relevance to the prompt)")
     valid_fraction: float = Field(0.2, gt=0, lt=1, json_schema_extra=TRAINING,

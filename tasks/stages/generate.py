@@ -48,7 +48,7 @@ class GenerateConfig(Section):
     seed: int = Field(0, description="sampling seed (temperature > 0)")
     precision: PrecisionSetting = Field("auto", json_schema_extra=RESOLVED_IN_KEY,
                                         description="auto: the faster of fp32 and bf16 on this machine (measured)")
-    batch_size: int = Field(16, ge=1, json_schema_extra=NOT_IN_KEY, description="prompts answered together")
+    batch_size: int = Field(32, ge=1, json_schema_extra=NOT_IN_KEY, description="prompts answered together")
     part_rows: int = Field(PART_ROWS, ge=0, json_schema_extra=NOT_IN_KEY,
                            description="prompts per part: each part is stored as it finishes (0: one piece)")
 

@@ -104,12 +104,13 @@ def kmeans_noise(x: np.ndarray, seed: int = 42) -> float:
 
 def bench_embedding(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(the default path against CaR's loop, every other variant): each the better of two passes."""
+    from tasks.calibrate import measured
     from tasks.device import pick_device, resolve_precision
     from tasks.embed import batch_size_for, encode, load_model
 
     texts = car_texts(n)
     device = pick_device("auto")
-    default = resolve_precision("auto", device, field="embed.precision")
+    default = resolve_precision("auto", device, field="embed.precision", measure=measured("encoder-inference"))
     variants = list(dict.fromkeys([(default.name, batch_size_for(device, default.name)), *EMBED_OPTIONS]))
     models = {precision: load_model(None, "cpu" if precision == "int8" else device, precision)
               for precision in {p for p, _ in variants}}

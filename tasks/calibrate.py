@@ -110,6 +110,15 @@ def _record(name: str, made: Calibration) -> None:
     temporary.replace(path)  # two processes calibrating at once: the last whole file wins
 
 
+def measured(kind: str) -> Callable[[str], dict[str, Any]]:
+    """`auto` for `kind` on a device, as tasks/device.py's `resolve_precision` takes it."""
+    def measure(device: str) -> dict[str, Any]:
+        made = calibrate(kind, device)
+        return {"name": made.choice, "reason": made.reason, "timings": made.seconds}
+
+    return measure
+
+
 # -- the workloads: each returns a function timing one run at a precision ------------------------------------
 def _timed(run: Callable[[], Any]) -> float:
     began = time.perf_counter()
@@ -170,15 +179,16 @@ def _small_lm(device: str) -> Any:
 
 def _lm_training(device: str) -> Callable[[str], float]:
     import torch
+    from peft import LoraConfig, TaskType, get_peft_model
 
     from tasks.device import Precision, cast_frozen_matmuls
-    from tasks.stages.train import TrainConfig
-    from tasks.train.model import wrap
 
     ids = torch.randint(0, 49152, (1, 384), device=device)
+    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=8, lora_alpha=16, lora_dropout=0.05,
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])  # train's defaults
 
     def run(precision: str) -> float:
-        model = wrap(_small_lm(device), TrainConfig())  # as train loads it: frozen base in the compute dtype
+        model = get_peft_model(_small_lm(device), lora)  # as train loads it: frozen base in the compute dtype
         cast_frozen_matmuls(model, Precision(precision, device, "calibration"))
 
         def step() -> None:

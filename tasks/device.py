@@ -30,6 +30,8 @@ CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names of the bf16 
 RESOLVED_IN_KEY: dict = {"cache_key": False}
 # every precision setting; each stage says which of them it supports (PrecisionUse.supports)
 PrecisionSetting = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+# a device's measured choice for `auto`: {"name", "reason", "timings"} (tasks/calibrate.py `measured`)
+Measure = Callable[[str], dict[str, Any]]
 
 
 @functools.cache
@@ -107,11 +109,11 @@ class Precision:
 
 
 def resolve_precision(setting: str, device: str, *, field: str, auto_bf16: bool = True,
-                      gate_note: str = "", kind: str | None = None) -> Precision:
+                      gate_note: str = "", measure: Measure | None = None) -> Precision:
     """The precision a stage runs in. `auto` where the hardware has bf16: the faster of fp32 and bf16 on this
-    machine, measured on the work `kind` (tasks/calibrate.py; without a kind, bf16). `auto_bf16=False`: the
-    stage's bf16 missed its quality gate, so `auto` stays fp32 there (`gate_note` says which); an explicit
-    `bf16` still runs where the hardware has it."""
+    machine by `measure` (tasks/calibrate.py's record of the stage's kind of work; without one, bf16).
+    `auto_bf16=False`: the stage's bf16 missed its quality gate, so `auto` stays fp32 there (`gate_note` says
+    which); an explicit `bf16` still runs where the hardware has it."""
     import torch
 
     if setting == "auto":
@@ -122,11 +124,8 @@ def resolve_precision(setting: str, device: str, *, field: str, auto_bf16: bool 
             return Precision("fp32", device, f"auto: the CPU has none of {', '.join(CPU_BF16_FLAGS)}")
         if not auto_bf16:
             return Precision("fp32", device, f"auto: bf16 missed this stage's quality gate{gate_note}")
-        if kind is not None:
-            from tasks.calibrate import calibrate
-
-            measured = calibrate(kind, device)
-            return Precision(measured.choice, device, measured.reason, measured.seconds)
+        if measure is not None:
+            return Precision(device=device, **measure(device))
         return Precision("bf16", device, "auto: CUDA GPU with bf16" if device == "cuda" else
                          f"auto: the CPU has {', '.join(flags)}")
     if setting == "bf16":
@@ -160,7 +159,7 @@ class PrecisionUse:
     device: Callable[[Any], str] = _auto_device
     auto_bf16: bool = True
     entry: str = "precision"
-    kind: str | None = None  # the work `auto` is measured on (tasks/calibrate.py KINDS)
+    measure: Measure | None = None  # how `auto` is measured: tasks/calibrate.py `measured(kind)`
 
     def resolve(self, params: Any) -> Precision | None:
         """The precision these parameters run in on this machine (None: no model runs)."""
@@ -171,7 +170,7 @@ class PrecisionUse:
             raise BadInputError(f"precision {setting!r}: this stage computes in {', '.join(self.supports)}",
                                 field=self.field)
         return resolve_precision(setting, pick_device(self.device(params), self.field), field=self.field,
-                                 auto_bf16=self.auto_bf16, kind=self.kind)
+                                 auto_bf16=self.auto_bf16, measure=self.measure)
 
     def key(self, params: Any) -> dict[str, str]:
         """Stage-key material, read where the plan is made: what the setting resolves to (the device kind is not

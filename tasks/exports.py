@@ -38,8 +38,10 @@ from tasks.text import alpaca_user_content
 Row = Mapping[str, Any]
 INGEST_EXPORTS = ("xtuner", "alpaca", "sharegpt", "openai", "canonical")  # `sftflow ingest --export`
 STAGE_EXPORTS = ("text", "xtuner", "llamafactory")  # the format stage's `exports:`
-# `sftflow export`; alpacaeval and fastchat are for generated answers (the official evaluators read them)
-EXPORT_FORMATS = ("openai", "sharegpt", "alpaca", "xtuner", "llamafactory", "parquet", "hf", "alpacaeval", "fastchat")
+# `sftflow export`; the answer formats hold a prompt and a generated answer for the official evaluators
+# (AlpacaEval's model_outputs.json, FastChat's answer JSONL), not a conversation that ingest reads back
+ANSWER_FORMATS = ("alpacaeval", "fastchat")
+EXPORT_FORMATS = ("openai", "sharegpt", "alpaca", "xtuner", "llamafactory", "parquet", "hf", *ANSWER_FORMATS)
 FOLDER_FORMATS = ("llamafactory", "hf")  # written as a folder at PATH
 FIRST_IDS = 5  # ids kept per reason a record was left out
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.store import DatasetMissing, Store
+from tasks.calibrate import measured
 from tasks.device import Precision
 from tasks.errors import BadInputError
 
@@ -94,7 +95,7 @@ def answer(model: Any, tokenizer: Any, prompts: list[str], *, system: str | None
 
     model.eval()
     device = next(model.parameters()).device
-    precision = precision or resolve_precision("auto", device.type, field="precision")
+    precision = precision or resolve_precision("auto", device.type, field="precision", measure=measured("lm-inference"))
     results = []
     for prompt in prompts:
         batch = encode_prompt(tokenizer, render_prompt(tokenizer, prompt, system)).to(device)

@@ -15,10 +15,12 @@ import pytest
 from flows.cli import main
 from storage.schema import make_record, records_to_table
 from storage.store import Store
-from tasks.exports import EXPORT_FORMATS, FOLDER_FORMATS
+from tasks.exports import ANSWER_FORMATS, EXPORT_FORMATS, FOLDER_FORMATS
 from tests.ingest_helpers import ingest
 
 ROOT = Path(__file__).resolve().parents[1]
+# what ingest reads back as the same conversations (the answer formats are for the official evaluators)
+CONVERSATION_FORMATS = tuple(f for f in EXPORT_FORMATS if f not in ANSWER_FORMATS)
 DEMO = ROOT / "demo" / "data"
 SUFFIX = {"openai": "jsonl", "sharegpt": "json", "alpaca": "json", "xtuner": "jsonl", "parquet": "parquet"}
 
@@ -72,7 +74,7 @@ def demo_key(store) -> str:
 
 def test_every_format_of_the_demo_data_reads_back_as_the_same_conversations(store, tmp_path, demo_key):
     out = tmp_path / "out"
-    targets = [f"{fmt}:{destination(out, fmt)}" for fmt in EXPORT_FORMATS]
+    targets = [f"{fmt}:{destination(out, fmt)}" for fmt in CONVERSATION_FORMATS]
     code, result, err = sftflow("export", demo_key, *(a for t in targets for a in ("--to", t)),
                                 "--store", store.url)
     assert code == 2 and "alpaca holds one exchange per record, and 10 conversation(s) have more" in err
@@ -90,8 +92,8 @@ def test_every_format_of_the_demo_data_reads_back_as_the_same_conversations(stor
         assert again.column("id").to_pylist() == source.column("id").to_pylist(), fmt
         assert conversations(again) == conversations(source), fmt
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
-        [destination(out, f).name for f in EXPORT_FORMATS]
-        + [destination(out, f).name + ".sftflow.json" for f in EXPORT_FORMATS if f not in FOLDER_FORMATS])
+        [destination(out, f).name for f in CONVERSATION_FORMATS]
+        + [destination(out, f).name + ".sftflow.json" for f in CONVERSATION_FORMATS if f not in FOLDER_FORMATS])
 
     # provenance: the sources with the checksums of their bytes, the counts, the store keys, the version
     facts = json.loads((out / "openai.jsonl.sftflow.json").read_text())
@@ -177,7 +179,7 @@ def test_random_conversations_round_trip_through_every_format(store, tmp_path):
     key = "generated-0123456789abcdef"
     store.publish_table(key, "ingest", records_to_table(records))
     out = tmp_path / "out"
-    targets = [a for fmt in EXPORT_FORMATS for a in ("--to", f"{fmt}:{destination(out, fmt)}")]
+    targets = [a for fmt in CONVERSATION_FORMATS for a in ("--to", f"{fmt}:{destination(out, fmt)}")]
     code, result, err = sftflow("export", key, *targets, "--multi-turn", "history", "--store", store.url)
     assert code == 0, err
     source = records_to_table(records)

@@ -233,7 +233,8 @@ def test_a_judge_endpoint_without_its_key_fails_before_anything_runs(ablation_co
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt": "Hi?"}))
     config = ablation_config(generate={"prompts": [str(prompts)]},
-                             judge={"judge": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "NO_SUCH_KEY"})
+                             judge={"judge": "openai", "base_url": "http://127.0.0.1:9/v1",
+                                    "api_key_env": "NO_SUCH_KEY"})
     with pytest.raises(BadInputError, match="NO_SUCH_KEY is empty or not set") as info:
         ablation_plan(config, 8, arms=grid(["car", "random"], 1))
     assert info.value.field == "api_key_env"

@@ -43,11 +43,13 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 
 def handle(args: argparse.Namespace) -> int:
     from storage.store import Store
+    from tasks.calibrate import measured
     from tasks.device import pick_device, resolve_precision
     from tasks.generate import answer, load_model
 
     prompts = read_prompts(args)
-    precision = resolve_precision(args.precision, pick_device("auto"), field="--precision")
+    precision = resolve_precision(args.precision, pick_device("auto"), field="--precision",
+                                  measure=measured("lm-inference"))
     loaded = load_model(Store(args.store), args.model, adapter=not args.no_adapter)
     system = args.system if args.system is not None else loaded.system
     answers = answer(loaded.model, loaded.tokenizer, prompts, system=system, max_new_tokens=args.max_new_tokens,

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tasks.calibrate import measured
 from tasks.device import Precision
 from tasks.errors import BadInputError
 from tasks.tokenize import IGNORE_INDEX
@@ -142,7 +143,7 @@ def eval_precision(setting: str = "auto", field: str = "evaluate.precision") -> 
     """The device and precision of a loss pass outside a stage (benchmarks; tasks/device.py's rule)."""
     from tasks.device import pick_device, resolve_precision
 
-    return resolve_precision(setting, pick_device(), field=field)
+    return resolve_precision(setting, pick_device(), field=field, measure=measured("lm-inference"))
 
 
 def load_for_eval(base: str | Path, adapter: str | Path | None = None, precision: Precision | None = None) -> Any:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tasks.calibrate import measured
 from tasks.collate import length_batches
 from tasks.device import Precision
 from tasks.iqs.revisions import normalize_whitespace
@@ -44,7 +45,8 @@ def scoring_precision(setting: str, auto_bf16: bool) -> Precision:
     """The device and precision comet scores in (tasks/device.py's rule; `auto_bf16`: bf16 held the gate)."""
     from tasks.device import pick_device, resolve_precision
 
-    return resolve_precision(setting, pick_device("auto"), field="iqs.precision", auto_bf16=auto_bf16)
+    return resolve_precision(setting, pick_device("auto"), field="iqs.precision", auto_bf16=auto_bf16,
+                             measure=measured("encoder-inference"))
 
 
 def ready_for(model, precision: Precision):

@@ -19,6 +19,7 @@ from pydantic import Field
 from storage.params import NOT_IN_KEY, Section
 from storage.stage import StageContext, StageOutput
 from storage.store import DatasetRef, Store
+from tasks.calibrate import measured
 from tasks.device import Precision, PrecisionUse
 
 # what the iqs stage may hand a scorer besides the conversations: a trained model (iqs.train's artifact), the
@@ -56,7 +57,7 @@ class Scoring:
 
 # the precision a scorer that trains (comet) trains in: its `train_precision`, an entry of iqs.train's key
 TRAIN_PRECISION = PrecisionUse(lambda params: getattr(params, "train_precision", None), "iqs.train_precision",
-                               entry="train_precision", kind="encoder-training")
+                               entry="train_precision", measure=measured("encoder-training"))
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class Scorer:
     def precision_use(self) -> PrecisionUse:
         return PrecisionUse(self.precision, "iqs.precision", supports=self.precisions,
                             device=lambda params: getattr(params, "device", "auto"), auto_bf16=self.auto_bf16,
-                            kind=self.precision_kind)
+                            measure=measured(self.precision_kind))
 
     def inputs(self, params: Any) -> frozenset[str]:
         needs = self.needs(params) if callable(self.needs) else self.needs

@@ -18,6 +18,7 @@ class LocalTransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from tasks.calibrate import measured
         from tasks.device import Precision, pick_device, resolve_precision
 
         if not Path(model).is_dir():
@@ -26,7 +27,8 @@ class LocalTransformersBackend:
                                 "`sftflow store ls`)", field="model")
         self.model = model
         self.precision = precision if isinstance(precision, Precision) else \
-            resolve_precision(precision, pick_device(device, "device"), field="precision")
+            resolve_precision(precision, pick_device(device, "device"), field="precision",
+                              measure=measured("lm-inference"))
         self.device = self.precision.device
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.tokenizer.padding_side = "left"  # generation continues every row from its last prompt token

@@ -15,6 +15,7 @@ from pydantic import Field
 from storage.params import NOT_IN_KEY, Section
 from storage.stage import Requirement, Stage, StageContext, StageOutput, concat_parts, padding_share
 from storage.store import DatasetRef, row_range
+from tasks.calibrate import measured
 from tasks.device import RESOLVED_IN_KEY, PrecisionSetting, PrecisionUse, use_available_cores
 from tasks.embed import (
     BUNDLED_MODEL,
@@ -62,7 +63,7 @@ class EmbedConfig(Section):
 
 
 PRECISION = PrecisionUse(lambda p: p.precision, "embed.precision", supports=("auto", "fp32", "bf16", "int8"),
-                         device=lambda p: p.device, kind="encoder-inference")
+                         device=lambda p: p.device, measure=measured("encoder-inference"))
 
 
 def model_identity(params: EmbedConfig) -> dict[str, str]:

@@ -17,13 +17,14 @@ from storage.params import NOT_IN_KEY, Section
 from storage.stage import Call, Stage, StageContext, StageOutput
 from storage.store import DatasetRef, Store
 from tasks.artifacts import Adapter
+from tasks.calibrate import measured
 from tasks.device import RESOLVED_IN_KEY, Precision, PrecisionSetting, PrecisionUse, use_available_cores
 from tasks.errors import BadInputError
 from tasks.evaluate.stats import CONFIDENCE, RESAMPLES
 from tasks.stages.eval_holdout import HELDOUT
 
 PART_ROWS = 1024  # rows per part: about a minute of SmolLM2-135M on 2 CPU cores in bf16, what a crash can cost
-PRECISION = PrecisionUse(lambda p: p.precision, "evaluate.precision", kind="lm-inference")
+PRECISION = PrecisionUse(lambda p: p.precision, "evaluate.precision", measure=measured("lm-inference"))
 
 
 class EvaluateParams(Section):

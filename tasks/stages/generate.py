@@ -19,6 +19,7 @@ from storage.schema import CONVERSATION_SCHEMA, make_record
 from storage.stage import Call, Stage, StageContext, StageOutput, concat_parts
 from storage.store import DatasetRef, Store
 from tasks.artifacts import Adapter
+from tasks.calibrate import measured
 from tasks.device import RESOLVED_IN_KEY, PrecisionSetting, PrecisionUse, use_available_cores
 from tasks.errors import BadInputError
 from tasks.stages.prompts import PromptSetConfig, as_set
@@ -32,7 +33,7 @@ GENERATION_SCHEMA = pa.schema(list(CONVERSATION_SCHEMA) + [
     pa.field("new_tokens", pa.int32()),
     pa.field("generator", pa.string()),  # the model's store key
 ])
-PRECISION = PrecisionUse(lambda p: p.precision, "generate.precision", kind="lm-inference")
+PRECISION = PrecisionUse(lambda p: p.precision, "generate.precision", measure=measured("lm-inference"))
 
 
 class GenerateConfig(Section):

@@ -19,6 +19,7 @@ import pyarrow as pa
 from storage.stage import Stage, StageContext, StageOutput, concat_parts
 from storage.store import DatasetRef, Store, row_range
 from tasks import judges
+from tasks.calibrate import measured
 from tasks.device import PrecisionUse
 from tasks.errors import BadInputError
 from tasks.judges.base import JudgeInputs
@@ -32,7 +33,7 @@ SHOWN = 5  # side-by-side answers in the report
 
 
 def precision_use(params: Any) -> PrecisionUse:
-    return PrecisionUse(judges.get(params.judge).precision, "judge.precision", kind="lm-inference")
+    return PrecisionUse(judges.get(params.judge).precision, "judge.precision", measure=measured("lm-inference"))
 
 
 def reads(params: Any) -> frozenset[str]:

@@ -12,6 +12,7 @@ from pydantic import Field
 from storage.params import PATH, Section
 from storage.stage import Stage, StageContext, StageOutput
 from storage.store import Store
+from tasks.calibrate import measured
 from tasks.device import RESOLVED_IN_KEY, PrecisionSetting, PrecisionUse
 from tasks.self_instruct.backends import make_backend
 from tasks.self_instruct.generate import GenerationResult, Settings, generate_instructions
@@ -61,7 +62,7 @@ class SelfInstructConfig(Section):
 
 
 PRECISION = PrecisionUse(lambda p: p.precision if p.backend == "local" else None, "precision",
-                         device=lambda p: p.device, kind="lm-inference")
+                         device=lambda p: p.device, measure=measured("lm-inference"))
 
 
 def prompt_file(params: Any) -> str:

@@ -18,6 +18,7 @@ from storage.params import NOT_IN_KEY, Section
 from storage.stage import Requirement, Stage, StageContext, StageOutput, padding_share
 from storage.store import DatasetRef
 from tasks.artifacts import Tokenized
+from tasks.calibrate import measured
 from tasks.device import RESOLVED_IN_KEY, PrecisionSetting, PrecisionUse
 from tasks.errors import BadInputError
 from tasks.train.model import PROMPT_LEARNING
@@ -75,7 +76,7 @@ class TrainConfig(Section):
 
 
 PRECISION = PrecisionUse(lambda p: p.precision, "train.precision", supports=("auto", "fp32", "bf16", "fp16"),
-                         kind="lm-training")
+                         measure=measured("lm-training"))
 
 
 def check_request(params: TrainConfig) -> None:

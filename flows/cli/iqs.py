@@ -126,8 +126,9 @@ def _eval(args: argparse.Namespace, store) -> int:
     has_probe = model is not None and any(f["name"] == "files/probe.json" for f in store.manifest(model.key)["files"])
     probe = probe_texts(stored_probe(store, model.key)) if has_probe else None
     with secrets_in_env(params):  # the judge's API key
-        scoring = scorers.get(params.scorer).open(ScorerInputs(store, params, iqs_model=model, base_model=(
-            store.ref(base_model) if base_model else None)))
+        scorer = scorers.get(params.scorer)
+        scoring = scorer.open(ScorerInputs(store, params, iqs_model=model, base_model=(
+            store.ref(base_model) if base_model else None), precision=scorer.precision_use().resolve(params)))
         result = evaluate_pairs(pairs, lambda texts: scoring.score(texts_table(texts)).values, probe)
     out = {"model": args.model, "scorer": params.scorer, "scorer_model": scoring.model, **result}
     emit(out, args.json, _comparison_text(result, params.scorer) +

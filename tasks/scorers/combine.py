@@ -108,8 +108,9 @@ def open_combine(inputs: ScorerInputs) -> Scoring:
                 raise BadInputError(f"{member.trained_model} is not a complete dataset in the store "
                                     f"{inputs.store.url}", field=f"iqs.members ({member.config.scorer}).model")
             model = inputs.store.ref(member.trained_model)
-        opened.append(scorers.get(member.config.scorer).open(
-            ScorerInputs(inputs.store, member.config, model, inputs.embeddings, inputs.base_model)))
+        scorer = scorers.get(member.config.scorer)
+        opened.append(scorer.open(ScorerInputs(inputs.store, member.config, model, inputs.embeddings,
+                                               inputs.base_model, precision=scorer.precision_use().resolve(member.config))))
 
     def score(rows: pa.Table) -> Scores:
         columns: dict[str, pa.Array] = {}

@@ -214,6 +214,10 @@ SUMMARY_ROWS = [("rows", "rows in"), ("clusters", "clusters"), ("n1_used", "n1 (
                 ("clusters_covered_by_top", "clusters covered by the top n1"),
                 ("clusters_covered", "clusters covered in the end"), ("score_threshold", "lowest top-n1 score"),
                 ("answer_group_rows_left_out", "rows left out as a second answer of an answer group")]
+LISTED_ROWS = [("listed", "rows the file lists"), ("matched", "matched to a pool row"),
+               ("matched_loosely", "of them matched loosely (Alpaca's prompt unwrapped, placeholder inputs)"),
+               ("unmatched", "matched to no pool row (in the quarantine, with the reason)"),
+               ("unreadable", "unreadable rows of the file")]
 
 
 def report_markdown(summary: dict[str, Any], key: str | None = None, explorer: str | None = None) -> str:
@@ -226,6 +230,7 @@ def report_markdown(summary: dict[str, Any], key: str | None = None, explorer: s
                   (f" (model `{summary['scorer_model']}`)" if summary.get("scorer_model") else "") + ".", ""]
     lines += ["| | |", "|---|---:|"]
     lines += [f"| {label} | {'-' if summary.get(key) is None else summary[key]} |" for key, label in SUMMARY_ROWS]
+    lines += [f"| {label} | {summary[key]} |" for key, label in LISTED_ROWS if key in summary]
     if summary.get("dedup_removed"):
         lines += ["", "Before selection, dedup removed: " + ", ".join(f"{reason} {n}" for reason, n in
                                                                       summary["dedup_removed"].items()) + "."]

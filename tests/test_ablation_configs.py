@@ -106,6 +106,8 @@ def test_a_file_arm_takes_the_rows_a_published_selection_lists(ablation_config, 
     assert not set(selection.column("id").to_pylist()) & held_out
     quarantine = store.read_table(store.manifest(results[chosen].key)["companions"]["quarantine"])
     assert quarantine.column("reason").to_pylist().count(NOT_IN_POOL) == 5 - len(in_pool)
+    report = store.read_file(results[chosen].key, "report.md").decode()
+    assert "| rows the file lists | 5 |" in report and f"| matched to a pool row | {len(in_pool)} |" in report
 
     again = listing(tmp_path, listed[:2])
     changed = ablation_plan(config, 8, arms=[Arm(selector=f"file:{again}", seeds=1),
@@ -125,9 +127,33 @@ def test_matching_prefers_the_listed_answer_and_takes_each_pool_row_once():
     chosen, unmatched, counts = match_listed(pool, rows([(" Q1\r\n", "second "), ("Q1", "other"), ("Q1", "more"),
                                                          ("Q9", "none")]))
     assert chosen.tolist() == [1, 0]  # the listed answer first, then the first free row asking the same
-    assert counts == {"listed": 4, "matched": 2, "matched_same_answer": 1, "unmatched": 2}
+    assert counts == {"listed": 4, "matched": 2, "matched_same_answer": 1, "matched_loosely": 0, "unmatched": 2}
     assert unmatched.column("reason").to_pylist() == ["listed_twice", NOT_IN_POOL]
     assert isinstance(unmatched, pa.Table)
+
+
+def test_published_fastchat_files_match_through_alpacas_prompt_and_placeholder_inputs():
+    """AlpaGasus' and Long Is More's files wrap the instruction in Alpaca's prompt with newlines collapsed, and
+    spell "no input" as the older Alpaca release did; each still finds its pool row, counted as matched loosely."""
+    from storage.schema import make_record, records_to_table
+    from tasks.templates import ALPACA_INPUT, ALPACA_NO_INPUT
+
+    def rows(pairs):
+        return records_to_table([make_record(messages=[{"role": "user", "content": q},
+                                                       {"role": "assistant", "content": a}], system=None,
+                                             uri="x.json", fmt="alpaca", row=i) for i, (q, a) in enumerate(pairs)])
+
+    pool = rows([("Sum these.\n\n1 and\n2", "3"), ("Write a song.", "La la."), ("Plan a trip.\n\n``", "Go."),
+                 ("Name a colour.", "Red.")])
+    listed = rows([(f"{ALPACA_INPUT} ### Instruction: Sum these. ### Input: 1 and 2", "3"),
+                   (f"{ALPACA_INPUT} ### Instruction: Write a song. ### Input: `<noinput>`", "La  la."),
+                   ("Plan a trip.\n\nNo input required.", "Go."),
+                   (f"{ALPACA_NO_INPUT} ### Instruction: Name a colour.", "Blue."),
+                   (f"{ALPACA_NO_INPUT} ### Instruction: Name a shape.", "Square.")])
+    chosen, unmatched, counts = match_listed(pool, listed)
+    assert chosen.tolist() == [0, 1, 2, 3]
+    assert counts == {"listed": 5, "matched": 4, "matched_same_answer": 3, "matched_loosely": 4, "unmatched": 1}
+    assert unmatched.column("reason").to_pylist() == [NOT_IN_POOL]
 
 
 def test_bad_file_arms_fail_before_anything_runs(ablation_config, tmp_path):

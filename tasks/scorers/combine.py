@@ -109,8 +109,9 @@ def open_combine(inputs: ScorerInputs) -> Scoring:
                                     f"{inputs.store.url}", field=f"iqs.members ({member.config.scorer}).model")
             model = inputs.store.ref(member.trained_model)
         scorer = scorers.get(member.config.scorer)
+        precision = scorer.precision_use().resolve(member.config)
         opened.append(scorer.open(ScorerInputs(inputs.store, member.config, model, inputs.embeddings,
-                                               inputs.base_model, precision=scorer.precision_use().resolve(member.config))))
+                                               inputs.base_model, precision=precision)))
 
     def score(rows: pa.Table) -> Scores:
         columns: dict[str, pa.Array] = {}

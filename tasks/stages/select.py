@@ -18,7 +18,7 @@ from tasks.explorer import EXPLORER_FILE, explorer_html
 from tasks.ingest.config import SourceConfig
 from tasks.ingest.revision import source_revision
 from tasks.ingest.source import read_source
-from tasks.listed import match_listed
+from tasks.listed import LISTED_MATCHING, match_listed
 from tasks.select import SUMMARY_FILE, plots, report_markdown, select
 
 
@@ -82,8 +82,9 @@ def listed_rows(path: str, pool: pa.Table, progress: Any) -> tuple[np.ndarray, p
 
 
 def fingerprint(params: SelectConfig) -> dict[str, Any] | None:
-    """A selection read from a file: its content (nothing beyond the parameters otherwise)."""
-    return {"from_file": source_revision(params.from_file)} if params.from_file else None
+    """A selection read from a file: its content and how it is matched to the pool (tasks/listed.py; 2: loosely
+    too); nothing beyond the parameters otherwise."""
+    return {"from_file": source_revision(params.from_file), "matching": LISTED_MATCHING} if params.from_file else None
 
 
 STAGE = Stage("select", "1", build, params=SelectConfig, section="select", output="selection", fingerprint=fingerprint,

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float, default=2e-4, help="every arm's, unless it names its own")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the core selectors")
     parser.add_argument("--selectors", default="car,random", help="the core table")
-    parser.add_argument("--more-selectors", default="", help="more arms, e.g. car:probe,longest,top_score,"
+    parser.add_argument("--more-selectors", default="", help="more arms, e.g. car:probe,longest,random@tokens=203240,"
                                                              "cluster_only")
     parser.add_argument("--more-seeds", type=int, default=3)
     parser.add_argument("--learning-rates", default="", help="more learning rates for --lr-selectors, e.g. 6.67e-5")
@@ -63,9 +63,9 @@ def names(text: str) -> list[str]:
 def arms(args: argparse.Namespace) -> list[Any]:
     from flows.ablation import Arm
 
-    found = [Arm(selector=name, seeds=args.seeds) for name in names(args.selectors)]
-    found += [Arm(selector=name, seeds=args.more_seeds) for name in names(args.more_selectors)]
-    found += [Arm(selector=name, seeds=args.lr_seeds, learning_rate=float(rate)) for rate in names(args.learning_rates)
+    found = [Arm.parse(name, args.seeds) for name in names(args.selectors)]
+    found += [Arm.parse(name, args.more_seeds) for name in names(args.more_selectors)]
+    found += [Arm.parse(name, args.lr_seeds, float(rate)) for rate in names(args.learning_rates)
               for name in names(args.lr_selectors)]
     return found
 

@@ -42,18 +42,36 @@ DEFAULT_SELECTORS = ("car", "random", "top_score", "cluster_only", "longest")
 
 
 class Arm(Section):
-    """One selector trained at one learning rate (None: train.learning_rate), for `seeds` seeds."""
+    """One selector under the rows budget (or a token budget of its own) trained at one learning rate (None:
+    train.learning_rate), for `seeds` seeds."""
 
     selector: str = Field(description="a selector name, or NAME:SCORER (e.g. car:probe)")
     seeds: int = Field(DEFAULT_SEEDS, description="training seeds (and random samples)")
     learning_rate: float | None = Field(None, description="empty: train.learning_rate")
+    tokens: int | None = Field(None, ge=1, description="a token budget instead of the rows budget (select.tokens), "
+                                                       "e.g. the training tokens of car's selection")
+
+    @classmethod
+    def parse(cls, spec: str, seeds: int, learning_rate: float | None = None) -> Arm:
+        """An arm as its label names it: `car`, `car:probe`, `random@tokens=203240`."""
+        selector, _, budget = spec.partition("@tokens=")
+        try:
+            tokens = int(budget) if budget else None
+        except ValueError:
+            raise BadInputError(f"{spec!r}: a token budget is a whole number of tokens", field="--selectors") from None
+        return cls(selector=selector, seeds=seeds, learning_rate=learning_rate, tokens=tokens)
+
+    @property
+    def rule(self) -> str:
+        """What makes its selection: the selector's name (`file:CaR_selected_result` for a file), and the token
+        budget when it has one."""
+        name = selectors.get(self.selector).name
+        return name if self.tokens is None else f"{name}@tokens={self.tokens}"
 
     @property
     def label(self) -> str:
-        """The model's name in the report: the selector's (`file:CaR_selected_result` for a file), and the
-        learning rate when the arm names one."""
-        name = selectors.get(self.selector).name
-        return name if self.learning_rate is None else f"{name}@lr={self.learning_rate:g}"
+        """The model's name in the report: its rule, and the learning rate when the arm names one."""
+        return self.rule if self.learning_rate is None else f"{self.rule}@lr={self.learning_rate:g}"
 
 
 def grid(selector_names: Sequence[str] | None = None, seeds: int = DEFAULT_SEEDS,
@@ -64,7 +82,7 @@ def grid(selector_names: Sequence[str] | None = None, seeds: int = DEFAULT_SEEDS
         return list(arms)
     names = list(selector_names or DEFAULT_SELECTORS)
     rates = list(learning_rates or [None])
-    return [Arm(selector=name, seeds=seeds, learning_rate=rate) for rate in rates for name in names]
+    return [Arm.parse(name, seeds, rate) for rate in rates for name in names]
 
 
 @dataclass(frozen=True)
@@ -108,7 +126,7 @@ def default_budget(config: Any) -> int:
 def check_request(config: Any, arms: Sequence[Arm], budget: int) -> dict[str, Selector]:
     """The selectors the arms name, or bad input before anything runs."""
     chosen = {arm.selector: selectors.get(arm.selector) for arm in arms}
-    if not any(s.name == BASELINE for s in chosen.values()):
+    if not any(arm.rule == BASELINE for arm in arms):
         raise BadInputError(f"the selectors must include {BASELINE!r}: every other one is compared with it",
                             field="--selectors")
     labels = [arm.label for arm in arms]
@@ -117,12 +135,15 @@ def check_request(config: Any, arms: Sequence[Arm], budget: int) -> dict[str, Se
     for arm in arms:
         if arm.seeds < 1:
             raise BadInputError(f"{arm.seeds} seeds for {arm.label}: at least 1", field="--seeds")
+        if arm.tokens is not None and chosen[arm.selector].rule == "file":
+            raise BadInputError(f"{arm.label}: a file arm takes the rows the file lists, whatever the budget",
+                                field="--selectors")
         if arm.learning_rate is not None and not arm.learning_rate > 0:
             raise BadInputError(f"a learning rate of {arm.learning_rate} for {arm.selector}: it must be positive",
                                 field="--learning-rates")
     rates = {arm.learning_rate for arm in arms}
     for rate in rates - {None}:  # every learning rate is compared with random at that rate
-        if not any(a.learning_rate == rate and chosen[a.selector].name == BASELINE for a in arms):
+        if not any(a.learning_rate == rate and a.rule == BASELINE for a in arms):
             raise BadInputError(f"no {BASELINE} arm at learning rate {rate:g}: every arm is compared with "
                                 f"{BASELINE} at its own learning rate", field="--learning-rates")
     if budget < 1:
@@ -162,7 +183,9 @@ def arm_runs(config: Any, arms: Sequence[Arm], chosen: dict[str, Selector], budg
             train = config.train.model_copy(update={
                 "seed": seed, "eval_share": 0.0, "sample_prompts": [],
                 **({"learning_rate": arm.learning_rate} if arm.learning_rate is not None else {})})
-            select = type(config.select).model_validate(selector.select_params(budget, config.select.n2))
+            rows = selector.select_params(budget, config.select.n2)
+            select = type(config.select).model_validate(
+                rows if arm.tokens is None else {**rows, "budget": None, "tokens": arm.tokens})
             own = config.model_copy(update={"iqs": iqs, "select": select, "train": train})
             # the pipeline's own scorer, and one that trains or reads embeddings, score every row as the pipeline
             # does (one dataset with its scores); one that needs nothing scores only the pool
@@ -223,11 +246,11 @@ def plan_judging(plan: Plan, config: Any, store: Store, runs: list[ArmRun], answ
     judge_model = next((step for step in trained.values() if step.stage.name == "judge.train"), None)
     baselines = defaultdict(list)
     for run in runs:
-        if run.arm is not None and selectors.get(run.arm.selector).name == BASELINE:
+        if run.arm is not None and run.arm.rule == BASELINE:
             baselines[run.arm.learning_rate].append(run)
     judged = []
     for run in runs:
-        if run.arm is None or selectors.get(run.arm.selector).name == BASELINE:
+        if run.arm is None or run.arm.rule == BASELINE:
             continue
         against = baselines[run.arm.learning_rate]
         other = against[run.seed % len(against)]
@@ -255,7 +278,7 @@ def relabel(plan: Plan, recipe_label: dict[Step, str], made_for: dict[Step, list
     taken = [step.label for step in plan.steps if step not in recipe_label]
     for step, base in recipe_label.items():
         users = made_for[step]
-        named = {selectors.get(run.arm.selector).name for run in users}
+        named = {run.arm.rule for run in users}
         rates = {run.arm.learning_rate for run in users}
         seeds = {run.seed for run in users}
         if len(named) == 1:

@@ -3,12 +3,13 @@
 The rule: the n1 rows with the highest IQS score, then the n2 best rows of every cluster that are not already
 taken (on Alpaca: top 1,000 cover 148 of 161 clusters, the cluster step adds 13). Ties are broken by id, so the
 same inputs always give the same selection. A `budget` fixes the total instead: n1 becomes the largest value
-whose selection, cluster rows included, fits. Without scores the selection is a cluster-only diversity sample:
-rows are taken round-robin across clusters, nearest to the centroid first.
+whose selection, cluster rows included, fits; a token budget (`tokens`) does the same with each row's training
+tokens, so that two rules can be compared at equal tokens (tasks/token_budget.py). Without scores the selection
+is a cluster-only diversity sample: rows are taken round-robin across clusters, nearest to the centroid first.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from storage.schema import CONVERSATION_SCHEMA
 from tasks.errors import BadInputError
 from tasks.explorer import EXPLORER_FILE
 from tasks.figures import colormap, png, subplots
+from tasks.token_budget import reachable_tokens
 
 TOP_SCORE, CLUSTER_TOP, LISTED = "top_score", "cluster_top", "listed"  # LISTED: read from a file (tasks/listed.py)
 ANSWER_GROUP = "answer_group"  # dedup's column: rows whose answers are near-identical share a group
@@ -86,9 +88,10 @@ def _rank_within(clusters: np.ndarray, position: np.ndarray) -> np.ndarray:
     return rank
 
 
-def car_select(order: np.ndarray, cluster_rank: np.ndarray, n1: int, n2: int, budget: int | None = None,
-               scored: bool = True) -> Selection:
-    """CaR's rule over a priority order: the first n1 rows, then every row ranked < n2 inside its cluster."""
+def car_select(order: np.ndarray, cluster_rank: np.ndarray, n1: int, n2: int, budget: float | None = None,
+               scored: bool = True, weights: np.ndarray | None = None) -> Selection:
+    """CaR's rule over a priority order: the first n1 rows, then every row ranked < n2 inside its cluster. Under a
+    `budget` of rows (or of `weights`, each row's training tokens: a token budget), n1 is the largest that fits."""
     n = len(order)
     position = np.empty(n, dtype=np.int64)
     position[order] = np.arange(n)
@@ -96,13 +99,16 @@ def car_select(order: np.ndarray, cluster_rank: np.ndarray, n1: int, n2: int, bu
     if budget is None:
         n1 = min(n1, n)
     else:
-        # total(m) = m + cluster tops beyond m: non-decreasing in m, so take the largest m that fits
+        # held(m): the first m rows and the cluster tops beyond them: non-decreasing in m, so the largest m that fits
+        weight = np.ones(n) if weights is None else np.asarray(weights, np.float64)[order]  # by position
+        top_weight = weight[tops]
+        beyond = np.r_[np.cumsum(top_weight[::-1])[::-1], 0.0]  # beyond[j]: what tops[j:] hold
         m = np.arange(n + 1)
-        total = m + len(tops) - np.searchsorted(tops, m, side="left")
-        fits = np.flatnonzero(total <= budget)
+        held = np.r_[0.0, np.cumsum(weight)] + beyond[np.searchsorted(tops, m, side="left")]
+        fits = np.flatnonzero(held <= budget)
         n1 = int(fits[-1]) if len(fits) else 0
         if not len(fits):  # fewer rows than clusters to cover: the best cluster tops
-            tops = tops[:budget]
+            tops = tops[:np.searchsorted(np.cumsum(top_weight), budget, side="right")]
     chosen = np.union1d(np.arange(n1), tops)  # positions, sorted
     reasons = [TOP_SCORE if scored and p < n1 else CLUSTER_TOP for p in chosen]
     return Selection(order[chosen], reasons, n1)
@@ -141,9 +147,12 @@ def join_inputs(conversations: pa.Table, clusters: pa.Table, scored: pa.Table | 
 
 
 def select(conversations: pa.Table, clusters: pa.Table, scored: pa.Table | None, n1: int = 1000, n2: int = 1,
-           budget: int | None = None, listed: np.ndarray | None = None) -> tuple[pa.Table, dict[str, Any]]:
+           budget: int | None = None, listed: np.ndarray | None = None, tokens: int | None = None,
+           count_tokens: Callable[[pa.Table], np.ndarray] | None = None) -> tuple[pa.Table, dict[str, Any]]:
     """The selected rows (all canonical columns + reason, score, rank, cluster) and the report summary.
-    `listed`: the rows a file lists (tasks/listed.py), taken as they are instead of by CaR's rule."""
+    `listed`: the rows a file lists (tasks/listed.py), taken as they are instead of by CaR's rule. `tokens`: a
+    token budget instead of `budget` (rows by the rule until they hold this many training tokens, as
+    `count_tokens` counts them: tasks/token_budget.py)."""
     if conversations.num_rows == 0:
         raise BadInputError("no conversations to select from", field="conversations")
     cluster, distance, score, rank = join_inputs(conversations, clusters, scored)
@@ -153,14 +162,19 @@ def select(conversations: pa.Table, clusters: pa.Table, scored: pa.Table | None,
         groups = conversations.column(ANSWER_GROUP).to_pylist()
         allowed = np.sort(first_of_each_group(order, groups))
         table, summary = select(conversations.drop_columns([ANSWER_GROUP]).take(pa.array(allowed)), clusters,
-                                scored, n1, n2, budget)
+                                scored, n1, n2, budget, tokens=tokens, count_tokens=count_tokens)
         summary["answer_group_rows_left_out"] = len(ids) - len(allowed)
         return table, summary
     if score is not None and rank is None:  # rank 1 = best, as the IQS stage writes it
         rank = np.empty(len(ids), dtype=np.int64)
         rank[order] = np.arange(1, len(ids) + 1)
-    chosen = (car_select(order, cluster_rank, n1, n2, budget, scored=score is not None) if listed is None
-              else Selection(listed, [LISTED] * len(listed), 0))
+    weights = None
+    if listed is None and tokens is not None:
+        weights = reachable_tokens(order, np.flatnonzero(cluster_rank < n2), tokens,
+                                   lambda rows: count_tokens(conversations.take(pa.array(rows))))
+        budget = tokens
+    chosen = (car_select(order, cluster_rank, n1, n2, budget, scored=score is not None, weights=weights)
+              if listed is None else Selection(listed, [LISTED] * len(listed), 0))
     take = pa.array(chosen.rows)
     table = conversations.select(CONVERSATION_SCHEMA.names).take(take)
     table = table.append_column(SELECTION_SCHEMA.field("selection_reason"), pa.array(chosen.reasons, pa.string()))
@@ -171,7 +185,9 @@ def select(conversations: pa.Table, clusters: pa.Table, scored: pa.Table | None,
                                 pa.nulls(len(chosen.rows), pa.int64()) if rank is None
                                 else pa.array(rank[chosen.rows], pa.int64()))
     table = table.append_column(SELECTION_SCHEMA.field("cluster"), pa.array(cluster[chosen.rows], pa.int32()))
-    summary = summarize(cluster, score, chosen, n1=n1, n2=n2, budget=budget)
+    summary = summarize(cluster, score, chosen, n1=n1, n2=n2, budget=None if tokens is not None else budget)
+    if weights is not None:
+        summary.update(token_budget=tokens, tokens=int(weights[chosen.rows].sum()))
     return table.cast(SELECTION_SCHEMA), summary
 
 
@@ -214,7 +230,8 @@ SUMMARY_ROWS = [("rows", "rows in"), ("clusters", "clusters"), ("n1_used", "n1 (
                 ("clusters_covered_by_top", "clusters covered by the top n1"),
                 ("clusters_covered", "clusters covered in the end"), ("score_threshold", "lowest top-n1 score"),
                 ("answer_group_rows_left_out", "rows left out as a second answer of an answer group")]
-LISTED_ROWS = [("listed", "rows the file lists"), ("matched", "matched to a pool row"),
+OPTIONAL_ROWS = [("token_budget", "token budget"), ("tokens", "training tokens selected"),
+                 ("listed", "rows the file lists"), ("matched", "matched to a pool row"),
                ("matched_loosely", "of them matched loosely (Alpaca's prompt unwrapped, placeholder inputs)"),
                ("unmatched", "matched to no pool row (in the quarantine, with the reason)"),
                ("unreadable", "unreadable rows of the file")]
@@ -230,7 +247,7 @@ def report_markdown(summary: dict[str, Any], key: str | None = None, explorer: s
                   (f" (model `{summary['scorer_model']}`)" if summary.get("scorer_model") else "") + ".", ""]
     lines += ["| | |", "|---|---:|"]
     lines += [f"| {label} | {'-' if summary.get(key) is None else summary[key]} |" for key, label in SUMMARY_ROWS]
-    lines += [f"| {label} | {summary[key]} |" for key, label in LISTED_ROWS if key in summary]
+    lines += [f"| {label} | {summary[key]} |" for key, label in OPTIONAL_ROWS if key in summary]
     if summary.get("dedup_removed"):
         lines += ["", "Before selection, dedup removed: " + ", ".join(f"{reason} {n}" for reason, n in
                                                                       summary["dedup_removed"].items()) + "."]

@@ -62,6 +62,25 @@ def test_explicit_arms_are_what_is_planned(ablation_config):
         "car@lr=0.0001", "random@lr=0.0001"]
 
 
+def test_a_token_budget_arm_is_its_own_rule_beside_the_baseline(ablation_config):
+    """`random@tokens=N`: random's samples under a token budget, counted with the base model's tokenizer; its
+    steps are named apart from random's, and it is not the baseline: plain random is still required."""
+    arms = [Arm.parse("car", 1), Arm.parse("random", 1), Arm.parse("random@tokens=900", 2)]
+    ablation = ablation_plan(ablation_config(), 8, arms=arms)
+    plan = ablation.plan
+    matched = plan.named("select[random@tokens=900/1]", "select")[0]
+    assert matched.params.tokens == 900 and matched.params.budget is None and matched.params.n2 == 0
+    assert matched.params.counting.train_max_length == 64  # the config's train.max_length
+    assert matched.inputs["base_model"].stage.name == "base_model"
+    plain = plan.named("select[random/0]", "select")[0]
+    assert "base_model" not in plain.inputs and plain.params.tokens is None
+    assert plan.named("train[random@tokens=900/0]", "train") and arms[2].label == "random@tokens=900"
+    with pytest.raises(BadInputError, match="whole number"):
+        Arm.parse("random@tokens=lots", 1)
+    with pytest.raises(BadInputError, match="must include 'random'"):
+        ablation_plan(ablation_config(), 8, arms=[Arm.parse("car", 1), Arm.parse("random@tokens=900", 1)])
+
+
 def run_without_prefect(plan: Plan) -> dict[Step, object]:
     """Every step in order, each found in the store or built (the flow's work, without Prefect)."""
     results: dict[Step, object] = {}

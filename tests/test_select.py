@@ -188,3 +188,58 @@ def test_cli_without_what_to_do_is_bad_input(capsys):
     assert main(["select", "--clusters", "clusters-1", "--json"]) == 2
     error = json.loads(capsys.readouterr().out)
     assert error["field"] == "--conversations" and "--report" in error["error"]
+
+
+def test_a_token_budget_takes_rows_by_the_rule_until_their_tokens_fit(shared_data):
+    """Weights of one per row give the row budget exactly; with each row's tokens, n1 is the largest whose
+    selection (cluster tops included) holds at most the budget, and one more row by the rule would not fit."""
+    rows, records = car_rows(shared_data)
+    conv, clus, scored = tables(records, [int(r["label"]) for r in rows], [r["score"] for r in rows])
+    by_rows, _ = select(conv, clus, scored, n1=1000, n2=1, budget=500)
+    counted = []
+    ones, summary = select(conv, clus, scored, n1=1000, n2=1, tokens=500,
+                           count_tokens=lambda t: counted.append(t.num_rows) or np.ones(t.num_rows))
+    assert ones.column("id").to_pylist() == by_rows.column("id").to_pylist() and summary["tokens"] == 500
+    assert summary["token_budget"] == 500 and summary["budget"] is None
+
+    words = {r["id"]: len(r["messages"][1]["content"].split()) for r in conv.to_pylist()}
+    count = lambda t: np.array([words[i] for i in t.column("id").to_pylist()], np.float64)  # noqa: E731
+    budget = 20_000
+    chosen, summary = select(conv, clus, scored, n1=1000, n2=1, tokens=budget, count_tokens=count)
+    held = sum(words[i] for i in chosen.column("id").to_pylist())
+    assert summary["tokens"] == held <= budget
+    assert summary["clusters_covered"] == 161  # the cluster tops come first
+    order = scored.sort_by([("iqs_rank", "ascending")]).column("id").to_pylist()
+    following = next(i for i in order if i not in set(chosen.column("id").to_pylist()))
+    assert held + words[following] > budget  # the next row by score would not fit
+    # the top rule (n2 0) on a token budget: a prefix of the order
+    top, _ = select(conv, clus, scored, n1=1000, n2=0, tokens=budget, count_tokens=count)
+    assert top.column("id").to_pylist() == order[:top.num_rows]
+    assert sum(words[i] for i in order[:top.num_rows + 1]) > budget >= sum(words[i] for i in order[:top.num_rows])
+
+
+def test_the_stage_counts_training_tokens_as_format_and_train_do(store, shared_data, tiny_lm):
+    """select.tokens tokenizes with the base model and the format settings, cut at train.max_length: the
+    selection's tokens are what training on it would see."""
+    from tasks.stages.format import STAGE as FORMAT
+    from tasks.stages.format import FormatConfig
+    from tasks.token_budget import TokenCounting
+
+    rows, records = car_rows(shared_data)
+    conv, clus, scored = tables(records[:200], [int(r["label"]) % 5 for r in rows[:200]],
+                                [r["score"] for r in rows[:200]])
+    refs = {name: store.publish_table(f"t-{name}", name, table) for name, table in
+            (("conversations", conv), ("clusters", clus), ("scored", scored))}
+    with store.writer("base_model-tiny", "base_model", kind="model") as writer:
+        writer.add_file("model", tiny_lm)
+    refs["base_model"] = store.ref("base_model-tiny")
+    counting = TokenCounting(template="chatml", max_length=256, train_max_length=128)
+    result = run_stage(select_stage.STAGE, SelectConfig(n1=0, n2=1, tokens=3000, counting=counting), refs, store)
+    summary = json.loads(store.read_file(result.ref.key, SUMMARY_FILE))
+    assert summary["tokens"] <= 3000 and 10 < result.ref.rows < 200 and "| token budget | 3000 |" in result.report
+    formatted = run_stage(FORMAT, FormatConfig(template="chatml", max_length=256, exports=[]),
+                          {"selection": result.ref, "base_model": refs["base_model"]}, store)
+    lengths = [min(len(x), 128) for x in store.read_table(formatted.ref.key).column("input_ids").to_pylist()]
+    assert sum(lengths) == summary["tokens"]
+    with pytest.raises(ValueError, match="a budget of its own"):
+        SelectConfig(tokens=10, budget=5)

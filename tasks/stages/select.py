@@ -7,19 +7,21 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from storage.params import PATH, WHEN_SET, Section
-from storage.stage import Stage, StageContext, StageOutput
+from storage.stage import Call, Stage, StageContext, StageOutput
 from storage.store import DatasetRef
 from tasks.artifacts import Removed, ScoresMade
 from tasks.errors import BadInputError
 from tasks.explorer import EXPLORER_FILE, explorer_html
+from tasks.format import load_tokenizer
 from tasks.ingest.config import SourceConfig
 from tasks.ingest.revision import source_revision
 from tasks.ingest.source import read_source
 from tasks.listed import LISTED_MATCHING, match_listed
 from tasks.select import SUMMARY_FILE, plots, report_markdown, select
+from tasks.token_budget import TokenCounting, counting_of, token_counter
 
 
 class SelectConfig(Section):
@@ -31,18 +33,37 @@ class SelectConfig(Section):
                                   description="take the rows a file lists instead (a published selection, in any "
                                               "format ingest reads), matched to the pool by their user turns "
                                               "(instruction and input); n1, n2 and budget do not apply")
+    tokens: int | None = Field(None, ge=1, json_schema_extra=WHEN_SET,
+                               description="a token budget instead of `budget`: rows by the rule until they hold this "
+                                           "many training tokens (each row formatted as `format` does and cut at "
+                                           "train.max_length), to compare rules at equal tokens")
+    # filled from the format and train sections where a token budget is set (`plan`): how tokens are counted
+    counting: TokenCounting | None = Field(None, json_schema_extra=WHEN_SET)
+
+    @model_validator(mode="after")
+    def one_budget(self) -> SelectConfig:
+        if self.tokens is not None and (self.budget is not None or self.from_file):
+            raise ValueError("select.tokens is a budget of its own: leave select.budget and select.from_file empty")
+        return self
 
 
 def build(ctx: StageContext, conversations: DatasetRef, clusters: DatasetRef,
-          scored: DatasetRef | None = None) -> StageOutput:
+          scored: DatasetRef | None = None, base_model: DatasetRef | None = None) -> StageOutput:
     params = ctx.params
+    count_tokens = None
+    if params.tokens is not None:
+        if base_model is None or params.counting is None:
+            raise BadInputError("a token budget counts tokens with the base model's tokenizer: plan select after "
+                                "base_model", field="select.tokens")
+        count_tokens = token_counter(load_tokenizer(ctx.store, base_model), params.counting)
     conv = ctx.store.read_table(conversations.key)
     clus = ctx.store.read_table(clusters.key, columns=["id", "cluster", "distance", "pc1", "pc2"])
     scores = ctx.store.read_table(scored.key) if scored is not None else None
     listed, companions, matched = None, {}, {}
     if params.from_file:
         listed, companions["quarantine"], matched = listed_rows(params.from_file, conv, ctx.progress)
-    selection, summary = select(conv, clus, scores, params.n1, params.n2, params.budget, listed)
+    selection, summary = select(conv, clus, scores, params.n1, params.n2, params.budget, listed, params.tokens,
+                                count_tokens)
     summary.update(matched)
     removed = Removed.read(ctx.store, conversations.key).by_reason
     if removed:  # the counts of the rows that never reached the selection
@@ -87,5 +108,16 @@ def fingerprint(params: SelectConfig) -> dict[str, Any] | None:
     return {"from_file": source_revision(params.from_file), "matching": LISTED_MATCHING} if params.from_file else None
 
 
+def plan(config: Any) -> list[Call]:
+    """The config's selection; a token budget carries how format and train count tokens (derived here only)."""
+    params = config.select
+    return [Call(params.model_copy(update={"counting": counting_of(config) if params.tokens is not None else None}))]
+
+
+def reads(params: SelectConfig) -> list[str]:
+    """The scores whenever a recipe offers them; the base model only to count a token budget."""
+    return ["scored", *(["base_model"] if params.tokens is not None else [])]
+
+
 STAGE = Stage("select", "1", build, params=SelectConfig, section="select", output="selection", fingerprint=fingerprint,
-              description="CaR: the top n1 by score plus the top n2 of every cluster")
+              plan=plan, reads=reads, description="CaR: the top n1 by score plus the top n2 of every cluster")

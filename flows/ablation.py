@@ -135,8 +135,8 @@ def check_request(config: Any, arms: Sequence[Arm], budget: int) -> dict[str, Se
     for arm in arms:
         if arm.seeds < 1:
             raise BadInputError(f"{arm.seeds} seeds for {arm.label}: at least 1", field="--seeds")
-        if arm.tokens is not None and chosen[arm.selector].rule == "file":
-            raise BadInputError(f"{arm.label}: a file arm takes the rows the file lists, whatever the budget",
+        if arm.tokens is not None and chosen[arm.selector].rule in ("file", "all"):
+            raise BadInputError(f"{arm.label}: this arm takes the rows of a file or every row, whatever the budget",
                                 field="--selectors")
         if arm.learning_rate is not None and not arm.learning_rate > 0:
             raise BadInputError(f"a learning rate of {arm.learning_rate} for {arm.selector}: it must be positive",

@@ -20,7 +20,7 @@ from tasks.errors import BadInputError
 EXPLORER_FILE = "explorer.html"
 TEMPLATE = Path(__file__).with_name("explorer_page.html")
 INSTRUCTION_CHARS, ANSWER_CHARS = 240, 160  # excerpts kept per row: the page carries every row's text
-REASONS = ("top_score", "cluster_top", "listed")  # as tasks.select writes them, best first
+REASONS = ("top_score", "cluster_top", "listed", "every_row")  # as tasks.select writes them, best first
 
 
 def excerpt(text: str | None, chars: int) -> str:

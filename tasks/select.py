@@ -24,6 +24,7 @@ from tasks.figures import colormap, png, subplots
 from tasks.token_budget import reachable_tokens
 
 TOP_SCORE, CLUSTER_TOP, LISTED = "top_score", "cluster_top", "listed"  # LISTED: read from a file (tasks/listed.py)
+EVERY_ROW = "every_row"  # the whole pool: the "train on everything" arm
 ANSWER_GROUP = "answer_group"  # dedup's column: rows whose answers are near-identical share a group
 SUMMARY_FILE = "selection_summary.json"
 SELECTION_SCHEMA = pa.schema(list(CONVERSATION_SCHEMA) + [
@@ -148,11 +149,12 @@ def join_inputs(conversations: pa.Table, clusters: pa.Table, scored: pa.Table | 
 
 def select(conversations: pa.Table, clusters: pa.Table, scored: pa.Table | None, n1: int = 1000, n2: int = 1,
            budget: int | None = None, listed: np.ndarray | None = None, tokens: int | None = None,
-           count_tokens: Callable[[pa.Table], np.ndarray] | None = None) -> tuple[pa.Table, dict[str, Any]]:
+           count_tokens: Callable[[pa.Table], np.ndarray] | None = None,
+           every_row: bool = False) -> tuple[pa.Table, dict[str, Any]]:
     """The selected rows (all canonical columns + reason, score, rank, cluster) and the report summary.
     `listed`: the rows a file lists (tasks/listed.py), taken as they are instead of by CaR's rule. `tokens`: a
     token budget instead of `budget` (rows by the rule until they hold this many training tokens, as
-    `count_tokens` counts them: tasks/token_budget.py)."""
+    `count_tokens` counts them: tasks/token_budget.py). `every_row`: all of them (one of each answer group)."""
     if conversations.num_rows == 0:
         raise BadInputError("no conversations to select from", field="conversations")
     cluster, distance, score, rank = join_inputs(conversations, clusters, scored)
@@ -162,7 +164,8 @@ def select(conversations: pa.Table, clusters: pa.Table, scored: pa.Table | None,
         groups = conversations.column(ANSWER_GROUP).to_pylist()
         allowed = np.sort(first_of_each_group(order, groups))
         table, summary = select(conversations.drop_columns([ANSWER_GROUP]).take(pa.array(allowed)), clusters,
-                                scored, n1, n2, budget, tokens=tokens, count_tokens=count_tokens)
+                                scored, n1, n2, budget, tokens=tokens, count_tokens=count_tokens,
+                                every_row=every_row)
         summary["answer_group_rows_left_out"] = len(ids) - len(allowed)
         return table, summary
     if score is not None and rank is None:  # rank 1 = best, as the IQS stage writes it
@@ -173,8 +176,12 @@ def select(conversations: pa.Table, clusters: pa.Table, scored: pa.Table | None,
         weights = reachable_tokens(order, np.flatnonzero(cluster_rank < n2), tokens,
                                    lambda rows: count_tokens(conversations.take(pa.array(rows))))
         budget = tokens
-    chosen = (car_select(order, cluster_rank, n1, n2, budget, scored=score is not None, weights=weights)
-              if listed is None else Selection(listed, [LISTED] * len(listed), 0))
+    if listed is not None:
+        chosen = Selection(listed, [LISTED] * len(listed), 0)
+    elif every_row:
+        chosen = Selection(order, [EVERY_ROW] * len(order), 0)
+    else:
+        chosen = car_select(order, cluster_rank, n1, n2, budget, scored=score is not None, weights=weights)
     take = pa.array(chosen.rows)
     table = conversations.select(CONVERSATION_SCHEMA.names).take(take)
     table = table.append_column(SELECTION_SCHEMA.field("selection_reason"), pa.array(chosen.reasons, pa.string()))
@@ -212,7 +219,7 @@ def summarize(cluster: np.ndarray, score: np.ndarray | None, chosen: Selection, 
         per_cluster.append(row)
     return {
         "rows": len(cluster), "scored": score is not None, "clusters": k, "n1": n1, "n1_used": chosen.n1,
-        "listed_rows": int((reasons == LISTED).sum()),
+        "listed_rows": int((reasons == LISTED).sum()), "every_row": int((reasons == EVERY_ROW).sum()),
         "n2": n2, "budget": budget, "selected": len(chosen.rows), "top_score_rows": len(top_rows),
         "cluster_top_rows": len(added_rows), "clusters_covered_by_top": len(np.unique(cluster[top_rows])),
         "clusters_covered": len(np.unique(cluster[chosen.rows])),
@@ -283,7 +290,8 @@ def plots(clusters: pa.Table, scored: pa.Table | None, selection: pa.Table) -> d
     bins = np.histogram_bin_edges(values, bins=60)
     ax.hist(values, bins=bins, color="#c8c8c8", label=f"all rows ({len(values):,})")
     parts = [(values[chosen[reasons == r]], r, c) for r, c in ((TOP_SCORE, "#d62728"), (CLUSTER_TOP, "#1f77b4"),
-                                                                (LISTED, "#2ca02c")) if (reasons == r).any()]
+                                                                (LISTED, "#2ca02c"), (EVERY_ROW, "#9467bd"))
+             if (reasons == r).any()]
     if parts:
         ax.hist([p for p, _, _ in parts], bins=bins, stacked=True, color=[c for _, _, c in parts],
                 label=[f"selected: {r} ({len(p):,})" for p, r, _ in parts])
@@ -298,7 +306,7 @@ def plots(clusters: pa.Table, scored: pa.Table | None, selection: pa.Table) -> d
     fig, ax = subplots(figsize=(8, 7))
     dot = float(np.clip(8000 / max(len(pc1), 1), 2, 16))  # visible on small sets, not a blot on large ones
     ax.scatter(pc1, pc2, c=colors, s=dot, alpha=0.5, linewidths=0, rasterized=True)
-    for reason, marker, size in ((TOP_SCORE, "o", 14), (CLUSTER_TOP, "*", 60), (LISTED, "o", 14)):
+    for reason, marker, size in ((TOP_SCORE, "o", 14), (CLUSTER_TOP, "*", 60), (LISTED, "o", 14), (EVERY_ROW, "o", 6)):
         rows = chosen[reasons == reason]
         if len(rows):
             ax.scatter(pc1[rows], pc2[rows], c=colors[rows], s=size, marker=marker, edgecolors="black",

@@ -81,6 +81,25 @@ def test_a_token_budget_arm_is_its_own_rule_beside_the_baseline(ablation_config)
         ablation_plan(ablation_config(), 8, arms=[Arm.parse("car", 1), Arm.parse("random@tokens=900", 1)])
 
 
+def test_the_full_arm_trains_on_every_row_of_the_pool(ablation_config):
+    """`full`: the whole pool (one row of each answer group), for CaR's claim that 1,000 rows beat all of them;
+    the same training settings (the benchmark's one epoch is then an epoch of the pool)."""
+    ablation = ablation_plan(ablation_config(), 8, arms=[Arm.parse("full", 1), Arm.parse("random", 1)])
+    plan = ablation.plan
+    everything = plan.named("select[full/0]", "select")[0]
+    assert everything.params.every_row and everything.params.budget is None
+    results = run_without_prefect(plan.needed_by([everything]))
+    store = plan.store
+    selection = store.read_table(results[everything].key)
+    pool = store.read_table(results[ablation.pool].key)
+    groups = pool.column("answer_group").to_pylist() if "answer_group" in pool.column_names else [None] * pool.num_rows
+    one_each = sum(g is None for g in groups) + len({g for g in groups if g is not None})
+    assert selection.num_rows == one_each and set(selection.column("selection_reason").to_pylist()) == {"every_row"}
+    assert set(selection.column("id").to_pylist()) <= set(pool.column("id").to_pylist())
+    with pytest.raises(BadInputError, match="whatever the budget"):
+        ablation_plan(ablation_config(), 8, arms=[Arm.parse("full@tokens=100", 1), Arm.parse("random", 1)])
+
+
 def run_without_prefect(plan: Plan) -> dict[Step, object]:
     """Every step in order, each found in the store or built (the flow's work, without Prefect)."""
     results: dict[Step, object] = {}

@@ -20,7 +20,8 @@ PIPELINE_SCORER = "iqs"  # the scores the pipeline's own iqs section makes
 class Selector:
     name: str
     scorer: str | None  # PIPELINE_SCORER, a scorer's name, or None (no scores: the clusters alone)
-    rule: Literal["car", "top", "file"]  # CaR's rule under the budget, the first `budget` of the order, or a file's
+    # CaR's rule under the budget, the first `budget` of the order, a file's rows, or every row of the pool
+    rule: Literal["car", "top", "file", "all"]
     description: str = ""
 
     @property
@@ -32,6 +33,8 @@ class Selector:
         """The `select` section of this selector's arm: exactly `budget` rows by CaR's rule (`car`: n1 the
         largest that fits with the best `n2` of every cluster), or the first `budget` of the order (`top`: by
         score, or round-robin over the clusters without scores)."""
+        if self.rule == "all":
+            return {"n1": 0, "n2": 0, "every_row": True}
         return {"n1": budget, "n2": n2, "budget": budget} if self.rule == "car" else {"n1": budget, "n2": 0}
 
     def with_argument(self, argument: str) -> Selector:

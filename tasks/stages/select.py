@@ -37,6 +37,9 @@ class SelectConfig(Section):
                                description="a token budget instead of `budget`: rows by the rule until they hold this "
                                            "many training tokens (each row formatted as `format` does and cut at "
                                            "train.max_length), to compare rules at equal tokens")
+    every_row: bool | None = Field(None, json_schema_extra=WHEN_SET,
+                                   description="take every row (one of each answer group): the whole pool, to "
+                                               "train on everything; n1, n2 and budget do not apply")
     # filled from the format and train sections where a token budget is set (`plan`): how tokens are counted
     counting: TokenCounting | None = Field(None, json_schema_extra=WHEN_SET)
 
@@ -44,6 +47,8 @@ class SelectConfig(Section):
     def one_budget(self) -> SelectConfig:
         if self.tokens is not None and (self.budget is not None or self.from_file):
             raise ValueError("select.tokens is a budget of its own: leave select.budget and select.from_file empty")
+        if self.every_row and (self.tokens is not None or self.budget is not None or self.from_file):
+            raise ValueError("select.every_row takes every row: leave select.tokens, budget and from_file empty")
         return self
 
 
@@ -63,7 +68,7 @@ def build(ctx: StageContext, conversations: DatasetRef, clusters: DatasetRef,
     if params.from_file:
         listed, companions["quarantine"], matched = listed_rows(params.from_file, conv, ctx.progress)
     selection, summary = select(conv, clus, scores, params.n1, params.n2, params.budget, listed, params.tokens,
-                                count_tokens)
+                                count_tokens, every_row=bool(params.every_row))
     summary.update(matched)
     removed = Removed.read(ctx.store, conversations.key).by_reason
     if removed:  # the counts of the rows that never reached the selection

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float, default=2e-4, help="every arm's, unless it names its own")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the core selectors")
     parser.add_argument("--selectors", default="car,random", help="the core table")
-    parser.add_argument("--more-selectors", default="", help="more arms, e.g. car:probe,longest,random@tokens=203240,"
+    parser.add_argument("--more-selectors", default="", help="more arms, e.g. car:probe,longest,random@tokens=car,"
                                                              "cluster_only")
     parser.add_argument("--more-seeds", type=int, default=3)
     parser.add_argument("--learning-rates", default="", help="more learning rates for --lr-selectors, e.g. 6.67e-5")

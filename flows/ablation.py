@@ -48,25 +48,26 @@ class Arm(Section):
     selector: str = Field(description="a selector name, or NAME:SCORER (e.g. car:probe)")
     seeds: int = Field(DEFAULT_SEEDS, description="training seeds (and random samples)")
     learning_rate: float | None = Field(None, description="empty: train.learning_rate")
-    tokens: int | None = Field(None, ge=1, description="a token budget instead of the rows budget (select.tokens), "
-                                                       "e.g. the training tokens of car's selection")
+    tokens: int | None = Field(None, ge=1, description="a token budget instead of the rows budget (select.tokens)")
+    tokens_of: str | None = Field(None, description="a token budget read from another arm's selection: as many "
+                                                    "training tokens as it holds (its label, e.g. car)")
 
     @classmethod
     def parse(cls, spec: str, seeds: int, learning_rate: float | None = None) -> Arm:
-        """An arm as its label names it: `car`, `car:probe`, `random@tokens=203240`."""
+        """An arm as its label names it: `car`, `car:probe`, `random@tokens=203240`, `random@tokens=car` (as many
+        training tokens as car's selection holds)."""
         selector, _, budget = spec.partition("@tokens=")
-        try:
-            tokens = int(budget) if budget else None
-        except ValueError:
-            raise BadInputError(f"{spec!r}: a token budget is a whole number of tokens", field="--selectors") from None
-        return cls(selector=selector, seeds=seeds, learning_rate=learning_rate, tokens=tokens)
+        if budget.isdigit():
+            return cls(selector=selector, seeds=seeds, learning_rate=learning_rate, tokens=int(budget))
+        return cls(selector=selector, seeds=seeds, learning_rate=learning_rate, tokens_of=budget or None)
 
     @property
     def rule(self) -> str:
         """What makes its selection: the selector's name (`file:CaR_selected_result` for a file), and the token
         budget when it has one."""
         name = selectors.get(self.selector).name
-        return name if self.tokens is None else f"{name}@tokens={self.tokens}"
+        budget = self.tokens if self.tokens is not None else self.tokens_of
+        return name if budget is None else f"{name}@tokens={budget}"
 
     @property
     def label(self) -> str:
@@ -135,7 +136,13 @@ def check_request(config: Any, arms: Sequence[Arm], budget: int) -> dict[str, Se
     for arm in arms:
         if arm.seeds < 1:
             raise BadInputError(f"{arm.seeds} seeds for {arm.label}: at least 1", field="--seeds")
-        if arm.tokens is not None and chosen[arm.selector].rule in ("file", "all"):
+        if arm.tokens_of is not None and arm.tokens_of not in labels:
+            raise BadInputError(f"{arm.label}: no arm {arm.tokens_of!r} to match the tokens of (the arms are "
+                                f"{', '.join(labels)})", field="--selectors")
+        if arm.tokens_of is not None and next(a for a in arms if a.label == arm.tokens_of).tokens_of is not None:
+            raise BadInputError(f"{arm.label}: {arm.tokens_of} has a token budget read from another arm itself",
+                                field="--selectors")
+        if (arm.tokens is not None or arm.tokens_of) and chosen[arm.selector].rule in ("file", "all"):
             raise BadInputError(f"{arm.label}: this arm takes the rows of a file or every row, whatever the budget",
                                 field="--selectors")
         if arm.learning_rate is not None and not arm.learning_rate > 0:
@@ -176,7 +183,7 @@ def arm_runs(config: Any, arms: Sequence[Arm], chosen: dict[str, Selector], budg
     under the budget as `select`, `train.seed` (and the arm's learning rate); every chain trains with the same
     format, adapter, steps and batch."""
     runs = [ArmRun(BASE_MODEL, None, config, ABLATION_BASE)]
-    for arm in arms:
+    for arm in sorted(arms, key=lambda a: a.tokens_of is not None):  # after the arm whose tokens they match
         selector = chosen[arm.selector]
         for seed in range(arm.seeds):
             iqs = scorer_config(config, selector, seed)
@@ -184,8 +191,9 @@ def arm_runs(config: Any, arms: Sequence[Arm], chosen: dict[str, Selector], budg
                 "seed": seed, "eval_share": 0.0, "sample_prompts": [],
                 **({"learning_rate": arm.learning_rate} if arm.learning_rate is not None else {})})
             rows = selector.select_params(budget, config.select.n2)
-            select = type(config.select).model_validate(
-                rows if arm.tokens is None else {**rows, "budget": None, "tokens": arm.tokens})
+            if arm.tokens is not None or arm.tokens_of:
+                rows = {**rows, "budget": None, "tokens": arm.tokens, "tokens_of": arm.tokens_of}
+            select = type(config.select).model_validate(rows)
             own = config.model_copy(update={"iqs": iqs, "select": select, "train": train})
             # the pipeline's own scorer, and one that trains or reads embeddings, score every row as the pipeline
             # does (one dataset with its scores); one that needs nothing scores only the pool
@@ -208,9 +216,13 @@ def ablation_plan(config: Any, budget: int | None = None, selector_names: Sequen
     runs: list[RunLabel] = []
     evaluations: dict[str, Step] = {}
     answers: dict[tuple[str, str], Step] = {}  # (arm run's tag, prompt set) → its generate step
+    selections: dict[str, list[Step]] = defaultdict(list)  # arm label → its select step per seed
     every = arm_runs(config, arms, chosen, budget)
     for run in every:
         own = plan_recipe(run.recipe, run.config, store)
+        if run.arm is not None and run.arm.tokens_of is not None:
+            matched = selections[run.arm.tokens_of]
+            match_tokens(own, matched[run.seed % len(matched)])
         evaluated = {name: own.named(f"evaluate[{name}]", "evaluate")[0] for name in set_labels(config)}
         generated = {entry.label: own.named(f"generate[{entry.label}]", "generate")[0]
                      for entry in config.generate.prompts}
@@ -221,6 +233,8 @@ def ablation_plan(config: Any, budget: int | None = None, selector_names: Sequen
                 recipe_label[into] = step.label
             if into in recipe_label:
                 made_for[into].append(run)
+        if run.arm is not None:
+            selections[run.arm.label].append(merged[own.named("select", "select")[0]])
         for set_name, step in evaluated.items():
             name = f"evaluation_{len(evaluations):03d}"
             evaluations[name] = merged[step]
@@ -232,6 +246,16 @@ def ablation_plan(config: Any, budget: int | None = None, selector_names: Sequen
                       AblationReportParams(runs=runs, baseline=BASELINE, resamples=config.eval.resamples,
                                            confidence=config.eval.confidence, judged=judged or None), evaluations)
     return AblationPlan(plan.compute_keys(), plan.named("eval.pool", "eval.pool")[0], report, budget)
+
+
+def match_tokens(own: Plan, source: Step) -> None:
+    """An arm run's selection reads the selection whose training tokens are its budget (`NAME@tokens=ARM`): its
+    key and every key after it follow that selection's."""
+    following = own.descendants("select")
+    own.named("select", "select")[0].inputs["tokens_of"] = source
+    for step in following:
+        step.key = ""
+    own.compute_keys()
 
 
 def plan_judging(plan: Plan, config: Any, store: Store, runs: list[ArmRun], answers: dict[tuple[str, str], Step],

@@ -92,7 +92,8 @@ class Plan:
         mapped: dict[Step, Step] = {}
         for step in other.steps:
             if step.key not in have:
-                inputs = {name: mapped[v] if isinstance(v, Step) else v for name, v in step.inputs.items()}
+                # an input that is a step of this plan already (an arm matching another's tokens) stays itself
+                inputs = {name: mapped.get(v, v) if isinstance(v, Step) else v for name, v in step.inputs.items()}
                 added = self.add(step.stage, step.params, inputs, label(step), step.shard)
                 added.key, added.fingerprint = step.key, step.fingerprint
                 have[step.key] = added

@@ -237,7 +237,8 @@ SUMMARY_ROWS = [("rows", "rows in"), ("clusters", "clusters"), ("n1_used", "n1 (
                 ("clusters_covered_by_top", "clusters covered by the top n1"),
                 ("clusters_covered", "clusters covered in the end"), ("score_threshold", "lowest top-n1 score"),
                 ("answer_group_rows_left_out", "rows left out as a second answer of an answer group")]
-OPTIONAL_ROWS = [("token_budget", "token budget"), ("tokens", "training tokens selected"),
+OPTIONAL_ROWS = [("token_budget", "token budget"), ("tokens_of", "the token budget of (a selection)"),
+                 ("tokens", "training tokens selected"),
                  ("listed", "rows the file lists"), ("matched", "matched to a pool row"),
                ("matched_loosely", "of them matched loosely (Alpaca's prompt unwrapped, placeholder inputs)"),
                ("unmatched", "matched to no pool row (in the quarantine, with the reason)"),

@@ -75,10 +75,34 @@ def test_a_token_budget_arm_is_its_own_rule_beside_the_baseline(ablation_config)
     plain = plan.named("select[random/0]", "select")[0]
     assert "base_model" not in plain.inputs and plain.params.tokens is None
     assert plan.named("train[random@tokens=900/0]", "train") and arms[2].label == "random@tokens=900"
-    with pytest.raises(BadInputError, match="whole number"):
-        Arm.parse("random@tokens=lots", 1)
+    with pytest.raises(BadInputError, match="no arm 'lots'"):
+        ablation_plan(ablation_config(), 8, arms=[Arm.parse("random", 1), Arm.parse("random@tokens=lots", 1)])
     with pytest.raises(BadInputError, match="must include 'random'"):
         ablation_plan(ablation_config(), 8, arms=[Arm.parse("car", 1), Arm.parse("random@tokens=900", 1)])
+
+
+def test_an_arm_matches_the_training_tokens_of_another_arms_selection(ablation_config):
+    """`random@tokens=car`: random samples until they hold the tokens car's selection holds, counted alike; its
+    select step reads car's, so its key follows car's selection."""
+    arms = [Arm.parse("random@tokens=car", 2), Arm.parse("car", 1), Arm.parse("random", 1)]
+    ablation = ablation_plan(ablation_config(), 8, arms=arms)
+    plan = ablation.plan
+    car = plan.named("select[car/0]", "select")[0]
+    matched = [plan.named(f"select[random@tokens=car/{seed}]", "select")[0] for seed in (0, 1)]
+    assert all(step.inputs["tokens_of"] is car and step.params.tokens_of == "car" for step in matched)
+    assert matched[0].key != matched[1].key  # a new sample per seed
+    results = run_without_prefect(plan.needed_by(matched))
+    store = plan.store
+    summary = store.manifest(results[matched[0]].key)["stats"]
+    formatted = run_without_prefect(plan.needed_by([plan.named("format[car/0]", "format")[0]]))
+    tokenized = store.read_table(formatted[plan.named("format[car/0]", "format")[0]].key)
+    car_tokens = sum(min(len(ids), 64) for ids in tokenized.column("input_ids").to_pylist())  # train.max_length 64
+    assert summary["token_budget"] == car_tokens and summary["tokens"] <= car_tokens
+    assert summary["tokens"] > car_tokens - 64  # one more row would not fit: within a row of the budget
+    assert summary["tokens_of"] == results[car].key
+    with pytest.raises(BadInputError, match="has a token budget read from another arm"):
+        ablation_plan(ablation_config(), 8, arms=[Arm.parse("random", 1), Arm.parse("car@tokens=random@tokens=car", 1),
+                                                  Arm.parse("random@tokens=car", 1)])
 
 
 def test_the_full_arm_trains_on_every_row_of_the_pool(ablation_config):

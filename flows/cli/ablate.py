@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--selectors", default=",".join(DEFAULT_SELECTORS),
                         help=f"comma-separated, must include random (default: {','.join(DEFAULT_SELECTORS)}); "
                              "NAME:SCORER runs a selector's rule on another scorer, e.g. car:probe; "
-                             "NAME@tokens=N under a token budget instead of rows, e.g. random@tokens=203240")
+                             "NAME@tokens=N under a token budget instead of rows, NAME@tokens=ARM as many tokens "
+                             "as another arm's selection, e.g. random@tokens=car")
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="training seeds (and random samples)")
     parser.add_argument("--learning-rates", type=learning_rates, metavar="R,...",
                         help="train every selector at each of these learning rates, each compared with random at "

@@ -37,6 +37,10 @@ class SelectConfig(Section):
                                description="a token budget instead of `budget`: rows by the rule until they hold this "
                                            "many training tokens (each row formatted as `format` does and cut at "
                                            "train.max_length), to compare rules at equal tokens")
+    tokens_of: str | None = Field(None, json_schema_extra=WHEN_SET,
+                                  description="a token budget read from another selection (its input `tokens_of`): "
+                                              "as many training tokens as it holds; an ablation arm's "
+                                              "`random@tokens=car`, which the ablation wires")
     every_row: bool | None = Field(None, json_schema_extra=WHEN_SET,
                                    description="take every row (one of each answer group): the whole pool, to "
                                                "train on everything; n1, n2 and budget do not apply")
@@ -45,30 +49,44 @@ class SelectConfig(Section):
 
     @model_validator(mode="after")
     def one_budget(self) -> SelectConfig:
-        if self.tokens is not None and (self.budget is not None or self.from_file):
-            raise ValueError("select.tokens is a budget of its own: leave select.budget and select.from_file empty")
-        if self.every_row and (self.tokens is not None or self.budget is not None or self.from_file):
-            raise ValueError("select.every_row takes every row: leave select.tokens, budget and from_file empty")
+        if self.token_budget and (self.budget is not None or self.from_file):
+            raise ValueError("a token budget is a budget of its own: leave select.budget and select.from_file empty")
+        if self.tokens is not None and self.tokens_of:
+            raise ValueError("select.tokens or select.tokens_of: one token budget")
+        if self.every_row and (self.token_budget or self.budget is not None or self.from_file):
+            raise ValueError("select.every_row takes every row: leave the budgets and from_file empty")
         return self
 
+    @property
+    def token_budget(self) -> bool:
+        return self.tokens is not None or bool(self.tokens_of)
 
-def build(ctx: StageContext, conversations: DatasetRef, clusters: DatasetRef,
-          scored: DatasetRef | None = None, base_model: DatasetRef | None = None) -> StageOutput:
+
+def build(ctx: StageContext, conversations: DatasetRef, clusters: DatasetRef, scored: DatasetRef | None = None,
+          base_model: DatasetRef | None = None, tokens_of: DatasetRef | None = None) -> StageOutput:
     params = ctx.params
-    count_tokens = None
-    if params.tokens is not None:
+    count_tokens, tokens = None, params.tokens
+    if params.token_budget:
         if base_model is None or params.counting is None:
             raise BadInputError("a token budget counts tokens with the base model's tokenizer: plan select after "
                                 "base_model", field="select.tokens")
         count_tokens = token_counter(load_tokenizer(ctx.store, base_model), params.counting)
+    if params.tokens_of:
+        if tokens_of is None:
+            raise BadInputError(f"select.tokens_of is {params.tokens_of!r}, but no selection is wired to the "
+                                "tokens_of input (an ablation arm NAME@tokens=ARM wires it)", field="select.tokens_of")
+        tokens = int(count_tokens(ctx.store.read_table(tokens_of.key)).sum())
+        ctx.log.info("select: a token budget of %d, the training tokens of %s", tokens, tokens_of.key)
     conv = ctx.store.read_table(conversations.key)
     clus = ctx.store.read_table(clusters.key, columns=["id", "cluster", "distance", "pc1", "pc2"])
     scores = ctx.store.read_table(scored.key) if scored is not None else None
     listed, companions, matched = None, {}, {}
     if params.from_file:
         listed, companions["quarantine"], matched = listed_rows(params.from_file, conv, ctx.progress)
-    selection, summary = select(conv, clus, scores, params.n1, params.n2, params.budget, listed, params.tokens,
+    selection, summary = select(conv, clus, scores, params.n1, params.n2, params.budget, listed, tokens,
                                 count_tokens, every_row=bool(params.every_row))
+    if tokens_of is not None:
+        summary["tokens_of"] = tokens_of.key
     summary.update(matched)
     removed = Removed.read(ctx.store, conversations.key).by_reason
     if removed:  # the counts of the rows that never reached the selection
@@ -116,12 +134,12 @@ def fingerprint(params: SelectConfig) -> dict[str, Any] | None:
 def plan(config: Any) -> list[Call]:
     """The config's selection; a token budget carries how format and train count tokens (derived here only)."""
     params = config.select
-    return [Call(params.model_copy(update={"counting": counting_of(config) if params.tokens is not None else None}))]
+    return [Call(params.model_copy(update={"counting": counting_of(config) if params.token_budget else None}))]
 
 
 def reads(params: SelectConfig) -> list[str]:
     """The scores whenever a recipe offers them; the base model only to count a token budget."""
-    return ["scored", *(["base_model"] if params.tokens is not None else [])]
+    return ["scored", *(["base_model"] if params.token_budget else []), *(["tokens_of"] if params.tokens_of else [])]
 
 
 STAGE = Stage("select", "1", build, params=SelectConfig, section="select", output="selection", fingerprint=fingerprint,

@@ -145,6 +145,45 @@ def since(run: dict[str, Any]) -> str:
     return f" (since step {step})" if step is not None else ""
 
 
+def step_cost(ctx: StageContext, key: str) -> tuple[float | None, float | None]:
+    """(minutes, peak RSS MB) of one step, its row-range parts included (a gathered step reads its parts: the
+    same stage's datasets); None where a manifest predates the record."""
+    built = Built.read(ctx.store, key)
+    parts = [k for k in built.inputs.values() if ctx.store.verify(k) and Built.read(ctx.store, k).stage == built.stage]
+    seconds, peaks = [], []
+    for one in [key, *parts]:
+        manifest = ctx.store.manifest(one)
+        seconds.append(manifest.get("build_seconds"))
+        peaks.append(manifest.get("stats", {}).get("peak_rss_mb"))
+    known = [p for p in peaks if p]
+    return (None if None in seconds else minutes(sum(seconds))), (max(known) if known else None)
+
+
+def answering_costs(ctx: StageContext, params: AblationReportParams, evaluation: dict[str, DatasetRef]
+                    ) -> list[dict[str, Any]]:
+    """Per judged arm run and prompt set: minutes and peak memory of generating its answers (and the baseline's,
+    which several arms may share), and minutes of judging them."""
+    rows = []
+    for label in params.judged:
+        judged = Built.read(ctx.store, evaluation[label.input].key)
+        answer_min, answer_mb = step_cost(ctx, judged.inputs["answers"])
+        baseline_min, baseline_mb = step_cost(ctx, judged.inputs["baseline"])
+        rows.append({"model": label.model, "seed": label.seed, "prompt_set": label.prompt_set,
+                     "generation_minutes": answer_min, "generation_peak_mb": answer_mb,
+                     "baseline_generation_minutes": baseline_min, "judging_minutes": minutes(judged.build_seconds)})
+    return rows
+
+
+def costs_markdown(rows: list[dict[str, Any]], baseline: str) -> str:
+    lines = ["## What answering and judging cost", "",
+             f"| arm | seed | prompt set | generation min | generation peak MB | {baseline}'s generation min | "
+             "judging min |", "|---|---:|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['seed']} | {r['prompt_set']} | {r['generation_minutes']} | "
+              f"{peak_mb({'train_peak_mb': r['generation_peak_mb']})} | {r['baseline_generation_minutes']} | "
+              f"{r['judging_minutes']} |" for r in rows]
+    return "\n".join(lines)
+
+
 def judged_section(ctx: StageContext, params: AblationReportParams, evaluation: dict[str, DatasetRef],
                    summary: dict[str, Any]) -> dict[str, Any]:
     """The judged table (win rates with intervals, length-controlled, winning scores, lengths), whether its order
@@ -165,9 +204,11 @@ def judged_section(ctx: StageContext, params: AblationReportParams, evaluation: 
     which, table = next(iter(tables.items()))  # the first arm's first seed on the first prompt set
     shown = side_by_side(table, which, params.baseline)
     made = judged_markdown(rows, losses, params.baseline, first_stats, summary["eval_sets"][0]["name"])
-    return {"table": rows, "sentence": made["sentence"], "order": made["order"],
+    costs = answering_costs(ctx, params, evaluation)
+    return {"table": rows, "sentence": made["sentence"], "order": made["order"], "costs": costs,
             "judge": {k: first_stats.get(k) for k in ("judge", "judged_by", "card")}, "side_by_side": shown,
-            "markdown": made["markdown"] + "\n\n" + side_by_side_markdown(shown),
+            "markdown": made["markdown"] + "\n\n" + costs_markdown(costs, params.baseline) + "\n\n"
+                        + side_by_side_markdown(shown),
             "chart": win_rate_chart_png(rows, params.confidence)}
 
 
@@ -182,5 +223,5 @@ def judgement(label: JudgedLabel, table: pa.Table) -> Any:
                      table.column("second_chars").to_numpy().astype(np.float64))
 
 
-STAGE = Stage("ablation.report", "4", build, params=AblationReportParams, output="ablation",
+STAGE = Stage("ablation.report", "5", build, params=AblationReportParams, output="ablation",
               description="the selection ablation's table, paired differences to random, chart and verdict")

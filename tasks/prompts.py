@@ -133,6 +133,24 @@ def read_prompts(path: str, label: str, fmt: str | None = None, limit: int | Non
     return PromptsRead(records_to_table(records), pa.Table.from_pylist(rejected, QUARANTINE_SCHEMA), read)
 
 
+def held_out_prompts(rows: pa.Table, label: str, limit: int | None = None) -> PromptsRead:
+    """The questions of held-out conversation rows (eval.holdout's): the first user turn of each, its source
+    row's lineage and id kept (meta `held_out_id`), so answers on a user's own data can be judged."""
+    records, rejected = [], []
+    for n, row in enumerate(rows.select(["id", "source", "messages"]).to_pylist()[:limit]):
+        prompt = next((m["content"] for m in row["messages"] or [] if m["role"] == "user"), None)
+        if not prompt or not prompt.strip():
+            rejected.append({"row": n, "reason": "no_user_turn", "detail": f"held-out row {row['id']} asks nothing"})
+            continue
+        source = row["source"] or {}
+        records.append(make_record(messages=[{"role": "user", "content": prompt}], system=None,
+                                   uri=source.get("uri") or "", fmt="prompts", row=source.get("row") or n,
+                                   meta={"prompt_set": label, "held_out_id": row["id"]}))
+    if not records:
+        raise BadInputError(f"none of the {rows.num_rows} held-out rows has a user turn to ask", field="prompts")
+    return PromptsRead(records_to_table(records), pa.Table.from_pylist(rejected, QUARANTINE_SCHEMA), rows.num_rows)
+
+
 def _limited(items: Iterator[tuple[int, Any]], limit: int | None) -> Iterator[tuple[int, Any]]:
     for n, item in enumerate(items):
         if limit is not None and n >= limit:

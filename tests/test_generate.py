@@ -54,6 +54,29 @@ def test_a_users_prompt_file_in_any_format(store, tmp_path):
         PromptSetConfig(set="mtbench")
 
 
+def test_the_held_out_questions_are_a_prompt_set_of_the_ablation(ablation_config):
+    """`heldout`: the questions of eval.holdout's rows (the user's own data, never trained on), each keeping the
+    held-out row's id and source; planned where the held-out split is, bad input where it is not."""
+    from flows.ablation import ablation_plan, grid
+    from flows.plan import run_in_order
+
+    config = ablation_config(generate={"prompts": ["heldout"], "max_new_tokens": 4})
+    plan = ablation_plan(config, 8, arms=grid(["random"], 1)).plan
+    asked = plan.named("prompts[heldout]", "prompts")[0]
+    held = plan.named("eval.holdout", "eval.holdout")[0]
+    assert asked.inputs == {"eval_set": held} and asked.params.held_out and asked.fingerprint is None
+    results = run_in_order(plan.needed_by([asked]))
+    rows = plan.store.read_table(results["eval.holdout"].ref.key).to_pylist()
+    prompts = plan.store.read_table(results["prompts[heldout]"].ref.key).to_pylist()
+    assert [json.loads(p["meta"])["held_out_id"] for p in prompts] == [r["id"] for r in rows]
+    assert [p["messages"][0]["content"] for p in prompts] == [r["messages"][0]["content"] for r in rows]
+    assert all(p["source"]["uri"] == r["source"]["uri"] for p, r in zip(prompts, rows))
+    with pytest.raises(BadInputError, match="plan them where eval.holdout runs"):
+        run_alone(get("prompts"), PromptSetConfig(held_out=True), {}, plan.store)
+    with pytest.raises(ValueError, match="one"):
+        PromptSetConfig(set="vicuna", held_out=True)
+
+
 def test_batched_answers_are_one_at_a_time_greedy_decoding(store, tiny_confident_lm):
     """Left-padded batches of similar prompt length with the KV cache give each prompt the answer
     `model.generate` gives it alone; parts give the same table; the sampling parameters are in the key."""

@@ -7,8 +7,9 @@ expert-revised validation responses of CaR (APE_score_valid.csv, format car_revi
 same LoRA on the bundled SmolLM2-135M-Instruct for `--epochs` passes (or `--steps`), batch, length and learning
 rate alike. The arms: `--selectors` × `--seeds` (the core table: CaR with the comet IQS trained on CaR's 2,032
 pairs, and random), `--more-selectors` × `--more-seeds`, and `--lr-selectors` × `--lr-seeds` at each of
-`--learning-rates` (each compared with random at its own rate). Every step is cached in the store under
-`--work`: a run cut short continues from its finished chains, and the same command again is served from it.
+`--learning-rates` (each compared with random at its own rate); `--full` adds the whole pool, one seed, planned
+last. Every step is cached in the store under `--work`: a run cut short continues from its finished chains, and
+the same command again is served from it.
 The numbers are the flow's own report (flows/ablation.py); `comparisons` lists each arm's paired difference to
 random, with its interval.
 """
@@ -44,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--more-selectors", default="", help="more arms, e.g. car:probe,longest,random@tokens=car,"
                                                              "cluster_only")
     parser.add_argument("--more-seeds", type=int, default=3)
+    parser.add_argument("--full", action="store_true", help="also train on every row of the pool (one seed, "
+                                                            "planned last: hours on 2 cores, resumed from its "
+                                                            "checkpoints)")
     parser.add_argument("--learning-rates", default="", help="more learning rates for --lr-selectors, e.g. 6.67e-5")
     parser.add_argument("--lr-selectors", default="car,random")
     parser.add_argument("--lr-seeds", type=int, default=2)
@@ -67,7 +71,7 @@ def arms(args: argparse.Namespace) -> list[Any]:
     found += [Arm.parse(name, args.more_seeds) for name in names(args.more_selectors)]
     found += [Arm.parse(name, args.lr_seeds, float(rate)) for rate in names(args.learning_rates)
               for name in names(args.lr_selectors)]
-    return found
+    return found + ([Arm.parse("full", 1)] if args.full else [])
 
 
 def pool_file(work: Path, rows: int) -> Path:

@@ -37,6 +37,7 @@ from tasks.stages.ablation_report import CHART, REPORT_JSON, AblationReportParam
 from tasks.stages.evaluate import set_labels
 
 BASE_MODEL = "base model"
+FULL = "full"  # the arm that trains on every row: every other arm is also judged against it
 DEFAULT_SEEDS = 3
 DEFAULT_SELECTORS = ("car", "random", "top_score", "cluster_only", "longest")
 
@@ -261,30 +262,34 @@ def match_tokens(own: Plan, source: Step) -> None:
 def plan_judging(plan: Plan, config: Any, store: Store, runs: list[ArmRun], answers: dict[tuple[str, str], Step],
                  evaluations: dict[str, Step]) -> list[JudgedLabel]:
     """Each arm's answers judged against the baseline arm's at the same learning rate and seed (a baseline with
-    fewer seeds is reused in turn), on every prompt set; the judge's model (the reward judge's) trained once.
+    fewer seeds is reused in turn), on every prompt set, and, where the ablation trains on everything (`full`),
+    every other arm's against full's too (CaR's claim); the judge's model (the reward judge's) trained once.
     Adds the judge steps to `evaluations` (the report's inputs) and returns their labels."""
     if not answers:
         return []
     judges.get(config.judge.judge).check(config.judge)
     trained = plan.merge(plan_recipe(JUDGING, config, store))
     judge_model = next((step for step in trained.values() if step.stage.name == "judge.train"), None)
-    baselines = defaultdict(list)
-    for run in runs:
-        if run.arm is not None and run.arm.rule == BASELINE:
-            baselines[run.arm.learning_rate].append(run)
     judged = []
-    for run in runs:
-        if run.arm is None or run.arm.rule == BASELINE:
-            continue
-        against = baselines[run.arm.learning_rate]
-        other = against[run.seed % len(against)]
-        for entry in config.generate.prompts:
-            inputs = {"answers": answers[(run.tag, entry.label)], "baseline": answers[(other.tag, entry.label)],
-                      **({"judge_model": judge_model} if judge_model is not None else {})}
-            step = plan.add(get("judge"), config.judge, inputs, label=f"judge[{run.tag}/{entry.label}]")
-            name = f"evaluation_{len(evaluations):03d}"
-            evaluations[name] = step
-            judged.append(JudgedLabel(input=name, model=run.model, seed=run.seed, prompt_set=entry.label))
+    for reference in (BASELINE, FULL):
+        against = defaultdict(list)  # learning rate → the reference's runs
+        for run in runs:
+            if run.arm is not None and run.arm.rule == reference:
+                against[run.arm.learning_rate].append(run)
+        for run in runs:
+            if run.arm is None or run.arm.rule == reference or not against[run.arm.learning_rate]:
+                continue
+            found = against[run.arm.learning_rate]
+            other = found[run.seed % len(found)]
+            for entry in config.generate.prompts:
+                inputs = {"answers": answers[(run.tag, entry.label)], "baseline": answers[(other.tag, entry.label)],
+                          **({"judge_model": judge_model} if judge_model is not None else {})}
+                vs = "" if reference == BASELINE else f" vs {reference}"
+                step = plan.add(get("judge"), config.judge, inputs, label=f"judge[{run.tag}/{entry.label}{vs}]")
+                name = f"evaluation_{len(evaluations):03d}"
+                evaluations[name] = step
+                judged.append(JudgedLabel(input=name, model=run.model, seed=run.seed, prompt_set=entry.label,
+                                          baseline=None if reference == BASELINE else reference))
     return judged
 
 

@@ -8,7 +8,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from flows.ablation import ablation_plan, grid, run_ablation
+from flows.ablation import Arm, ablation_plan, grid, run_ablation
 from flows.plan import run_alone
 from storage.schema import make_record, records_to_table
 from storage.stage import run_stage
@@ -210,18 +210,22 @@ def test_an_ablation_judges_each_arms_answers_against_randoms(prefect_api, ablat
         "Name three fruits.", "What is the capital of Italy?", "Explain rain briefly.", "Say hello politely.")))
     config = ablation_config(generate={"prompts": [str(prompts)], "max_new_tokens": 6},
                              judge={"judge": "reward", "verdicts": small_verdicts, "features": "style"})
-    result = run_ablation(config, 8, grid(["longest", "random"], 2))
+    result = run_ablation(config, 8, [*grid(["longest", "random"], 2), Arm.parse("full", 1)])
     assert {"generate[base model/prompts]", "generate[longest/1/prompts]", "judge.train",
-            "judge[longest/0/prompts]", "judge[longest/1/prompts]"} <= ran(result)
-    judged = result["report"]["judged"]
-    assert [(row["model"], row["seeds"], row["prompts"]) for row in judged] == [("longest", 2, 4)]
+            "judge[longest/0/prompts]", "judge[longest/1/prompts]", "judge[longest/1/prompts vs full]",
+            "judge[random/0/prompts vs full]"} <= ran(result)
+    judged = result["report"]["judged"]  # against random, then against the arm trained on everything
+    assert [(row["model"], row["baseline"], row["seeds"], row["prompts"]) for row in judged] == [
+        ("longest", "random", 2, 4), ("full", "random", 1, 4), ("longest", "full", 2, 4), ("random", "full", 2, 4)]
     assert 0 <= judged[0]["win_rate"]["low"] <= judged[0]["win_rate"]["estimate"] <= judged[0]["win_rate"]["high"]
     report = json.loads(open(result["report"]["files"]["ablation.json"]).read())
-    assert report["judged"]["judge"]["card"] and len(report["judged"]["side_by_side"]["rows"]) == 4
-    assert report["judged"]["order"]["arms"] == ["longest", "random"]
+    shown = report["judged"]["side_by_side"]  # longest, random and full on the same prompts
+    assert report["judged"]["judge"]["card"] and len(shown["rows"]) == 4 and shown["others"] == ["full"]
+    assert all(row["full"] is not None and "verdict vs full" in row for row in shown["rows"])  # joined by prompt
+    assert report["judged"]["order"]["arms"] == ["full", "longest", "random"]
     markdown = open(result["report"]["files"]["report.md"]).read()
     assert "## Judged answers" in markdown and "side by side" in markdown and "judged.png" in markdown
     costs = report["judged"]["costs"]  # each judged arm run's answering and judging minutes, and peak memory
-    assert [(c["model"], c["seed"]) for c in costs] == [("longest", 0), ("longest", 1)]
+    assert [(c["model"], c["seed"]) for c in costs][:3] == [("longest", 0), ("longest", 1), ("full", 0)]
     assert all(c["generation_minutes"] is not None and c["judging_minutes"] is not None
                and c["generation_peak_mb"] > 100 for c in costs) and "## What answering and judging cost" in markdown

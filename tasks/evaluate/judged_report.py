@@ -25,16 +25,17 @@ def judged_markdown(rows: list[dict], losses: dict[str, float], baseline: str, j
                      f"{100 * (card['agreement'] or 0):.1f}% on {card['pairs']:,} pairs of prompts it never trained "
                      f"on, where the longer answer wins {100 * card['longer_wins']:.1f}% and the first answer "
                      f"{100 * card['first_wins']:.1f}%.")
-    lines += ["", f"| prompt set | arm | seeds | prompts | win rate vs {baseline} [95%] | length-controlled [95%] | "
-                  "winning score | wins / ties / losses | mean chars (arm / baseline) |",
-              "|---|---|---:|---:|---:|---:|---:|---|---:|"]
+    lines += ["", "| prompt set | arm | against | seeds | prompts | win rate [95%] | length-controlled [95%] | "
+                  "winning score | wins / ties / losses | mean chars (arm / the other) |",
+              "|---|---|---|---:|---:|---:|---:|---:|---|---:|"]
     for row in rows:
-        lines.append(f"| {row['prompt_set']} | {row['model']} | {row['seeds']} | {row['prompts']} | "
-                     f"{_pct(row['win_rate'])} | {_pct(row['lc_win_rate'])} | {row['winning_score']} | "
-                     f"{row['wins']} / {row['ties']} / {row['losses']} | {row['mean_chars']:.0f} / "
-                     f"{row['baseline_mean_chars']:.0f} |")
+        lines.append(f"| {row['prompt_set']} | {row['model']} | {row['baseline']} | {row['seeds']} | "
+                     f"{row['prompts']} | {_pct(row['win_rate'])} | {_pct(row['lc_win_rate'])} | "
+                     f"{row['winning_score']} | {row['wins']} / {row['ties']} / {row['losses']} | "
+                     f"{row['mean_chars']:.0f} / {row['baseline_mean_chars']:.0f} |")
     first_set = rows[0]["prompt_set"] if rows else None
-    judged = {r["model"]: r["win_rate"]["estimate"] for r in rows if r["prompt_set"] == first_set}
+    judged = {r["model"]: r["win_rate"]["estimate"] for r in rows
+              if r["prompt_set"] == first_set and r["baseline"] == baseline}
     if baseline in losses:
         judged[baseline] = 0.5
     order = order_agreement(judged, losses)
@@ -42,8 +43,8 @@ def judged_markdown(rows: list[dict], losses: dict[str, float], baseline: str, j
     for row in rows:
         rate, lc = row["win_rate"], row["lc_win_rate"]
         beyond = "beats" if rate["low"] > 0.5 else "loses to" if rate["high"] < 0.5 else "ties with"
-        clauses.append(f"{row['model']} {beyond} {baseline} on {row['prompt_set']} ({_pct(rate)}; length-controlled "
-                       f"{_pct(lc)})")
+        clauses.append(f"{row['model']} {beyond} {row['baseline']} on {row['prompt_set']} ({_pct(rate)}; "
+                       f"length-controlled {_pct(lc)})")
     sentence = "; ".join(clauses) + "." if clauses else "Nothing was judged."
     lines += ["", f"**{sentence}**", "",
               f"Judged order on {first_set} (win rate against {baseline}): {' > '.join(order['judged_order'])}; loss "
@@ -55,21 +56,33 @@ def judged_markdown(rows: list[dict], losses: dict[str, float], baseline: str, j
     return {"markdown": "\n".join(lines), "sentence": sentence, "order": order}
 
 
-def side_by_side(table: pa.Table, which: tuple[str, int, str], baseline: str) -> dict[str, Any]:
-    """The first `SIDE_BY_SIDE` prompts of one judgement: both answers and the verdict."""
+def side_by_side(table: pa.Table, which: tuple[str, int, str], baseline: str,
+                 more: dict[str, pa.Table] | None = None) -> dict[str, Any]:
+    """The first `SIDE_BY_SIDE` prompts of one judgement: both answers and the verdict; `more`: the same arm's
+    judgements against other arms (full), whose answers and verdicts join by prompt."""
     model, seed, prompt_set = which
-    rows = [{"prompt": r["prompt"], model: r["first"], baseline: r["second"], "verdict": r["verdict"]}
-            for r in table.slice(0, SIDE_BY_SIDE).to_pylist()]
-    return {"arm": model, "seed": seed, "prompt_set": prompt_set, "baseline": baseline, "rows": rows}
+    others = {name: {r["prompt_id"]: r for r in found.to_pylist()} for name, found in (more or {}).items()}
+    rows = []
+    for r in table.slice(0, SIDE_BY_SIDE).to_pylist():
+        row = {"prompt": r["prompt"], model: r["first"], baseline: r["second"], "verdict": r["verdict"]}
+        for name, found in others.items():
+            match = found.get(r["prompt_id"], {})
+            row[name], row[f"verdict vs {name}"] = match.get("second"), match.get("verdict")
+        rows.append(row)
+    return {"arm": model, "seed": seed, "prompt_set": prompt_set, "baseline": baseline, "others": list(others),
+            "rows": rows}
 
 
 def side_by_side_markdown(shown: dict[str, Any]) -> str:
-    arm, baseline = shown["arm"], shown["baseline"]
-    lines = [f"## {arm} and {baseline} side by side ({shown['prompt_set']}, seed {shown['seed']}, "
-             f"{len(shown['rows'])} prompts)", "", f"| prompt | {arm} | {baseline} | verdict |", "|---|---|---|---|"]
+    arm, baseline, others = shown["arm"], shown["baseline"], shown.get("others", [])
+    names = " and ".join([arm, baseline, *others])
+    lines = [f"## {names} side by side ({shown['prompt_set']}, seed {shown['seed']}, {len(shown['rows'])} prompts)",
+             "", "| prompt | " + " | ".join([arm, baseline, *others]) + f" | verdict vs {baseline} | "
+             + "".join(f"verdict vs {o} | " for o in others), "|---|" + "---|" * (2 * len(others) + 3)]
     for row in shown["rows"]:
-        lines.append(f"| {_cell(row['prompt'], 160)} | {_cell(row[arm], 300)} | {_cell(row[baseline], 300)} | "
-                     f"{row['verdict']} |")
+        answers = " | ".join(_cell(row[name], 300) for name in (arm, baseline, *others))
+        verdicts = " | ".join(str(row[key]) for key in ("verdict", *(f"verdict vs {o}" for o in others)))
+        lines.append(f"| {_cell(row['prompt'], 160)} | {answers} | {verdicts} |")
     return "\n".join(lines)
 
 
@@ -93,8 +106,10 @@ def win_rate_chart_png(rows: list[dict], confidence: float) -> bytes:
                    yerr=[[100 * (v["estimate"] - v["low"]) for v in values],
                          [100 * (v["high"] - v["estimate"]) for v in values]], capsize=3)
         ax.axhline(50, color="black", lw=0.8)
-        ax.set_xticks(range(len(found)), [r["model"] for r in found], rotation=30, ha="right", rotation_mode="anchor")
-        ax.set(title=f"{prompt_set}: against {found[0]['baseline']} ({confidence:.0%} intervals)",
+        main = found[0]["baseline"]
+        ax.set_xticks(range(len(found)), [r["model"] if r["baseline"] == main else f"{r['model']} vs {r['baseline']}"
+                                          for r in found], rotation=30, ha="right", rotation_mode="anchor")
+        ax.set(title=f"{prompt_set}: against {main} ({confidence:.0%} intervals)",
                ylabel="% of prompts won (ties half)", ylim=(0, 100))
         ax.legend(loc="upper right")
         ax.grid(axis="y", alpha=0.3)

@@ -5,6 +5,7 @@ key changes when a selector or seed is added. Not a pipeline stage: the selectio
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from typing import Any
 
 import pyarrow as pa
@@ -34,6 +35,8 @@ class JudgedLabel(Section):
     model: str = Field(description="the arm whose answers were judged against the baseline arm's")
     seed: int
     prompt_set: str
+    baseline: str | None = Field(None, json_schema_extra=WHEN_SET,
+                                 description="the arm it was judged against (empty: the report's baseline)")
 
 
 class AblationReportParams(Section):
@@ -191,18 +194,22 @@ def judged_section(ctx: StageContext, params: AblationReportParams, evaluation: 
     from tasks.evaluate.judged import judged_table
     from tasks.evaluate.judged_report import judged_markdown, side_by_side, side_by_side_markdown, win_rate_chart_png
 
-    judgements, first_stats, tables = [], None, {}
+    judgements, first_stats, tables = defaultdict(list), None, {}
     for label in params.judged:
         ref = evaluation[label.input]
         table = ctx.store.read_table(ref.key)
-        tables[(label.model, label.seed, label.prompt_set)] = table
+        against = label.baseline or params.baseline
+        tables[(label.model, label.seed, label.prompt_set, against)] = table
         first_stats = first_stats or ctx.store.manifest(ref.key)["stats"]
-        judgements.append(judgement(label, table))
-    rows = judged_table(judgements, params.baseline, params.resamples, params.confidence)
+        judgements[against].append(judgement(label, table))
+    rows = [row for against, found in judgements.items()
+            for row in judged_table(found, against, params.resamples, params.confidence)]
     losses = {m["model"]: m["summary"]["loss"]["estimate"] for m in summary["eval_sets"][0]["models"]
               if m["trained"]}
-    which, table = next(iter(tables.items()))  # the first arm's first seed on the first prompt set
-    shown = side_by_side(table, which, params.baseline)
+    (model, seed, prompt_set, against), table = next(iter(tables.items()))  # the first arm's first judgement
+    shown = side_by_side(table, (model, seed, prompt_set), against,
+                         {other: found for (m, s, p, other), found in tables.items()
+                          if (m, s, p) == (model, seed, prompt_set) and other != against})
     made = judged_markdown(rows, losses, params.baseline, first_stats, summary["eval_sets"][0]["name"])
     costs = answering_costs(ctx, params, evaluation)
     return {"table": rows, "sentence": made["sentence"], "order": made["order"], "costs": costs,

@@ -2,8 +2,10 @@
 (moto's server) with the bucket `sftflow-test`."""
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ["SFTFLOW_HOME"] = tempfile.mkdtemp(prefix="sftflow-test-")
+atexit.register(shutil.rmtree, os.environ["SFTFLOW_HOME"], ignore_errors=True)  # the session's home goes with it
 # one calibration of `precision: auto` for the session, shared by the CLI processes tests start with homes of their own
 os.environ["SFTFLOW_CALIBRATION_DIR"] = os.path.join(os.environ["SFTFLOW_HOME"], "calibration")
 # the named prompt sets and AlpacaEval's verdicts are read from the shared data (never from the network)

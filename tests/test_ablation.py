@@ -123,6 +123,9 @@ def test_ablation_report_store_hits_and_an_added_selector(prefect_api, ablation_
     assert len(models["car"]["per_seed"]) == 2 and models["car"]["vs_baseline"]["verdict"] in (
         "better", "worse", "within_noise")
     assert all(run["train_steps"] == 2 for run in report["runs"] if run["adapter"])
+    # each chain's cost: its scorer's minutes (0 for random, which reads none) and its selection's
+    assert all(run["selection_minutes"] is not None and run["scoring_minutes"] is not None
+               for run in report["runs"] if run["adapter"])
     assert report["sentence"] in store.read_file(first["report"]["key"], "report.md").decode()
 
     again = run_ablation(config, 8, grid(["car", "random", "longest"], 2))

@@ -58,36 +58,38 @@ def training_facts(ctx: StageContext, evaluation: DatasetRef) -> dict[str, Any]:
     key = Evaluation.read(ctx.store, evaluation.key).adapter
     if key is None:
         return dict.fromkeys(("adapter", "train_rows", "train_steps", "train_tokens", "learning_rate",
-                              "train_minutes", "counted_from_step", "scoring_minutes", "train_peak_mb"))
+                              "train_minutes", "counted_from_step", "scoring_minutes", "selection_minutes",
+                              "train_peak_mb"))
     adapter = Adapter.read(ctx.store, key)
     stats = adapter.stats
+    scoring, selection = lineage_seconds(ctx, adapter.tokenized.key)
     return {"adapter": key, "train_rows": stats.get("train_rows"), "train_steps": stats.get("steps"),
             "train_tokens": stats.get("tokens_seen"), "learning_rate": adapter.params.get("learning_rate"),
             # the training loop's seconds, a resumed run's whole; a checkpoint written before counts were kept
             # (manifests without counted_from_step) gives the time and tokens since its step only
             "train_minutes": minutes(stats.get("train_seconds", adapter.build_seconds)),
             "counted_from_step": stats.get("counted_from_step", stats.get("resumed_from_step")),
-            "scoring_minutes": minutes(scoring_seconds(ctx, adapter.tokenized.key)),
+            "scoring_minutes": minutes(scoring), "selection_minutes": minutes(selection),
             "train_peak_mb": stats.get("peak_rss_mb")}  # None for a training made before peaks were recorded
 
 
-def scoring_seconds(ctx: StageContext, tokenized: str) -> float | None:
-    """The build seconds of the scoring steps up a training set's lineage (format → select → iqs → iqs.train);
-    0 for a selector that reads no scores, None where a manifest predates the record."""
-    total, frontier, seen = 0.0, [tokenized], set()
+def lineage_seconds(ctx: StageContext, tokenized: str) -> tuple[float | None, float | None]:
+    """The build seconds up a training set's lineage (format → select → iqs → iqs.train) of its scoring steps (0
+    for a selector that reads no scores) and of its selection; None where a manifest predates the record."""
+    total, selection, frontier, seen = 0.0, None, [tokenized], set()
     while frontier:
         key = frontier.pop()
         if key in seen or not ctx.store.verify(key):
             continue
         seen.add(key)
         built = Built.read(ctx.store, key)
-        if built.stage in SCORING_STAGES:
-            if built.build_seconds is None:
-                return None
-            total += built.build_seconds
+        if built.stage == "select":
+            selection = built.build_seconds
+        if built.stage in SCORING_STAGES and total is not None:
+            total = None if built.build_seconds is None else total + built.build_seconds
         if built.stage in ("format", "select", *SCORING_STAGES):
             frontier += list(built.inputs.values())
-    return total
+    return total, selection
 
 
 def minutes(seconds: float | None) -> float | None:
@@ -114,10 +116,12 @@ def build(ctx: StageContext, **evaluation: DatasetRef) -> StageOutput:
     report = "\n".join(["# Selection ablation: did the selection help?", "", f"**{sentence}**", "",
                         markdown_table(summary), "", "## Training runs", "",
                         "| model | seed | rows | steps | tokens seen | learning rate | training min | scoring min "
-                        "| training peak MB | adapter |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+                        "| selection min | training peak MB | adapter |",
+                        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
                         *dict.fromkeys(f"| {r['model']} | {r['seed']} | {r['train_rows']} | {r['train_steps']} | "
                                        f"{r['train_tokens']}{since(r)} | {r['learning_rate']} | "
                                        f"{r['train_minutes']}{since(r)} | {r['scoring_minutes']} | "
+                                       f"{r['selection_minutes']} | "
                                        f"{peak_mb(r)} | `{r['adapter']}` |"
                                        for r in trained),
                         "", "Scoring minutes: the selector's scorer, trained and run once, shared by its seeds "

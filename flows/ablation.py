@@ -226,7 +226,7 @@ def ablation_plan(config: Any, budget: int | None = None, selector_names: Sequen
             match_tokens(own, matched[run.seed % len(matched)])
         evaluated = {name: own.named(f"evaluate[{name}]", "evaluate")[0] for name in set_labels(config)}
         generated = {entry.label: own.named(f"generate[{entry.label}]", "generate")[0]
-                     for entry in config.generate.prompts}
+                     for entry in config.generate.prompts} if run.arm is not None else {}
         before = set(plan.steps)
         merged = plan.merge(own.needed_by([*evaluated.values(), *generated.values()]), label=run.label_of)
         for step, into in merged.items():

@@ -89,8 +89,9 @@ ABLATION = recipe(
     *_POOL, *_ARM)
 # an arm whose scorer needs nothing (length, random) scores only the pool
 ABLATION_POOL_SCORED = recipe("selection-ablation", *_SHARED, *_POOL, Entry("iqs", reads=POOL), *_ARM)
-# the base model, untrained, on every set
-ABLATION_BASE = recipe("selection-ablation", *_SHARED, *_POOL, "evaluate", "generate")
+# the base model, untrained, on every evaluation set (its answers are judged by `sftflow evaluate --against base`:
+# in the ablation, arms are judged against random, so nobody would read them)
+ABLATION_BASE = recipe("selection-ablation", *_SHARED, *_POOL, "evaluate")
 # the judge's own model (the reward judge's, trained on public verdicts): planned once for every judged arm
 JUDGING = recipe("judging", "judge.train")
 IQS_TRAINING = recipe("iqs-training", "iqs.train")

@@ -214,7 +214,7 @@ def test_an_ablation_judges_each_arms_answers_against_randoms(prefect_api, ablat
     config = ablation_config(generate={"prompts": [str(prompts)], "max_new_tokens": 6},
                              judge={"judge": "reward", "verdicts": small_verdicts, "features": "style"})
     result = run_ablation(config, 8, [*grid(["longest", "random"], 2), Arm.parse("full", 1)])
-    assert {"generate[base model/prompts]", "generate[longest/1/prompts]", "judge.train",
+    assert {"generate[longest/1/prompts]", "judge.train",
             "judge[longest/0/prompts]", "judge[longest/1/prompts]", "judge[longest/1/prompts vs full]",
             "judge[random/0/prompts vs full]"} <= ran(result)
     judged = result["report"]["judged"]  # against random, then against the arm trained on everything

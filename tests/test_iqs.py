@@ -437,3 +437,35 @@ def make_conversation(text: str, row: int) -> dict:
     return make_record(uri="test", fmt="test", row=row, system=None, meta={},
                        messages=[{"role": "user", "content": instruction.removeprefix("Instruction: ")},
                                  {"role": "assistant", "content": response}])
+
+
+def test_a_long_batch_recomputes_its_activations_with_the_same_gradients():
+    """The comet IQS's longest batches recompute their encoder activations in the backward pass instead of
+    keeping their attention maps (most of the training's peak): the gradients are the very same, dropout
+    included; a short batch keeps them."""
+    import torch
+
+    from tasks.iqs.comet_model import resolve_encoder
+    from tasks.iqs.metric import InstructionMetric
+
+    torch.manual_seed(0)
+    model = InstructionMetric(encoder_model="BERT", pretrained_model=resolve_encoder(None), local_files_only=True,
+                              nr_frozen_epochs=0.0, batch_size=4)
+    model.train()
+    batch = model.prepare_sample([{"src": " ".join(["word"] * 200) + str(i), "score": i / 4} for i in range(4)],
+                                 stage="fit")
+    short = model.prepare_sample([{"src": f"a short text {i}", "score": 0.5} for i in range(4)], stage="fit")
+
+    def gradients(recompute_above):
+        model.zero_grad()
+        model.recompute_above, model.recomputed_batches = recompute_above, 0
+        model.on_train_batch_start(batch, 0)
+        torch.manual_seed(1)
+        model.compute_loss(model(**batch[0]), batch[1]).backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]), model.recomputed_batches
+
+    kept, recomputed = gradients(None), gradients(1e6)
+    assert kept[1] == 0 and recomputed[1] == 1
+    assert torch.equal(kept[0], recomputed[0]) and kept[0].abs().sum() > 0
+    model.on_train_batch_start(short, 1)  # 4 rows of a few tokens: far below a megabyte of attention maps
+    assert model.recomputed_batches == 1

@@ -19,7 +19,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from storage.memory import GIB
 from tasks.device import Precision, use_available_cores
+from tasks.train.memory import ACTIVATION_GB
 
 log = logging.getLogger("sftflow")
 CHECKPOINT = Path("checkpoints") / "model.ckpt"
@@ -67,11 +69,12 @@ LIGHTNING_PRECISION = {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp32": "32-tru
 def train_model(train_rows: pa.Table, valid_rows: pa.Table, hparams: dict[str, Any], out_dir: Path, *,
                 epochs: int, accumulate_grad_batches: int = 1, patience: int = 1, seed: int = 42,
                 limit_train_batches: float | int = 1.0, advance: Callable[[int], None] | None = None,
-                precision: Precision | None = None) -> dict[str, Any]:
+                precision: Precision | None = None, recompute_above_gb: float | None = ACTIVATION_GB) -> dict[str, Any]:
     """Fit on `train_rows` (src, score), early-stop on `valid_rows`; the best model ends up in `out_dir`.
 
-    `hparams` are InstructionMetric arguments; `pretrained_model` None means the bundled MiniLM.
-    Returns what happened: epochs run, best validation score, seconds, device.
+    `hparams` are InstructionMetric arguments; `pretrained_model` None means the bundled MiniLM. A batch whose
+    attention maps would pass `recompute_above_gb` recomputes its activations in the backward pass (the same
+    gradients; None: never). Returns what happened: epochs run, best validation score, seconds, device.
     """
     import pytorch_lightning as ptl
     import torch
@@ -92,6 +95,7 @@ def train_model(train_rows: pa.Table, valid_rows: pa.Table, hparams: dict[str, A
     model = InstructionMetric(**hparams, train_data=[str(data_dir / "train.csv")],
                               validation_data=[str(data_dir / "valid.csv")],
                               local_files_only=Path(hparams["pretrained_model"]).is_dir())
+    model.recompute_above = None if recompute_above_gb is None else recompute_above_gb * GIB
     gpu = torch.cuda.is_available()
     precision = precision or Precision("fp32", "cuda" if gpu else "cpu", "exact")
     use_available_cores()
@@ -124,7 +128,7 @@ def train_model(train_rows: pa.Table, valid_rows: pa.Table, hparams: dict[str, A
     best = checkpoint.best_model_score
     return {"epochs_run": trainer.current_epoch, "best_val_pairwise_accuracy": None if best is None else float(best),
             "train_seconds": round(seconds, 1), "seconds_per_epoch": round(seconds / max(1, trainer.current_epoch), 1),
-            "history": history, **precision.stats(),
+            "history": history, **precision.stats(), "recomputed_batches": model.recomputed_batches,
             "train_rows": train_rows.num_rows, "valid_rows": valid_rows.num_rows}
 
 

@@ -225,8 +225,9 @@ def ablation_plan(config: Any, budget: int | None = None, selector_names: Sequen
             matched = selections[run.arm.tokens_of]
             match_tokens(own, matched[run.seed % len(matched)])
         evaluated = {name: own.named(f"evaluate[{name}]", "evaluate")[0] for name in set_labels(config)}
-        generated = {entry.label: own.named(f"generate[{entry.label}]", "generate")[0]
-                     for entry in config.generate.prompts} if run.arm is not None else {}
+        # the arms answer; the base model's run plans the prompt sets, which every arm shares, under their own labels
+        made = "generate" if run.arm is not None else "prompts"
+        generated = {entry.label: own.named(f"{made}[{entry.label}]", made)[0] for entry in config.generate.prompts}
         before = set(plan.steps)
         merged = plan.merge(own.needed_by([*evaluated.values(), *generated.values()]), label=run.label_of)
         for step, into in merged.items():
@@ -240,7 +241,8 @@ def ablation_plan(config: Any, budget: int | None = None, selector_names: Sequen
             name = f"evaluation_{len(evaluations):03d}"
             evaluations[name] = merged[step]
             runs.append(RunLabel(input=name, model=run.model, seed=run.seed, eval_set=set_name))
-        answers.update({(run.tag, prompt_set): merged[step] for prompt_set, step in generated.items()})
+        if run.arm is not None:
+            answers.update({(run.tag, prompt_set): merged[step] for prompt_set, step in generated.items()})
     relabel(plan, recipe_label, made_for)
     judged = plan_judging(plan, config, store, every, answers, evaluations)
     report = plan.add(get("ablation.report"),

@@ -323,7 +323,8 @@ def test_the_pipeline_exports_as_its_last_step_and_rewrites_what_went_missing(pr
         "dedup_removed": facts["counts"]["dedup_removed"], "deduplicated": 76 - removed,
         "selected": rows["select"]["rows_out"], "dataset": rows["select"]["rows_out"]}
     assert rows["dedup"]["rows_out"] == 76 - removed
-    assert facts["selection"]["params"] == {"n1": 10, "n2": 1, "budget": None, "from_file": None}
+    assert facts["selection"]["params"] == {"n1": 10, "n2": 1, "budget": None, "from_file": None, "tokens": None,
+                                            "tokens_of": None, "every_row": None, "counting": None}
     assert facts["scoring"] == {"scorer": "probe", "model": facts["scoring"]["model"],
                                 "model_key": rows["iqs.train"]["key"], "key": rows["iqs"]["key"]}
     keys = {row["key"] for row in first["stages"] if row["stage"] != "export"}

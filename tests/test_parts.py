@@ -20,11 +20,14 @@ from tests.conftest import ROOT
 
 BUILT: list[tuple[int, int] | None] = []  # the row range of every build of the doubling stage
 FAIL_AT: list[int] = []  # the part index whose build fails (once)
+PART_SECONDS: list[float] = []  # how long each build takes, when set
 
 
 def build_doubled(ctx, numbers):
     start, stop = row_range(numbers.rows, ctx.shard)
     BUILT.append(ctx.shard)
+    if PART_SECONDS:
+        time.sleep(PART_SECONDS[0])
     if ctx.shard is not None and FAIL_AT and ctx.shard[0] == FAIL_AT[0]:
         FAIL_AT.clear()
         raise RuntimeError("the machine stopped")
@@ -66,6 +69,22 @@ def test_a_crash_in_a_part_keeps_the_finished_parts(store, numbers):
     again = run_stage(DOUBLED, {"part_rows": 10}, {"numbers": numbers}, store)
     assert BUILT == [(2, 5), (3, 5), (4, 5)]  # parts 0 and 1 came from the store
     assert store.read_table(again.ref.key).column("doubled").to_pylist() == [2 * x for x in range(50)]
+
+
+def test_a_resumed_output_costs_every_part_not_only_the_resumed_ones(store, numbers):
+    """The cost an ablation report gives (build seconds) counts the parts an earlier run built too."""
+    FAIL_AT.append(2)
+    PART_SECONDS.append(0.3)
+    try:
+        with pytest.raises(RuntimeError, match="machine stopped"):
+            run_stage(DOUBLED, {"part_rows": 10}, {"numbers": numbers}, store)
+        began = time.perf_counter()
+        again = run_stage(DOUBLED, {"part_rows": 10}, {"numbers": numbers}, store)
+        resumed = time.perf_counter() - began
+    finally:
+        PART_SECONDS.clear()
+    manifest = store.manifest(again.ref.key)
+    assert manifest["build_seconds"] >= 5 * 0.3 > resumed  # 2 parts from the first run, 3 from this one
 
 
 def test_scores_in_parts_are_ranked_over_every_part(store):

@@ -153,17 +153,10 @@ def since(run: dict[str, Any]) -> str:
 
 
 def step_cost(ctx: StageContext, key: str) -> tuple[float | None, float | None]:
-    """(minutes, peak RSS MB) of one step, its row-range parts included (a gathered step reads its parts: the
-    same stage's datasets); None where a manifest predates the record."""
-    built = Built.read(ctx.store, key)
-    parts = [k for k in built.inputs.values() if ctx.store.verify(k) and Built.read(ctx.store, k).stage == built.stage]
-    seconds, peaks = [], []
-    for one in [key, *parts]:
-        manifest = ctx.store.manifest(one)
-        seconds.append(manifest.get("build_seconds"))
-        peaks.append(manifest.get("stats", {}).get("peak_rss_mb"))
-    known = [p for p in peaks if p]
-    return (None if None in seconds else minutes(sum(seconds))), (max(known) if known else None)
+    """(minutes, peak RSS MB) of one step, a gathered step's parts included (the engine sums them into its
+    build seconds, whichever run built them); None where a manifest predates the record."""
+    manifest = ctx.store.manifest(key)
+    return minutes(manifest.get("build_seconds")), manifest.get("stats", {}).get("peak_rss_mb")
 
 
 def answering_costs(ctx: StageContext, params: AblationReportParams, evaluation: dict[str, DatasetRef]

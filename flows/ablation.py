@@ -31,6 +31,7 @@ from storage.params import Section
 from storage.store import Store
 from tasks import judges, scorers, selectors
 from tasks.errors import BadInputError
+from tasks.evaluate.report import LEARNING_RATE_MARK
 from tasks.selectors import BASELINE, PIPELINE_SCORER, Selector
 from tasks.stages import get
 from tasks.stages.ablation_report import CHART, REPORT_JSON, AblationReportParams, JudgedLabel, RunLabel
@@ -73,7 +74,7 @@ class Arm(Section):
     @property
     def label(self) -> str:
         """The model's name in the report: its rule, and the learning rate when the arm names one."""
-        return self.rule if self.learning_rate is None else f"{self.rule}@lr={self.learning_rate:g}"
+        return self.rule if self.learning_rate is None else f"{self.rule}{LEARNING_RATE_MARK}{self.learning_rate:g}"
 
 
 def grid(selector_names: Sequence[str] | None = None, seeds: int = DEFAULT_SEEDS,
@@ -315,7 +316,7 @@ def relabel(plan: Plan, recipe_label: dict[Step, str], made_for: dict[Step, list
         if len(named) == 1:
             tag = next(iter(named))
             if len(rates) == 1 and None not in rates:
-                tag += f"@lr={next(iter(rates)):g}"
+                tag += f"{LEARNING_RATE_MARK}{next(iter(rates)):g}"
             if len(seeds) == 1:
                 tag += f"/{next(iter(seeds))}"
             step.label = tagged(base, tag)

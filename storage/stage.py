@@ -352,13 +352,13 @@ def run_stage(
     ctx = StageContext(store=store, key=key, params=params, progress=progress, shard=shard, fingerprint=fingerprint,
                        memory_gb=memory_gb)
     peak = PeakRSS().__enter__()  # until the stats are written: a streamed table builds while it is written
-    made_by_parts: dict[str, Any] = {}  # the parts' own cost (build seconds, peak MB), whichever run built them
+    parts_seconds, parts_peak_mb = 0.0, 0.0  # the parts' own cost, whichever run built them
     own_start = started
     try:
         parts = _parts(stage, params, inputs, shard)
         if parts > 1:
             made = _run_parts(stage, params, inputs, store, parts, force, progress, fingerprint, memory_gb)
-            made_by_parts = parts_cost([store.manifest(ref.key) for ref in made.values()])
+            parts_seconds, parts_peak_mb = parts_cost([store.manifest(ref.key) for ref in made.values()])
             own_start = time.perf_counter()
             output = (stage.gather or concat_parts)(ctx, **made)
         else:
@@ -390,13 +390,12 @@ def run_stage(
             # stats last: a streamed table fills them while it is written
             peak.__exit__()
             output.stats.update(peak.stats())
-            if made_by_parts.get("peak_rss_mb"):  # a part built by an earlier run may have peaked higher
-                output.stats["peak_rss_mb"] = max(output.stats.get("peak_rss_mb") or 0.0, made_by_parts["peak_rss_mb"])
+            if parts_peak_mb:  # a part built by an earlier run may have peaked higher
+                output.stats["peak_rss_mb"] = max(output.stats.get("peak_rss_mb") or 0.0, parts_peak_mb)
             writer.fields["stats"] = output.stats
             writer.fields["companions"] = {name: companion_key(key, name) for name in output.companions}
             # what the output cost to make: a gathered output's parts included, also those of a run cut short
-            writer.fields["build_seconds"] = round(made_by_parts.get("build_seconds", 0.0)
-                                                   + time.perf_counter() - own_start, 2)
+            writer.fields["build_seconds"] = round(parts_seconds + time.perf_counter() - own_start, 2)
     finally:
         peak.__exit__()  # read already when the stats were written; on a failure, the sampler stops here
     if "scratch" in ctx.__dict__:  # published: the scratch folder has served its purpose
@@ -425,10 +424,10 @@ def release_memory() -> None:
         pass
 
 
-def parts_cost(manifests: list[Mapping[str, Any]]) -> dict[str, float]:
-    """The parts' build seconds summed (each part's own, in whichever run built it) and their highest peak."""
+def parts_cost(manifests: list[Mapping[str, Any]]) -> tuple[float, float]:
+    """The parts' build seconds summed (each part's own, in whichever run built it) and their highest peak MB."""
     peaks = [m.get("stats", {}).get("peak_rss_mb") or 0.0 for m in manifests]
-    return {"build_seconds": sum(m.get("build_seconds") or 0.0 for m in manifests), "peak_rss_mb": max(peaks)}
+    return sum(m.get("build_seconds") or 0.0 for m in manifests), max(peaks)
 
 
 def _parts(stage: Stage, params: Any, inputs: Mapping[str, DatasetRef | None], shard: tuple[int, int] | None) -> int:

@@ -430,6 +430,20 @@ def test_ablation_report_pieces():
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and image.shape[0] > 500 and image.shape[1] > 1000
 
 
+def test_a_token_budget_arm_is_compared_with_random_and_a_learning_rate_with_random_at_it():
+    gold = [r for r in ablation_runs() if r.eval_set == "gold"]
+    renamed = {"car": "random@tokens=car", "longest": "car@lr=0.0001"}
+    runs = gold + [EvalRun("random@lr=0.0001", r.seed, r.eval_set, r.losses) for r in gold if r.model == "random"]
+    runs = [EvalRun(renamed.get(r.model, r.model), r.seed, r.eval_set, r.losses) for r in runs]
+    models = {m["model"]: m for m in summarize_runs(runs, resamples=300)["eval_sets"][0]["models"]}
+    token_matched = stats.compare([r.losses for r in runs if r.model == "random@tokens=car"],
+                                  [r.losses for r in runs if r.model == "random"], resamples=300)
+    assert models["random@tokens=car"]["vs_baseline"] == token_matched.as_dict()
+    # longest's runs, 0.1 worse than random, against random@lr=0.0001 (random's losses): worse
+    assert models["car@lr=0.0001"]["vs_baseline"]["verdict"] == stats.WORSE
+    assert models["random"]["vs_baseline"] is None and models["random@lr=0.0001"]["vs_baseline"] is None
+
+
 def test_report_says_when_nothing_beats_random_and_refuses_incomplete_results():
     runs = [r for r in ablation_runs() if r.eval_set == "gold" and r.model != "longest"]
     sentence = verdict_sentence(summarize_runs(runs, resamples=300))

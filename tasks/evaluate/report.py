@@ -17,6 +17,7 @@ from tasks.evaluate.stats import BETTER, CONFIDENCE, RESAMPLES, WORSE, compare, 
 from tasks.figures import png, subplots
 
 MINUS = "\u2212"
+LEARNING_RATE_MARK = "@lr="  # a model trained at a learning rate of its own: `car@lr=6.7e-05`
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,10 @@ def summarize_runs(runs: Sequence[EvalRun], *, baseline: str = "random", resampl
 
 def baseline_of(model: str, baseline: str) -> str:
     """The run a model is compared with: the baseline trained like it (`car@lr=6.7e-05` against
-    `random@lr=6.7e-05`), the baseline itself for a model without a variant."""
-    _, at, variant = model.partition("@")
-    return f"{baseline}@{variant}" if at else baseline
+    `random@lr=6.7e-05`), the baseline itself for a model trained at the default rate. Only the learning rate is
+    a training variant: `random@tokens=car` is a selection of its own, compared with plain `random`."""
+    _, at, rate = model.rpartition(LEARNING_RATE_MARK)
+    return f"{baseline}{LEARNING_RATE_MARK}{rate}" if at else baseline
 
 
 # -- text -----------------------------------------------------------------------------------------------

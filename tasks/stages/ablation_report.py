@@ -227,5 +227,5 @@ def judgement(label: JudgedLabel, table: pa.Table) -> Any:
                      table.column("second_chars").to_numpy().astype(np.float64))
 
 
-STAGE = Stage("ablation.report", "5", build, params=AblationReportParams, output="ablation",
+STAGE = Stage("ablation.report", "6", build, params=AblationReportParams, output="ablation",
               description="the selection ablation's table, paired differences to random, chart and verdict")

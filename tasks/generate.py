@@ -123,7 +123,8 @@ def generate_answers(model: Any, tokenizer: Any, prompts: list[str], *, system: 
                      advance: Any = None) -> list[Answer]:
     """Every prompt answered in batches of similar prompt length (left-padded, the KV cache reused token after
     token), greedy at temperature 0, else sampled with `top_p` from a seed set before each batch (a batch's
-    samples depend on the seed and its prompts). Each batch stops when every row has ended its turn."""
+    samples depend on the seed and its prompts). A greedy row leaves its batch when it ends its turn
+    (`greedy_decode`); a sampled batch runs until every row has ended its turn."""
     import numpy as np
     import torch
 
@@ -136,8 +137,6 @@ def generate_answers(model: Any, tokenizer: Any, prompts: list[str], *, system: 
     encoded = [encode_prompt(tokenizer, render_prompt(tokenizer, p, system))["input_ids"][0] for p in prompts]
     order = np.argsort([-len(ids) for ids in encoded], kind="stable")  # longest first: memory fails at once
     answers: list[Answer | None] = [None] * len(prompts)
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else \
-        {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     for number, start in enumerate(range(0, len(prompts), batch_size)):
         batch = order[start:start + batch_size]
         width = max(len(encoded[i]) for i in batch)
@@ -146,14 +145,17 @@ def generate_answers(model: Any, tokenizer: Any, prompts: list[str], *, system: 
         for row, i in enumerate(batch):  # left padding: every row's last prompt token at the same position
             input_ids[row, width - len(encoded[i]):] = encoded[i]
             attention[row, width - len(encoded[i]):] = 1
-        if temperature > 0:
-            torch.manual_seed(seed * 100_003 + number)
         with torch.inference_mode(), precision.autocast():
-            out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                                 max_new_tokens=max_new_tokens, eos_token_id=sorted(ends), pad_token_id=pad,
-                                 use_cache=True, **sampling)
+            if temperature > 0:  # a sampled batch's draws depend on all its rows: it keeps them, and HF's sampler
+                torch.manual_seed(seed * 100_003 + number)
+                out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                                     max_new_tokens=max_new_tokens, eos_token_id=sorted(ends), pad_token_id=pad,
+                                     use_cache=True, do_sample=True, temperature=temperature, top_p=top_p)
+                generated = [out[row, width:].tolist() for row in range(len(batch))]
+            else:
+                generated = greedy_decode(model, input_ids.to(device), attention.to(device), max_new_tokens, ends)
         for row, i in enumerate(batch):
-            new = out[row, width:].tolist()
+            new = generated[row]
             stop = next((k for k, token in enumerate(new) if token in ends), None)
             kept = new if stop is None else new[:stop]
             answers[i] = Answer(tokenizer.decode(kept, skip_special_tokens=True).strip(),
@@ -161,6 +163,41 @@ def generate_answers(model: Any, tokenizer: Any, prompts: list[str], *, system: 
         if advance:
             advance(len(batch))
     return answers  # type: ignore[return-value]
+
+
+def greedy_decode(model: Any, input_ids: Any, attention: Any, max_new_tokens: int, ends: set[int]) -> list[list[int]]:
+    """Greedy answers to a left-padded batch, the KV cache reused token after token; a row leaves the batch (and
+    its cache) as soon as it ends its turn, so the rows still writing no longer pay for the finished ones. Each
+    row's tokens are `model.generate`'s greedy tokens (a row's logits do not depend on the other rows)."""
+    import torch
+    from transformers import DynamicCache
+
+    rows = input_ids.shape[0]
+    generated: list[list[int]] = [[] for _ in range(rows)]
+    live = torch.arange(rows)  # the original row of each row still in the batch
+    stops = torch.tensor(sorted(ends), device=input_ids.device)
+    # left padding: a row's positions count its own tokens only, as `model.generate` numbers them
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    following = positions[:, -1:] + 1
+    for step in range(max_new_tokens):
+        tokens = logits.float().argmax(-1)
+        for row, token in zip(live.tolist(), tokens.tolist()):
+            generated[row].append(token)
+        writing = ~torch.isin(tokens, stops)
+        if step == max_new_tokens - 1 or not writing.any():
+            break
+        if not writing.all():
+            kept = writing.nonzero().squeeze(1)
+            cache.batch_select_indices(kept)
+            live, tokens, attention, following = live[kept.cpu()], tokens[kept], attention[kept], following[kept]
+        attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=-1)
+        logits = model(input_ids=tokens[:, None], attention_mask=attention, position_ids=following,
+                       past_key_values=cache, use_cache=True).logits[:, -1]
+        following = following + 1
+    return generated
 
 
 def compare_markdown(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> str:

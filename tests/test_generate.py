@@ -114,6 +114,60 @@ def test_batched_answers_are_one_at_a_time_greedy_decoding(store, tiny_confident
         run_alone(get("generate"), params, {"prompts": prompts.key}, store)
 
 
+def test_a_finished_row_leaves_the_batch_and_the_others_answer_as_alone(tiny_lm):
+    """Greedy rows that end their turn leave the batch (the forward passes shrink), and every row still gets
+    `model.generate`'s answer alone, with and without an adapter's wrapping."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.generate import encode_prompt, greedy_decode, render_prompt
+
+    def talkative():  # the tiny LM's weights at a larger scale: answers that vary with the prompt
+        model = AutoModelForCausalLM.from_pretrained(tiny_lm).eval()
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for weight in (p for p in model.parameters() if p.dim() == 2):
+                weight.normal_(0, 0.3)
+        return model
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
+    prompts = ["Name three rivers in Europe and say where each begins.", "Why is the sky blue?",
+               "Write a haiku about autumn leaves.", "What is 12 times 7?"]
+    encoded = [encode_prompt(tokenizer, render_prompt(tokenizer, p))["input_ids"][0] for p in prompts]
+    model = talkative()
+
+    def alone(ends: set[int]) -> list[list[int]]:
+        answers = []
+        for ids in encoded:
+            with torch.no_grad():
+                out = model.generate(input_ids=ids[None], attention_mask=torch.ones_like(ids[None]),
+                                     max_new_tokens=12, do_sample=False, eos_token_id=sorted(ends),
+                                     pad_token_id=tokenizer.eos_token_id)
+            answers.append(out[0, len(ids):].tolist())
+        return answers
+
+    free = alone({tokenizer.eos_token_id})
+    ends = {free[0][2], free[2][6]}  # the first prompt ends by its third token, the third by its seventh
+    expected = alone(ends)
+    assert len(expected[0]) <= 3 and len(expected[2]) <= 7 and max(len(a) for a in expected) == 12
+    width = max(len(ids) for ids in encoded)
+    input_ids = torch.full((len(encoded), width), tokenizer.eos_token_id, dtype=torch.long)
+    attention = torch.zeros_like(input_ids)
+    for row, ids in enumerate(encoded):
+        input_ids[row, width - len(ids):], attention[row, width - len(ids):] = ids, 1
+    lora = get_peft_model(talkative(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).eval()
+    for decoder in (model, lora):  # an untrained adapter (B = 0) leaves the answers as they were
+        rows_seen = []
+        handle = decoder.get_input_embeddings().register_forward_hook(lambda _m, args, _o: rows_seen.append(
+            args[0].shape[0]))
+        with torch.inference_mode():
+            answers = greedy_decode(decoder, input_ids, attention, 12, ends)
+        handle.remove()
+        assert answers == expected
+        assert rows_seen[:2] == [4, 4] and rows_seen[-1] < 4 and rows_seen == sorted(rows_seen, reverse=True)
+
+
 def test_answers_export_for_the_official_evaluators(store, tiny_confident_lm, tmp_path, capsys):
     """AlpacaEval's model_outputs.json and FastChat's answer JSONL, so a user with an API key runs them."""
     from flows.cli import main

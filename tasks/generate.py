@@ -6,6 +6,7 @@ the adapter, so the two answers differ only by what training changed.
 """
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,9 +179,11 @@ def greedy_decode(model: Any, input_ids: Any, attention: Any, max_new_tokens: in
     stops = torch.tensor(sorted(ends), device=input_ids.device)
     # left padding: a row's positions count its own tokens only, as `model.generate` numbers them
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache()
+    cache = DynamicCache(config=model.config)  # the config: sliding-window layers get their own cache
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel passes kwargs on
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(inner.forward).parameters else {}
     logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1]
+                   use_cache=True, **last_only).logits[:, -1]
     following = positions[:, -1:] + 1
     for step in range(max_new_tokens):
         tokens = logits.float().argmax(-1)

@@ -158,9 +158,9 @@ def test_a_finished_row_leaves_the_batch_and_the_others_answer_as_alone(tiny_lm)
         input_ids[row, width - len(ids):], attention[row, width - len(ids):] = ids, 1
     lora = get_peft_model(talkative(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).eval()
     for decoder in (model, lora):  # an untrained adapter (B = 0) leaves the answers as they were
-        rows_seen = []
-        handle = decoder.get_input_embeddings().register_forward_hook(lambda _m, args, _o: rows_seen.append(
-            args[0].shape[0]))
+        rows_seen: list[int] = []
+        handle = decoder.get_input_embeddings().register_forward_hook(
+            lambda _m, args, _o, seen=rows_seen: seen.append(args[0].shape[0]))
         with torch.inference_mode():
             answers = greedy_decode(decoder, input_ids, attention, 12, ends)
         handle.remove()

@@ -12,7 +12,7 @@ from tasks.errors import BadInputError
 from tasks.explorer import EXPLORER_FILE
 from tasks.select import CLUSTER_TOP, SUMMARY_FILE, TOP_SCORE, select
 from tasks.stages import select as select_stage
-from tasks.stages.select import SelectConfig
+from tasks.stages.select import SelectConfig, selection_line
 from tasks.text import alpaca_user_content
 
 
@@ -243,3 +243,19 @@ def test_the_stage_counts_training_tokens_as_format_and_train_do(store, shared_d
     assert sum(lengths) == summary["tokens"]
     with pytest.raises(ValueError, match="a budget of its own"):
         SelectConfig(tokens=10, budget=5)
+
+
+def test_the_log_line_says_what_the_rule_that_ran_took(shared_data):
+    """CaR's rule reports its score and cluster rows; a file's list its matching; `full` every row: a file arm's
+    line must not read as "0 by score"."""
+    _, records = car_rows(shared_data)
+    records = records[:40]
+    conv, clus, scored = tables(records, [i // 10 for i in range(40)], [float(i) for i in range(40)])
+    _, car = select(conv, clus, scored, n1=10, n2=1)
+    assert selection_line(car) == ("13 of 40 rows (10 by score, 3 added by the cluster step; top n1 covers 1 of 4 "
+                                   "clusters)")
+    _, listed = select(conv, clus, None, listed=np.array([3, 5, 7]))
+    listed.update(listed=5, matched=3, unmatched=2)
+    assert selection_line(listed) == "3 of 40 rows (the file lists 5: 3 matched to the pool, 2 not)"
+    _, everything = select(conv, clus, None, every_row=True)
+    assert selection_line(everything) == "40 of 40 rows (every row: one of each answer group)"

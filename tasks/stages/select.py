@@ -99,12 +99,22 @@ def build(ctx: StageContext, conversations: DatasetRef, clusters: DatasetRef, sc
     files[EXPLORER_FILE] = explorer_html(clus, selection, conv, scores, title=ctx.key)
     rule = f"the rows {params.from_file} lists, matched to the pool" if params.from_file else STAGE.description
     stats = {"rule": rule, **{k: v for k, v in summary.items() if k != "cluster_table"}}
-    ctx.log.info("select: %d of %d rows (%d by score, %d added by the cluster step; top n1 covers %d of %d clusters)",
-                 summary["selected"], summary["rows"], summary["top_score_rows"], summary["cluster_top_rows"],
-                 summary["clusters_covered_by_top"], summary["clusters"])
+    ctx.log.info("select: %s", selection_line(summary))
     explorer = ctx.store.path(ctx.key, "files", EXPLORER_FILE)
     report = report_markdown(summary, ctx.key, Path(explorer).as_uri() if ctx.store.is_local else explorer)
     return StageOutput(table=selection, files=files, stats=stats, report=report, companions=companions)
+
+
+def selection_line(summary: dict[str, Any]) -> str:
+    """What the rule took, in the words of the rule that ran (CaR's, a file's list, or every row)."""
+    head = f"{summary['selected']} of {summary['rows']} rows"
+    if summary["listed_rows"]:
+        return (f"{head} (the file lists {summary['listed']}: {summary['matched']} matched to the pool, "
+                f"{summary['unmatched']} not)")
+    if summary["every_row"]:
+        return f"{head} (every row: one of each answer group)"
+    return (f"{head} ({summary['top_score_rows']} by score, {summary['cluster_top_rows']} added by the cluster "
+            f"step; top n1 covers {summary['clusters_covered_by_top']} of {summary['clusters']} clusters)")
 
 
 def listed_rows(path: str, pool: pa.Table, progress: Any) -> tuple[np.ndarray, pa.Table, dict[str, Any]]:

@@ -36,6 +36,7 @@ from tasks.selectors import BASELINE, PIPELINE_SCORER, Selector
 from tasks.stages import get
 from tasks.stages.ablation_report import CHART, REPORT_JSON, AblationReportParams, JudgedLabel, RunLabel
 from tasks.stages.evaluate import set_labels
+from tasks.stages.references import REFERENCE
 
 BASE_MODEL = "base model"
 FULL = "full"  # the arm that trains on every row: every other arm is also judged against it
@@ -219,6 +220,7 @@ def ablation_plan(config: Any, budget: int | None = None, selector_names: Sequen
     evaluations: dict[str, Step] = {}
     answers: dict[tuple[str, str], Step] = {}  # (arm run's tag, prompt set) → its generate step
     selections: dict[str, list[Step]] = defaultdict(list)  # arm label → its select step per seed
+    references: dict[str, Step] = {}  # held-out prompt set → its rows' own answers
     every = arm_runs(config, arms, chosen, budget)
     for run in every:
         own = plan_recipe(run.recipe, run.config, store)
@@ -229,8 +231,13 @@ def ablation_plan(config: Any, budget: int | None = None, selector_names: Sequen
         # the arms answer; the base model's run plans the prompt sets, which every arm shares, under their own labels
         made = "generate" if run.arm is not None else "prompts"
         generated = {entry.label: own.named(f"{made}[{entry.label}]", made)[0] for entry in config.generate.prompts}
+        # and the held-out rows' own answers to their questions, which every arm is also judged against
+        written = {} if run.arm is not None else {entry.label: own.named(f"references[{entry.label}]", "references")[0]
+                                                  for entry in config.generate.prompts if entry.held_out}
         before = set(plan.steps)
-        merged = plan.merge(own.needed_by([*evaluated.values(), *generated.values()]), label=run.label_of)
+        merged = plan.merge(own.needed_by([*evaluated.values(), *generated.values(), *written.values()]),
+                            label=run.label_of)
+        references.update({prompt_set: merged[step] for prompt_set, step in written.items()})
         for step, into in merged.items():
             if run.arm is not None and into not in before:
                 recipe_label[into] = step.label
@@ -245,7 +252,7 @@ def ablation_plan(config: Any, budget: int | None = None, selector_names: Sequen
         if run.arm is not None:
             answers.update({(run.tag, prompt_set): merged[step] for prompt_set, step in generated.items()})
     relabel(plan, recipe_label, made_for)
-    judged = plan_judging(plan, config, store, every, answers, evaluations)
+    judged = plan_judging(plan, config, store, every, answers, references, evaluations)
     report = plan.add(get("ablation.report"),
                       AblationReportParams(runs=runs, baseline=BASELINE, resamples=config.eval.resamples,
                                            confidence=config.eval.confidence, judged=judged or None), evaluations)
@@ -263,17 +270,28 @@ def match_tokens(own: Plan, source: Step) -> None:
 
 
 def plan_judging(plan: Plan, config: Any, store: Store, runs: list[ArmRun], answers: dict[tuple[str, str], Step],
-                 evaluations: dict[str, Step]) -> list[JudgedLabel]:
+                 references: dict[str, Step], evaluations: dict[str, Step]) -> list[JudgedLabel]:
     """Each arm's answers judged against the baseline arm's at the same learning rate and seed (a baseline with
-    fewer seeds is reused in turn), on every prompt set, and, where the ablation trains on everything (`full`),
-    every other arm's against full's too (CaR's claim); the judge's model (the reward judge's) trained once.
-    Adds the judge steps to `evaluations` (the report's inputs) and returns their labels."""
+    fewer seeds is reused in turn), on every prompt set; where the ablation trains on everything (`full`), every
+    other arm's against full's too (CaR's claim); on held-out prompts, every arm's (random's too) against the
+    held-out rows' own answers (`references`). The judge's model (the reward judge's) is trained once. Adds the
+    judge steps to `evaluations` (the report's inputs) and returns their labels."""
     if not answers:
         return []
     judges.get(config.judge.judge).check(config.judge)
     trained = plan.merge(plan_recipe(JUDGING, config, store))
     judge_model = next((step for step in trained.values() if step.stage.name == "judge.train"), None)
     judged = []
+
+    def judge(run: ArmRun, prompt_set: str, other: Step, against: str | None) -> None:
+        inputs = {"answers": answers[(run.tag, prompt_set)], "baseline": other,
+                  **({"judge_model": judge_model} if judge_model is not None else {})}
+        vs = "" if against is None else f" vs {against}"
+        step = plan.add(get("judge"), config.judge, inputs, label=f"judge[{run.tag}/{prompt_set}{vs}]")
+        name = f"evaluation_{len(evaluations):03d}"
+        evaluations[name] = step
+        judged.append(JudgedLabel(input=name, model=run.model, seed=run.seed, prompt_set=prompt_set, baseline=against))
+
     for reference in (BASELINE, FULL):
         against = defaultdict(list)  # learning rate → the reference's runs
         for run in runs:
@@ -285,14 +303,11 @@ def plan_judging(plan: Plan, config: Any, store: Store, runs: list[ArmRun], answ
             found = against[run.arm.learning_rate]
             other = found[run.seed % len(found)]
             for entry in config.generate.prompts:
-                inputs = {"answers": answers[(run.tag, entry.label)], "baseline": answers[(other.tag, entry.label)],
-                          **({"judge_model": judge_model} if judge_model is not None else {})}
-                vs = "" if reference == BASELINE else f" vs {reference}"
-                step = plan.add(get("judge"), config.judge, inputs, label=f"judge[{run.tag}/{entry.label}{vs}]")
-                name = f"evaluation_{len(evaluations):03d}"
-                evaluations[name] = step
-                judged.append(JudgedLabel(input=name, model=run.model, seed=run.seed, prompt_set=entry.label,
-                                          baseline=None if reference == BASELINE else reference))
+                judge(run, entry.label, answers[(other.tag, entry.label)], None if reference == BASELINE else reference)
+    for prompt_set, written in references.items():
+        for run in runs:
+            if run.arm is not None:
+                judge(run, prompt_set, written, REFERENCE)
     return judged
 
 

@@ -77,6 +77,40 @@ def test_the_held_out_questions_are_a_prompt_set_of_the_ablation(ablation_config
         PromptSetConfig(set="vicuna", held_out=True)
 
 
+
+def test_held_out_prompts_are_also_judged_against_the_held_out_rows_own_answers(ablation_config):
+    """`references`: each held-out question's own answer (an expert's, on MedicationQA), laid out as generate's
+    output over the same prompts; every arm, random included, is judged against them. A prompt set that is not the
+    held-out rows' has no references (bad input)."""
+    from flows.ablation import ablation_plan, grid
+    from flows.plan import run_in_order
+    from tasks.stages.judge import answer_rows
+    from tasks.stages.references import reference_answer
+
+    config = ablation_config(generate={"prompts": ["heldout"], "max_new_tokens": 4})
+    plan = ablation_plan(config, 8, arms=grid(["longest", "random"], 1)).plan
+    written = plan.named("references[heldout]", "references")[0]
+    assert plan.named("judge[random/0/heldout vs reference]", "judge")[0].inputs["baseline"] is written
+    assert {"judge[longest/0/heldout]", "judge[longest/0/heldout vs reference]"} <= {s.label for s in plan.steps}
+    results = run_in_order(plan.needed_by([written]))
+    store = plan.store
+    rows = {r["id"]: r for r in store.read_table(results["eval.holdout"].ref.key).to_pylist()}
+    prompts = store.read_table(results["prompts[heldout]"].ref.key).to_pylist()
+    answers, asked = answer_rows(store, results["references[heldout]"].ref.key)
+    assert asked == results["prompts[heldout]"].ref.key and set(answers) == {p["id"] for p in prompts}
+    for prompt in prompts:
+        row = rows[json.loads(prompt["meta"])["held_out_id"]]
+        assert answers[prompt["id"]] == (row["messages"][0]["content"], row["messages"][1]["content"])
+    assert reference_answer([{"role": "user", "content": "a?"}, {"role": "assistant", "content": "A."},
+                             {"role": "user", "content": "b?"}, {"role": "assistant", "content": "B."}]) == "A."
+    assert reference_answer([{"role": "user", "content": "a?"}, {"role": "user", "content": "b?"},
+                             {"role": "assistant", "content": "B."}]) is None
+    other = run_alone(get("prompts"), PromptSetConfig(set="vicuna", limit=3), {}, store).ref
+    with pytest.raises(BadInputError, match="names no held-out row"):
+        run_alone(get("references"), PromptSetConfig(held_out=True),
+                  {"prompts": other.key, "eval_set": results["eval.holdout"].ref.key}, store)
+
+
 def test_batched_answers_are_one_at_a_time_greedy_decoding(store, tiny_confident_lm):
     """Left-padded batches of similar prompt length with the KV cache give each prompt the answer
     `model.generate` gives it alone; parts give the same table; the sampling parameters are in the key."""

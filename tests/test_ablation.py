@@ -230,5 +230,6 @@ def test_an_ablation_judges_each_arms_answers_against_randoms(prefect_api, ablat
     assert "## Judged answers" in markdown and "side by side" in markdown and "judged.png" in markdown
     costs = report["judged"]["costs"]  # each judged arm run's answering and judging minutes, and peak memory
     assert [(c["model"], c["seed"]) for c in costs][:3] == [("longest", 0), ("longest", 1), ("full", 0)]
+    assert [c["against"] for c in costs] == [row["baseline"] for row in judged for _ in range(row["seeds"])]
     assert all(c["generation_minutes"] is not None and c["judging_minutes"] is not None
                and c["generation_peak_mb"] > 100 for c in costs) and "## What answering and judging cost" in markdown

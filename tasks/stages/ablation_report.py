@@ -169,18 +169,19 @@ def answering_costs(ctx: StageContext, params: AblationReportParams, evaluation:
         answer_min, answer_mb = step_cost(ctx, judged.inputs["answers"])
         baseline_min, baseline_mb = step_cost(ctx, judged.inputs["baseline"])
         rows.append({"model": label.model, "seed": label.seed, "prompt_set": label.prompt_set,
+                     "against": label.baseline or params.baseline,
                      "generation_minutes": answer_min, "generation_peak_mb": answer_mb,
                      "baseline_generation_minutes": baseline_min, "judging_minutes": minutes(judged.build_seconds)})
     return rows
 
 
-def costs_markdown(rows: list[dict[str, Any]], baseline: str) -> str:
+def costs_markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["## What answering and judging cost", "",
-             f"| arm | seed | prompt set | generation min | generation peak MB | {baseline}'s generation min | "
-             "judging min |", "|---|---:|---|---:|---:|---:|---:|"]
+             "| arm | seed | prompt set | generation min | generation peak MB | against | its generation min | "
+             "judging min |", "|---|---:|---|---:|---:|---|---:|---:|"]
     lines += [f"| {r['model']} | {r['seed']} | {r['prompt_set']} | {r['generation_minutes']} | "
-              f"{peak_mb({'train_peak_mb': r['generation_peak_mb']})} | {r['baseline_generation_minutes']} | "
-              f"{r['judging_minutes']} |" for r in rows]
+              f"{peak_mb({'train_peak_mb': r['generation_peak_mb']})} | {r['against']} | "
+              f"{r['baseline_generation_minutes']} | {r['judging_minutes']} |" for r in rows]
     return "\n".join(lines)
 
 
@@ -211,7 +212,7 @@ def judged_section(ctx: StageContext, params: AblationReportParams, evaluation: 
     costs = answering_costs(ctx, params, evaluation)
     return {"table": rows, "sentence": made["sentence"], "order": made["order"], "costs": costs,
             "judge": {k: first_stats.get(k) for k in ("judge", "judged_by", "card")}, "side_by_side": shown,
-            "markdown": made["markdown"] + "\n\n" + costs_markdown(costs, params.baseline) + "\n\n"
+            "markdown": made["markdown"] + "\n\n" + costs_markdown(costs) + "\n\n"
                         + side_by_side_markdown(shown),
             "chart": win_rate_chart_png(rows, params.confidence)}
 
@@ -227,5 +228,5 @@ def judgement(label: JudgedLabel, table: pa.Table) -> Any:
                      table.column("second_chars").to_numpy().astype(np.float64))
 
 
-STAGE = Stage("ablation.report", "6", build, params=AblationReportParams, output="ablation",
+STAGE = Stage("ablation.report", "7", build, params=AblationReportParams, output="ablation",
               description="the selection ablation's table, paired differences to random, chart and verdict")

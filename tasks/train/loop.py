@@ -200,7 +200,7 @@ class StepProgress(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
         if logs and ("eval_loss" in logs or state.global_step % 10 == 0):
             log.info("train step %d/%d: %s", state.global_step, state.max_steps,
-                     {k: round(v, 4) for k, v in logs.items() if isinstance(v, float)})
+                     {k: float(f"{v:.4g}") for k, v in logs.items() if isinstance(v, float)})  # 3e-05, not 0.0
 
 
 class SaveCounts(TrainerCallback):

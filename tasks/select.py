@@ -224,7 +224,8 @@ def summarize(cluster: np.ndarray, score: np.ndarray | None, chosen: Selection, 
         "cluster_top_rows": len(added_rows), "clusters_covered_by_top": len(np.unique(cluster[top_rows])),
         "clusters_covered": len(np.unique(cluster[chosen.rows])),
         "score_threshold": round(float(score[top_rows].min()), 6) if score is not None and len(top_rows) else None,
-        "note": None if score is not None else UNSCORED_NOTE,
+        # only CaR's rule without scores is the round-robin; a file's list and every row are what they say
+        "note": UNSCORED_NOTE if score is None and not np.isin(reasons, [LISTED, EVERY_ROW]).any() else None,
         "cluster_table": per_cluster,
     }
 

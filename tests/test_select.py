@@ -10,7 +10,7 @@ from storage.schema import make_record, records_to_table
 from storage.stage import run_stage
 from tasks.errors import BadInputError
 from tasks.explorer import EXPLORER_FILE
-from tasks.select import CLUSTER_TOP, SUMMARY_FILE, TOP_SCORE, select
+from tasks.select import CLUSTER_TOP, SUMMARY_FILE, TOP_SCORE, UNSCORED_NOTE, select
 from tasks.stages import select as select_stage
 from tasks.stages.select import SelectConfig, selection_line
 from tasks.text import alpaca_user_content
@@ -257,5 +257,7 @@ def test_the_log_line_says_what_the_rule_that_ran_took(shared_data):
     _, listed = select(conv, clus, None, listed=np.array([3, 5, 7]))
     listed.update(listed=5, matched=3, unmatched=2)
     assert selection_line(listed) == "3 of 40 rows (the file lists 5: 3 matched to the pool, 2 not)"
+    assert listed["note"] is None  # not "a cluster-only diversity sample"
     _, everything = select(conv, clus, None, every_row=True)
     assert selection_line(everything) == "40 of 40 rows (every row: one of each answer group)"
+    assert everything["note"] is None and select(conv, clus, None, n1=0, n2=1)[1]["note"] == UNSCORED_NOTE

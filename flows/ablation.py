@@ -36,7 +36,7 @@ from tasks.selectors import BASELINE, PIPELINE_SCORER, Selector
 from tasks.stages import get
 from tasks.stages.ablation_report import CHART, REPORT_JSON, AblationReportParams, JudgedLabel, RunLabel
 from tasks.stages.evaluate import set_labels
-from tasks.stages.references import REFERENCE
+from tasks.stages.references import REFERENCE, has_references
 
 BASE_MODEL = "base model"
 FULL = "full"  # the arm that trains on every row: every other arm is also judged against it
@@ -220,7 +220,7 @@ def ablation_plan(config: Any, budget: int | None = None, selector_names: Sequen
     evaluations: dict[str, Step] = {}
     answers: dict[tuple[str, str], Step] = {}  # (arm run's tag, prompt set) → its generate step
     selections: dict[str, list[Step]] = defaultdict(list)  # arm label → its select step per seed
-    references: dict[str, Step] = {}  # held-out prompt set → its rows' own answers
+    references: dict[str, Step] = {}  # prompt set → its reference answers
     every = arm_runs(config, arms, chosen, budget)
     for run in every:
         own = plan_recipe(run.recipe, run.config, store)
@@ -231,9 +231,9 @@ def ablation_plan(config: Any, budget: int | None = None, selector_names: Sequen
         # the arms answer; the base model's run plans the prompt sets, which every arm shares, under their own labels
         made = "generate" if run.arm is not None else "prompts"
         generated = {entry.label: own.named(f"{made}[{entry.label}]", made)[0] for entry in config.generate.prompts}
-        # and the held-out rows' own answers to their questions, which every arm is also judged against
+        # and the sets' reference answers (the held-out rows' own, AlpacaEval's), which every arm is judged against
         written = {} if run.arm is not None else {entry.label: own.named(f"references[{entry.label}]", "references")[0]
-                                                  for entry in config.generate.prompts if entry.held_out}
+                                                  for entry in config.generate.prompts if has_references(entry)}
         before = set(plan.steps)
         merged = plan.merge(own.needed_by([*evaluated.values(), *generated.values(), *written.values()]),
                             label=run.label_of)
@@ -273,9 +273,10 @@ def plan_judging(plan: Plan, config: Any, store: Store, runs: list[ArmRun], answ
                  references: dict[str, Step], evaluations: dict[str, Step]) -> list[JudgedLabel]:
     """Each arm's answers judged against the baseline arm's at the same learning rate and seed (a baseline with
     fewer seeds is reused in turn), on every prompt set; where the ablation trains on everything (`full`), every
-    other arm's against full's too (CaR's claim); on held-out prompts, every arm's (random's too) against the
-    held-out rows' own answers (`references`). The judge's model (the reward judge's) is trained once. Adds the
-    judge steps to `evaluations` (the report's inputs) and returns their labels."""
+    other arm's against full's too (CaR's claim); where a prompt set has reference answers (the held-out rows'
+    own, AlpacaEval's GPT-4-turbo's: `references`), every arm's, random's too, against them. The judge's model
+    (the reward judge's) is trained once. Adds the judge steps to `evaluations` (the report's inputs) and returns
+    their labels."""
     if not answers:
         return []
     judges.get(config.judge.judge).check(config.judge)

@@ -35,6 +35,9 @@ class PromptSet:
     file: str  # relative to $SFTFLOW_PROMPT_SETS
     url: str  # where an online user reads it
     description: str
+    # fields of a record holding a reference answer, best first (kept in each prompt's meta): what the set's own
+    # leaderboard judges answers against
+    references: tuple[str, ...] = ()
 
     def location(self) -> str:
         folder = os.environ.get(PROMPT_SETS_ENV)
@@ -46,7 +49,9 @@ class PromptSet:
 PROMPT_SETS = {s.name: s for s in (
     PromptSet("alpacaeval", "alpacaeval/prompts.jsonl.gz",
               "https://huggingface.co/datasets/tatsu-lab/alpaca_eval/resolve/main/alpaca_eval.json",
-              "AlpacaEval's 805 prompts (AlpacaEval 1.0 and 2.0)"),
+              "AlpacaEval's 805 prompts (AlpacaEval 1.0 and 2.0)",
+              # GPT-4-turbo's answers (AlpacaEval 2.0's reference; our copy), text-davinci-003's (1.0's; the address)
+              references=("reference_output", "output")),
     PromptSet("vicuna", "test-prompts/vicuna_test_set.jsonl", LONG_IS_MORE + "vicuna_test_set.jsonl",
               "Vicuna's 80 questions (FastChat)"),
     PromptSet("koala", "test-prompts/koala_test_set.jsonl", LONG_IS_MORE + "koala_test_set.jsonl",

@@ -111,6 +111,29 @@ def test_held_out_prompts_are_also_judged_against_the_held_out_rows_own_answers(
                   {"prompts": other.key, "eval_set": results["eval.holdout"].ref.key}, store)
 
 
+
+def test_alpacaeval_carries_gpt4_turbos_answers_as_its_references(ablation_config, store):
+    """AlpacaEval's prompts hold its leaderboard's reference (GPT-4-turbo's answers in our copy): every arm is judged
+    against them too; a set without references (Vicuna) plans none and cannot be given one."""
+    from flows.ablation import ablation_plan, grid
+
+    plan = ablation_plan(ablation_config(generate={"prompts": ["alpacaeval", "vicuna"]}), 8,
+                         arms=grid(["longest", "random"], 1)).plan
+    labels = {s.label for s in plan.steps}
+    assert {"references[alpacaeval]", "judge[random/0/alpacaeval vs reference]"} <= labels
+    assert not {label for label in labels if "vicuna" in label and "reference" in label}
+    entry = PromptSetConfig(set="alpacaeval", limit=5)
+    prompts = run_alone(get("prompts"), entry, {}, store).ref
+    result = run_alone(get("references"), entry, {"prompts": prompts.key}, store)
+    assert result.stats["taken_from"] == {"reference_output": 5}
+    for row in store.read_table(result.ref.key).to_pylist():
+        meta = json.loads(row["meta"])
+        assert row["messages"][1]["content"] == meta["reference_output"] and row["generator"] == "reference"
+    vicuna = PromptSetConfig(set="vicuna", limit=2)
+    with pytest.raises(BadInputError, match="no reference answer"):
+        run_alone(get("references"), vicuna, {"prompts": run_alone(get("prompts"), vicuna, {}, store).ref.key}, store)
+
+
 def test_batched_answers_are_one_at_a_time_greedy_decoding(store, tiny_confident_lm):
     """Left-padded batches of similar prompt length with the KV cache give each prompt the answer
     `model.generate` gives it alone; parts give the same table; the sampling parameters are in the key."""

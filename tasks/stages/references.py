@@ -1,11 +1,14 @@
-"""`references`: the held-out rows' own answers to their questions (the answers a person wrote, e.g. MedicationQA's
-experts'), laid out as a generate output over the same prompts, so a judge compares any model's answers with them.
-An ablation with `heldout` prompts judges every arm, random included, against them: an absolute mark per arm (as
-AlpacaEval's win rate against a reference model's answers), and a check of the judge on the user's own domain
-(a judge that prefers a small model's answers to experts' is reading length and style, not quality)."""
+"""`references`: answers a person or a reference model wrote to a prompt set, laid out as a generate output over the
+same prompts, so a judge compares any model's answers with them. For `heldout` prompts, the held-out rows' own
+answers (e.g. MedicationQA's, from drug labels and MedlinePlus); for a named set that carries them, its
+leaderboard's reference (AlpacaEval: GPT-4-turbo's answers, AlpacaEval 2.0's reference). An ablation judges
+every arm, random included, against them: an absolute mark per arm, as AlpacaEval's win rate is, and a check of
+the judge on the user's own domain (a judge that prefers a small model's answers to experts' is reading length
+and style, not quality)."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 import pyarrow as pa
@@ -14,6 +17,7 @@ from storage.schema import make_record
 from storage.stage import Call, Stage, StageContext, StageOutput
 from storage.store import DatasetRef
 from tasks.errors import BadInputError
+from tasks.prompts import PROMPT_SETS
 from tasks.stages.generate import GENERATION_SCHEMA
 from tasks.stages.prompts import PromptSetConfig
 
@@ -33,42 +37,65 @@ def reference_answer(messages: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def build(ctx: StageContext, prompts: DatasetRef, eval_set: DatasetRef) -> StageOutput:
-    held_out = {row["id"]: row["messages"] for row in
-                ctx.store.read_table(eval_set.key, columns=["id", "messages"]).to_pylist()}
+def build(ctx: StageContext, prompts: DatasetRef, eval_set: DatasetRef | None = None) -> StageOutput:
+    params: PromptSetConfig = ctx.params
+    if params.held_out:
+        if eval_set is None:
+            raise BadInputError("the held-out rows' answers read eval.holdout: plan them where it runs (an ablation)",
+                                field="eval_set")
+        held_out = {row["id"]: reference_answer(row["messages"]) for row in
+                    ctx.store.read_table(eval_set.key, columns=["id", "messages"]).to_pylist()}
+    fields = () if params.held_out else reference_fields(params)
     asked = ctx.store.read_table(prompts.key, columns=["id", "source", "messages", "meta"])
-    records = []
+    records, used = [], Counter()
     for n, row in enumerate(asked.to_pylist()):
         meta = json.loads(row["meta"] or "{}")
-        held_out_id = meta.get("held_out_id")
-        if held_out_id not in held_out:
-            raise BadInputError(f"prompt {row['id']} names no held-out row of {eval_set.key} ({held_out_id!r}): "
-                                "references answer the held-out prompts only", row=n, field="meta.held_out_id")
-        answer = reference_answer(held_out[held_out_id])
+        if params.held_out:
+            held_out_id, field = meta.get("held_out_id"), "held-out answer"
+            if held_out_id not in held_out:
+                raise BadInputError(f"prompt {row['id']} names no held-out row of {eval_set.key} ({held_out_id!r})",
+                                    row=n, field="meta.held_out_id")
+            answer = held_out[held_out_id]
+        else:
+            field = next((f for f in fields if isinstance(meta.get(f), str) and meta[f].strip()), None)
+            answer = meta.get(field) if field else None
         if not answer or not answer.strip():
-            raise BadInputError(f"held-out row {held_out_id} has no answer to its first question", row=n,
-                                field="messages")
+            where = ", ".join(fields) or "its held-out row answers nothing"
+            raise BadInputError(f"prompt {row['id']} has no reference answer ({where})", row=n, field="meta")
+        used[field] += 1
         question = next(m["content"] for m in row["messages"] if m["role"] == "user")
         source = row["source"] or {}
-        record = make_record(messages=[{"role": "user", "content": question},
-                                       {"role": "assistant", "content": answer}],
-                             system=None, uri=source.get("uri") or eval_set.key, fmt="reference",
+        record = make_record(messages=[{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
+                             system=None, uri=source.get("uri") or prompts.key, fmt="reference",
                              row=source.get("row") or n, meta={**meta, "generator": REFERENCE})
         records.append({**record, "prompt_id": row["id"], "finish_reason": None, "new_tokens": None,
                         "generator": REFERENCE})
     table = pa.Table.from_pylist(records, schema=GENERATION_SCHEMA)
     chars = [len(r["messages"][-1]["content"]) for r in records]
-    ctx.log.info("references: %d held-out answers to %s", len(records), prompts.key)
+    ctx.log.info("references: %d answers to %s (%s)", len(records), prompts.key,
+                 ", ".join(f"{k}: {v}" for k, v in used.items()))
     return StageOutput(table=table, stats={"model": REFERENCE, "prompts": prompts.key, "rows": len(records),
+                                           "taken_from": dict(used),
                                            "mean_answer_chars": round(sum(chars) / len(chars), 1) if chars else 0})
 
 
+def reference_fields(entry: PromptSetConfig) -> tuple[str, ...]:
+    """The prompt meta fields holding a set's reference answers (none: the set has no references)."""
+    return PROMPT_SETS[entry.set].references if entry.set in PROMPT_SETS else ()
+
+
+def has_references(entry: PromptSetConfig) -> bool:
+    return bool(entry.held_out) or bool(reference_fields(entry))
+
+
 def plan(config: Any) -> list[Call]:
-    """One per held-out prompt set: the rows they were asked of hold the answers."""
-    return [Call(entry, label=f"references[{entry.label}]",
-                 reads={"prompts": f"prompts[{entry.label}]", "eval_set": "eval.holdout"})
-            for entry in config.generate.prompts if entry.held_out]
+    """One per prompt set that has references: the held-out rows' questions, a named set that carries them."""
+    return [Call(entry, label=f"references[{entry.label}]", reads={
+                 "prompts": f"prompts[{entry.label}]", **({"eval_set": "eval.holdout"} if entry.held_out else {})})
+            for entry in config.generate.prompts if has_references(entry)]
 
 
 STAGE = Stage("references", "1", build, params=PromptSetConfig, output="references", plan=plan,
-              description="the held-out rows' own answers to the held-out prompts, for a judge to compare with")
+              reads=lambda params: ["eval_set"] if params.held_out else [],
+              description="reference answers to a prompt set (the held-out rows' own, AlpacaEval's GPT-4-turbo's), "
+                          "for a judge to compare with")

@@ -78,7 +78,7 @@ _SHARED = ("ingest.source", "ingest", "embed", "dedup", "base_model")
 _POOL = ("eval.holdout",  # conversations → eval_set: the held-out rows
          "eval.set",      # one per file → eval_set
          "prompts",       # one per prompt set (generate.prompts) → prompts
-         "references",    # one per held-out prompt set: the held-out rows' own answers, judged against
+         "references",    # one per prompt set with reference answers (held-out rows', AlpacaEval's) → references
          "eval.pool",     # conversations + every eval_set → pool
          Entry("cluster", reads=POOL))  # the pool's clusters: no held-out row on the map
 _ARM = (Entry("select", reads=POOL), "format", "train",

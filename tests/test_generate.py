@@ -134,6 +134,27 @@ def test_alpacaeval_carries_gpt4_turbos_answers_as_its_references(ablation_confi
         run_alone(get("references"), vicuna, {"prompts": run_alone(get("prompts"), vicuna, {}, store).ref.key}, store)
 
 
+def test_alpacaevals_public_layout_gives_davinci_003s_answers_as_references(store, tmp_path, monkeypatch):
+    """The public file (AlpacaEval 1.0's layout: instruction, output, generator) has text-davinci-003's answers in
+    `output`, which ingest reads as the answer and the prompts table does not keep: the references read the file."""
+    import gzip
+
+    folder = tmp_path / "sets"
+    (folder / "alpacaeval").mkdir(parents=True)
+    rows = [{"instruction": "Say hi.", "output": "Hi there!", "generator": "text_davinci_003", "dataset": "x"},
+            {"instruction": "Name a fruit.", "output": "Apple.", "generator": "text_davinci_003", "dataset": "y"}]
+    with gzip.open(folder / "alpacaeval" / "prompts.jsonl.gz", "wt") as f:
+        f.write("\n".join(json.dumps(r) for r in rows))
+    monkeypatch.setenv("SFTFLOW_PROMPT_SETS", str(folder))
+    entry = PromptSetConfig(set="alpacaeval")
+    prompts = run_alone(get("prompts"), entry, {}, store).ref
+    result = run_alone(get("references"), entry, {"prompts": prompts.key}, store)
+    assert result.stats["taken_from"] == {"output": 2}
+    table = store.read_table(result.ref.key).to_pylist()
+    assert [(r["messages"][0]["content"], r["messages"][1]["content"]) for r in table] == [
+        ("Say hi.", "Hi there!"), ("Name a fruit.", "Apple.")]
+
+
 def test_batched_answers_are_one_at_a_time_greedy_decoding(store, tiny_confident_lm):
     """Left-padded batches of similar prompt length with the KV cache give each prompt the answer
     `model.generate` gives it alone; parts give the same table; the sampling parameters are in the key."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -46,6 +47,8 @@ def build(ctx: StageContext, prompts: DatasetRef, eval_set: DatasetRef | None = 
         held_out = {row["id"]: reference_answer(row["messages"]) for row in
                     ctx.store.read_table(eval_set.key, columns=["id", "messages"]).to_pylist()}
     fields = () if params.held_out else reference_fields(params)
+    # the set's own records, by row: the prompts keep only the question (an answer field is no prompt's meta)
+    records_by_row = {} if params.held_out else dict(read_rows(params))
     asked = ctx.store.read_table(prompts.key, columns=["id", "source", "messages", "meta"])
     records, used = [], Counter()
     for n, row in enumerate(asked.to_pylist()):
@@ -57,8 +60,10 @@ def build(ctx: StageContext, prompts: DatasetRef, eval_set: DatasetRef | None = 
                                     row=n, field="meta.held_out_id")
             answer = held_out[held_out_id]
         else:
-            field = next((f for f in fields if isinstance(meta.get(f), str) and meta[f].strip()), None)
-            answer = meta.get(field) if field else None
+            record = records_by_row.get((row["source"] or {}).get("row"))
+            record = record if isinstance(record, Mapping) else {}
+            field = next((f for f in fields if isinstance(record.get(f), str) and record[f].strip()), None)
+            answer = record.get(field) if field else None
         if not answer or not answer.strip():
             where = ", ".join(fields) or "its held-out row answers nothing"
             raise BadInputError(f"prompt {row['id']} has no reference answer ({where})", row=n, field="meta")
@@ -77,6 +82,14 @@ def build(ctx: StageContext, prompts: DatasetRef, eval_set: DatasetRef | None = 
     return StageOutput(table=table, stats={"model": REFERENCE, "prompts": prompts.key, "rows": len(records),
                                            "taken_from": dict(used),
                                            "mean_answer_chars": round(sum(chars) / len(chars), 1) if chars else 0})
+
+
+def read_rows(entry: PromptSetConfig) -> Iterator[tuple[int, Any]]:
+    """The prompt set's records as ingest reads them (row number, record), the rows its prompts name."""
+    from tasks.ingest.config import SourceConfig
+    from tasks.ingest.source import open_source
+
+    return open_source(SourceConfig(path=entry.location(), format=entry.format))[0]
 
 
 def reference_fields(entry: PromptSetConfig) -> tuple[str, ...]:
